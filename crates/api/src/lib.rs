@@ -1,0 +1,36 @@
+//! The orch wire layer: generated protobuf types and gRPC services, object IDs, the task
+//! state order, the join token format, and the mTLS plumbing every node uses.
+
+pub mod ids;
+pub mod task_state;
+pub mod tls;
+pub mod token;
+pub mod transport;
+
+/// Generated protobuf types and gRPC clients/servers (package `orch.v1`).
+#[allow(clippy::all, clippy::unwrap_used, missing_docs, rust_2018_idioms)]
+pub mod pb {
+    tonic::include_proto!("orch.v1");
+}
+
+pub use pb::*;
+
+/// Nanoseconds since the Unix epoch, the timestamp unit of every stored object.
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Well-known SAN names and OUs carried by node certificates.
+pub mod roles {
+    pub const MANAGER_OU: &str = "swarm-manager";
+    pub const WORKER_OU: &str = "swarm-worker";
+}
+
+/// The message every manager-only command fails with on a worker (as docker's).
+pub const NOT_A_MANAGER: &str = "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager.";
+
+/// The message for commands that need a swarm on a node that is not in one.
+pub const NOT_IN_SWARM: &str = "This node is not part of a swarm";

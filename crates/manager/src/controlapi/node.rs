@@ -1,0 +1,138 @@
+//! Node operations: list, inspect, update (availability, labels, role), remove.
+
+use orch_api::pb::store_action::Action;
+use orch_api::pb::{ListNodesResponse, Node, NodeAvailability, NodeRole, NodeState, RemoveNodeRequest, UpdateNodeRequest};
+
+use crate::error::{ManagerError, Result};
+use crate::manager::ManagerCtx;
+use crate::raft::membership::{can_remove_member, LAST_MANAGER, QUORUM_LOSS};
+use crate::raft::node::ProposeError;
+use crate::state::store::{ApplyError, Tables};
+
+/// How many times a read-modify-write is retried when another write got there first.
+pub const CONFLICT_RETRIES: usize = 5;
+
+pub fn is_conflict(e: &ManagerError) -> bool {
+    matches!(e, ManagerError::Propose(ProposeError::Rejected(ApplyError::VersionConflict { .. })))
+}
+
+pub async fn list(ctx: &ManagerCtx) -> Result<ListNodesResponse> {
+    let view = ctx.read_view().await?;
+    Ok(ListNodesResponse { nodes: view.nodes().map(|n| ctx.decorate_node(n)).collect() })
+}
+
+pub async fn get(ctx: &ManagerCtx, reference: &str) -> Result<Node> {
+    let view = ctx.read_view().await?;
+    let node = view.find_node(reference)?;
+    Ok(ctx.decorate_node(&node))
+}
+
+fn is_manager(node: &Node) -> bool {
+    node.spec.as_ref().is_some_and(|s| s.desired_role == NodeRole::Manager as i32) || node.manager_status.is_some()
+}
+
+/// Refuses a demotion that would leave no manager or lose quorum.
+fn check_demote(ctx: &ManagerCtx, view: &Tables, node: &Node) -> Result<()> {
+    let managers = view.nodes().filter(|n| n.spec.as_ref().is_some_and(|s| s.desired_role == NodeRole::Manager as i32)).count();
+    if managers <= 1 {
+        return Err(ManagerError::FailedPrecondition(LAST_MANAGER.into()));
+    }
+    if let Some(ms) = node.manager_status.as_ref() {
+        if !can_remove_member(&ctx.raft.status(), ms.raft_id) {
+            return Err(ManagerError::FailedPrecondition(QUORUM_LOSS.into()));
+        }
+    }
+    Ok(())
+}
+
+pub async fn update(ctx: &ManagerCtx, req: UpdateNodeRequest) -> Result<Node> {
+    let availability = req
+        .availability
+        .map(|a| NodeAvailability::try_from(a).map_err(|_| ManagerError::InvalidArgument(format!("invalid availability {a}"))))
+        .transpose()?;
+    let role = req
+        .role
+        .map(|r| NodeRole::try_from(r).map_err(|_| ManagerError::InvalidArgument(format!("invalid role {r}"))))
+        .transpose()?;
+    if let Some(key) = req.label_add.keys().find(|k| k.trim().is_empty()) {
+        return Err(ManagerError::InvalidArgument(format!("invalid label key {key:?}: must not be empty")));
+    }
+    let mut attempt = 0;
+    loop {
+        let view = ctx.read_view().await?;
+        let node = view.find_node(&req.node)?;
+        let mut n = (*node).clone();
+        let spec = n.spec.get_or_insert_with(Default::default);
+        if let Some(a) = availability {
+            spec.availability = a as i32;
+        }
+        for (k, v) in &req.label_add {
+            spec.labels.insert(k.clone(), v.clone());
+        }
+        for k in &req.label_rm {
+            spec.labels.remove(k);
+        }
+        if let Some(role) = role {
+            if role == NodeRole::Worker && spec.desired_role == NodeRole::Manager as i32 {
+                check_demote(ctx, &view, &node)?;
+            }
+            spec.desired_role = role as i32;
+        }
+        match ctx.propose(vec![Action::UpdateNode(n)]).await {
+            Ok(_) => {
+                let view = ctx.store.view();
+                let updated = view.node(&node.id).ok_or_else(|| ManagerError::NotFound(format!("node {} not found", node.id)))?;
+                return Ok(ctx.decorate_node(updated));
+            }
+            Err(e) if is_conflict(&e) && attempt < CONFLICT_RETRIES => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+pub async fn remove(ctx: &ManagerCtx, req: RemoveNodeRequest) -> Result<()> {
+    let view = ctx.read_view().await?;
+    let node = view.find_node(&req.node)?;
+    if node.id == ctx.node_id {
+        return Err(ManagerError::FailedPrecondition(format!(
+            "node {} is the manager serving this request; demote it or run `orch leave --force` on it instead",
+            node.id
+        )));
+    }
+    if is_manager(&node) && !req.force {
+        return Err(ManagerError::FailedPrecondition(format!(
+            "node {} is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal",
+            node.id
+        )));
+    }
+    let state = node.status.as_ref().map_or(0, |s| s.state);
+    if !req.force && state != NodeState::Down as i32 {
+        return Err(ManagerError::FailedPrecondition(format!("node {} is not down and can't be removed", node.id)));
+    }
+    if let Some(ms) = node.manager_status.as_ref() {
+        if !can_remove_member(&ctx.raft.status(), ms.raft_id) {
+            return Err(ManagerError::FailedPrecondition(QUORUM_LOSS.into()));
+        }
+        let member = orch_api::pb::RaftMember { raft_id: ms.raft_id, node_id: node.id.clone(), addr: ms.addr.clone() };
+        ctx.raft.change_membership(&member, false).await?;
+    }
+    let mut attempt = 0;
+    loop {
+        let view = ctx.store.view();
+        let mut cluster = (**view.cluster().ok_or_else(|| ManagerError::Internal("no cluster object".into()))?).clone();
+        if !cluster.removed_nodes.contains(&node.id) {
+            cluster.removed_nodes.push(node.id.clone());
+        }
+        let mut actions = vec![Action::UpdateCluster(cluster)];
+        if view.node(&node.id).is_some() {
+            actions.push(Action::DeleteNode(node.id.clone()));
+        }
+        match ctx.propose(actions).await {
+            Ok(_) => break,
+            Err(e) if is_conflict(&e) && attempt < CONFLICT_RETRIES => attempt += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    ctx.dispatcher.close(&node.id);
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! The leader-only components, started together when this manager becomes leader and
+//! cancelled together (one token) when it stops being leader. A component that panics takes
+//! the manager down loudly.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::dispatcher::{assignments, heartbeat};
+use crate::manager::ManagerCtx;
+use crate::raft::membership;
+
+fn spawn_component<F>(ctx: &Arc<ManagerCtx>, name: &'static str, fut: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let handle = tokio::spawn(fut.instrument(tracing::info_span!("leader", component = name)));
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        if let Err(e) = handle.await {
+            if e.is_panic() {
+                ctx.fatal(format!("leader component {name} panicked"));
+            }
+        }
+    });
+}
+
+pub fn start(ctx: Arc<ManagerCtx>, token: CancellationToken) {
+    spawn_component(&ctx, "heartbeat_monitor", heartbeat::monitor(ctx.clone(), token.clone()));
+    spawn_component(&ctx, "session_notifier", heartbeat::notifier(ctx.clone(), token.clone()));
+    spawn_component(&ctx, "assignments", assignments::streamer(ctx.clone(), token.clone()));
+    spawn_component(&ctx, "role_manager", membership::role_manager(ctx.clone(), token.clone()));
+}

@@ -1,0 +1,3 @@
+//! The replicated store.
+
+pub mod store;

@@ -1,0 +1,654 @@
+//! The replicated store: tables of clusters, nodes, services and tasks, changed only by
+//! applying committed raft entries, in log order, on every manager.
+//!
+//! Tables are persistent maps (imbl): a read view is an O(1) clone that never blocks the
+//! applier, and components take one, decide, and propose a transaction. A transaction applies
+//! all-or-nothing: an update carries the version it read, and a stale one fails the whole
+//! transaction on every manager alike. Every applied transaction is broadcast as a [`Change`]:
+//! the store is the bus components watch.
+
+use std::sync::Arc;
+
+use imbl::{OrdMap, OrdSet};
+use orch_api::pb::store_action::Action;
+use orch_api::pb::{Cluster, ManagerStatus, Node, RaftMember, Service, StoreSnapshot, StoreTransaction, Task};
+use parking_lot::RwLock;
+use tokio::sync::{broadcast, watch};
+
+/// An object of any table.
+#[derive(Debug, Clone)]
+pub enum Object {
+    Cluster(Arc<Cluster>),
+    Node(Arc<Node>),
+    Service(Arc<Service>),
+    Task(Arc<Task>),
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    Created(Object),
+    Updated { old: Object, new: Object },
+    Deleted(Object),
+}
+
+impl Event {
+    /// The object as it is after the event (the deleted object for deletions).
+    pub fn object(&self) -> &Object {
+        match self {
+            Event::Created(o) | Event::Deleted(o) => o,
+            Event::Updated { new, .. } => new,
+        }
+    }
+}
+
+/// One applied transaction's events.
+#[derive(Debug)]
+pub struct Change {
+    pub index: u64,
+    pub events: Vec<Event>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{kind} {id} already exists")]
+    Exists { kind: &'static str, id: String },
+    #[error("{kind} with name {name} already exists")]
+    NameConflict { kind: &'static str, name: String },
+    #[error("{kind} {id} not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("update out of sequence: {kind} {id} changed since it was read (version {read}, now {current})")]
+    VersionConflict { kind: &'static str, id: String, read: u64, current: u64 },
+    #[error("malformed store transaction: {0}")]
+    Malformed(String),
+}
+
+/// A consistent read view of every table at one applied index.
+#[derive(Debug, Clone, Default)]
+pub struct Tables {
+    pub index: u64,
+    clusters: OrdMap<String, Arc<Cluster>>,
+    nodes: OrdMap<String, Arc<Node>>,
+    services: OrdMap<String, Arc<Service>>,
+    tasks: OrdMap<String, Arc<Task>>,
+    service_names: OrdMap<String, String>,
+    tasks_by_service: OrdMap<String, OrdSet<String>>,
+    tasks_by_node: OrdMap<String, OrdSet<String>>,
+}
+
+/// What a lookup by user-given reference (ID, ID prefix, or name) found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("{kind} {reference} not found")]
+    NotFound { kind: &'static str, reference: String },
+    #[error("{kind} {reference} is ambiguous ({count} matches found)")]
+    Ambiguous { kind: &'static str, reference: String, count: usize },
+}
+
+impl Tables {
+    /// The cluster object (there is exactly one once the cluster is initialized).
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.clusters.values().next()
+    }
+
+    pub fn node(&self, id: &str) -> Option<&Arc<Node>> {
+        self.nodes.get(id)
+    }
+
+    pub fn nodes(&self) -> impl Iterator<Item = &Arc<Node>> {
+        self.nodes.values()
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn service(&self, id: &str) -> Option<&Arc<Service>> {
+        self.services.get(id)
+    }
+
+    pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> {
+        self.services.values()
+    }
+
+    pub fn service_by_name(&self, name: &str) -> Option<&Arc<Service>> {
+        self.service_names.get(name).and_then(|id| self.services.get(id))
+    }
+
+    pub fn task(&self, id: &str) -> Option<&Arc<Task>> {
+        self.tasks.get(id)
+    }
+
+    pub fn tasks(&self) -> impl Iterator<Item = &Arc<Task>> {
+        self.tasks.values()
+    }
+
+    pub fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn tasks_of_service<'a>(&'a self, service_id: &str) -> impl Iterator<Item = &'a Arc<Task>> + 'a {
+        self.tasks_by_service
+            .get(service_id)
+            .into_iter()
+            .flat_map(|ids| ids.iter())
+            .filter_map(|id| self.tasks.get(id))
+    }
+
+    pub fn tasks_of_node<'a>(&'a self, node_id: &str) -> impl Iterator<Item = &'a Arc<Task>> + 'a {
+        self.tasks_by_node
+            .get(node_id)
+            .into_iter()
+            .flat_map(|ids| ids.iter())
+            .filter_map(|id| self.tasks.get(id))
+    }
+
+    /// Managers that are raft members, with their raft ID and address.
+    pub fn members(&self) -> Vec<RaftMember> {
+        self.nodes
+            .values()
+            .filter_map(|n| {
+                n.manager_status.as_ref().filter(|m| m.raft_id != 0).map(|m| RaftMember {
+                    raft_id: m.raft_id,
+                    node_id: n.id.clone(),
+                    addr: m.addr.clone(),
+                })
+            })
+            .collect()
+    }
+
+    pub fn node_by_raft_id(&self, raft_id: u64) -> Option<&Arc<Node>> {
+        self.nodes
+            .values()
+            .find(|n| n.manager_status.as_ref().is_some_and(|m| m.raft_id == raft_id))
+    }
+
+    /// Finds a node by full ID, unique ID prefix, or hostname, as docker resolves NODE.
+    pub fn find_node(&self, reference: &str) -> Result<Arc<Node>, LookupError> {
+        if let Some(n) = self.nodes.get(reference) {
+            return Ok(n.clone());
+        }
+        let by_name: Vec<_> = self
+            .nodes
+            .values()
+            .filter(|n| n.description.as_ref().is_some_and(|d| d.hostname == reference))
+            .collect();
+        let by_prefix: Vec<_> = self.nodes.values().filter(|n| n.id.starts_with(reference)).collect();
+        resolve("node", reference, by_name, by_prefix)
+    }
+
+    /// Finds a service by full ID, name, or unique ID prefix.
+    pub fn find_service(&self, reference: &str) -> Result<Arc<Service>, LookupError> {
+        if let Some(s) = self.services.get(reference) {
+            return Ok(s.clone());
+        }
+        if let Some(s) = self.service_by_name(reference) {
+            return Ok(s.clone());
+        }
+        let by_prefix: Vec<_> = self.services.values().filter(|s| s.id.starts_with(reference)).collect();
+        resolve("service", reference, Vec::new(), by_prefix)
+    }
+
+    /// Every object, as raft snapshots hold them.
+    pub fn to_snapshot(&self) -> StoreSnapshot {
+        StoreSnapshot {
+            clusters: self.clusters.values().map(|c| (**c).clone()).collect(),
+            nodes: self.nodes.values().map(|n| (**n).clone()).collect(),
+            services: self.services.values().map(|s| (**s).clone()).collect(),
+            tasks: self.tasks.values().map(|t| (**t).clone()).collect(),
+        }
+    }
+
+    fn from_snapshot(index: u64, snapshot: StoreSnapshot) -> Self {
+        let mut t = Tables { index, ..Default::default() };
+        for c in snapshot.clusters {
+            t.clusters.insert(c.id.clone(), Arc::new(c));
+        }
+        for n in snapshot.nodes {
+            t.nodes.insert(n.id.clone(), Arc::new(n));
+        }
+        for s in snapshot.services {
+            t.insert_service(Arc::new(s));
+        }
+        for task in snapshot.tasks {
+            t.insert_task(Arc::new(task));
+        }
+        t
+    }
+
+    fn insert_service(&mut self, s: Arc<Service>) {
+        if let Some(spec) = &s.spec {
+            self.service_names.insert(spec.name.clone(), s.id.clone());
+        }
+        self.services.insert(s.id.clone(), s);
+    }
+
+    fn remove_service(&mut self, id: &str) -> Option<Arc<Service>> {
+        let old = self.services.remove(id)?;
+        if let Some(spec) = &old.spec {
+            if self.service_names.get(&spec.name).is_some_and(|sid| sid == id) {
+                self.service_names.remove(&spec.name);
+            }
+        }
+        Some(old)
+    }
+
+    fn insert_task(&mut self, t: Arc<Task>) {
+        if let Some(old) = self.tasks.get(&t.id).cloned() {
+            self.unindex_task(&old);
+        }
+        self.tasks_by_service.entry(t.service_id.clone()).or_default().insert(t.id.clone());
+        if !t.node_id.is_empty() {
+            self.tasks_by_node.entry(t.node_id.clone()).or_default().insert(t.id.clone());
+        }
+        self.tasks.insert(t.id.clone(), t);
+    }
+
+    fn unindex_task(&mut self, t: &Task) {
+        for (index, key) in [(&mut self.tasks_by_service, &t.service_id), (&mut self.tasks_by_node, &t.node_id)] {
+            if key.is_empty() {
+                continue;
+            }
+            let now_empty = match index.get_mut(key) {
+                Some(set) => {
+                    set.remove(&t.id);
+                    set.is_empty()
+                }
+                None => false,
+            };
+            if now_empty {
+                index.remove(key);
+            }
+        }
+    }
+
+    fn remove_task(&mut self, id: &str) -> Option<Arc<Task>> {
+        let old = self.tasks.remove(id)?;
+        self.unindex_task(&old);
+        Some(old)
+    }
+}
+
+fn resolve<T: Clone>(kind: &'static str, reference: &str, by_name: Vec<&T>, by_prefix: Vec<&T>) -> Result<T, LookupError> {
+    let candidates = if !by_name.is_empty() { by_name } else { by_prefix };
+    match candidates.as_slice() {
+        [] => Err(LookupError::NotFound { kind, reference: reference.to_string() }),
+        [one] => Ok((*one).clone()),
+        many => Err(LookupError::Ambiguous { kind, reference: reference.to_string(), count: many.len() }),
+    }
+}
+
+fn check_version(kind: &'static str, id: &str, read: u64, current: u64) -> Result<(), ApplyError> {
+    if read != current {
+        return Err(ApplyError::VersionConflict { kind, id: id.to_string(), read, current });
+    }
+    Ok(())
+}
+
+macro_rules! stamp {
+    ($obj:expr, $index:expr, $ts:expr, $created:expr) => {{
+        let meta = $obj.meta.get_or_insert_with(Default::default);
+        meta.version = $index;
+        meta.updated_at = $ts;
+        if let Some(created) = $created {
+            meta.created_at = created;
+        } else if meta.created_at == 0 {
+            meta.created_at = $ts;
+        }
+    }};
+}
+
+fn version_of(meta: &Option<orch_api::pb::Meta>) -> u64 {
+    meta.as_ref().map_or(0, |m| m.version)
+}
+
+fn created_of(meta: &Option<orch_api::pb::Meta>) -> i64 {
+    meta.as_ref().map_or(0, |m| m.created_at)
+}
+
+/// Applies one transaction to `t`, collecting events. Pure: the caller discards `t` on error.
+fn apply_txn(t: &mut Tables, index: u64, txn: &StoreTransaction, events: &mut Vec<Event>) -> Result<(), ApplyError> {
+    let ts = txn.timestamp;
+    for action in &txn.actions {
+        let action = action.action.as_ref().ok_or_else(|| ApplyError::Malformed("empty action".into()))?;
+        match action {
+            Action::CreateCluster(c) => {
+                if t.clusters.contains_key(&c.id) {
+                    return Err(ApplyError::Exists { kind: "cluster", id: c.id.clone() });
+                }
+                let mut c = c.clone();
+                stamp!(c, index, ts, None::<i64>);
+                let c = Arc::new(c);
+                t.clusters.insert(c.id.clone(), c.clone());
+                events.push(Event::Created(Object::Cluster(c)));
+            }
+            Action::UpdateCluster(c) => {
+                let old = t.clusters.get(&c.id).cloned().ok_or_else(|| ApplyError::NotFound { kind: "cluster", id: c.id.clone() })?;
+                check_version("cluster", &c.id, version_of(&c.meta), version_of(&old.meta))?;
+                let mut c = c.clone();
+                stamp!(c, index, ts, Some(created_of(&old.meta)));
+                let c = Arc::new(c);
+                t.clusters.insert(c.id.clone(), c.clone());
+                events.push(Event::Updated { old: Object::Cluster(old), new: Object::Cluster(c) });
+            }
+            Action::CreateNode(n) => {
+                if t.nodes.contains_key(&n.id) {
+                    return Err(ApplyError::Exists { kind: "node", id: n.id.clone() });
+                }
+                let mut n = n.clone();
+                stamp!(n, index, ts, None::<i64>);
+                let n = Arc::new(n);
+                t.nodes.insert(n.id.clone(), n.clone());
+                events.push(Event::Created(Object::Node(n)));
+            }
+            Action::UpdateNode(n) => {
+                let old = t.nodes.get(&n.id).cloned().ok_or_else(|| ApplyError::NotFound { kind: "node", id: n.id.clone() })?;
+                check_version("node", &n.id, version_of(&n.meta), version_of(&old.meta))?;
+                let mut n = n.clone();
+                stamp!(n, index, ts, Some(created_of(&old.meta)));
+                let n = Arc::new(n);
+                t.nodes.insert(n.id.clone(), n.clone());
+                events.push(Event::Updated { old: Object::Node(old), new: Object::Node(n) });
+            }
+            Action::DeleteNode(id) => {
+                let old = t.nodes.remove(id).ok_or_else(|| ApplyError::NotFound { kind: "node", id: id.clone() })?;
+                events.push(Event::Deleted(Object::Node(old)));
+            }
+            Action::CreateService(s) => {
+                if t.services.contains_key(&s.id) {
+                    return Err(ApplyError::Exists { kind: "service", id: s.id.clone() });
+                }
+                let name = s.spec.as_ref().map(|sp| sp.name.clone()).unwrap_or_default();
+                if t.service_names.contains_key(&name) {
+                    return Err(ApplyError::NameConflict { kind: "service", name });
+                }
+                let mut s = s.clone();
+                stamp!(s, index, ts, None::<i64>);
+                let s = Arc::new(s);
+                t.insert_service(s.clone());
+                events.push(Event::Created(Object::Service(s)));
+            }
+            Action::UpdateService(s) => {
+                let old = t.services.get(&s.id).cloned().ok_or_else(|| ApplyError::NotFound { kind: "service", id: s.id.clone() })?;
+                check_version("service", &s.id, version_of(&s.meta), version_of(&old.meta))?;
+                let new_name = s.spec.as_ref().map(|sp| sp.name.clone()).unwrap_or_default();
+                if t.service_names.get(&new_name).is_some_and(|id| id != &s.id) {
+                    return Err(ApplyError::NameConflict { kind: "service", name: new_name });
+                }
+                let mut s = s.clone();
+                stamp!(s, index, ts, Some(created_of(&old.meta)));
+                let s = Arc::new(s);
+                t.remove_service(&s.id);
+                t.insert_service(s.clone());
+                events.push(Event::Updated { old: Object::Service(old), new: Object::Service(s) });
+            }
+            Action::DeleteService(id) => {
+                let old = t.remove_service(id).ok_or_else(|| ApplyError::NotFound { kind: "service", id: id.clone() })?;
+                events.push(Event::Deleted(Object::Service(old)));
+            }
+            Action::CreateTask(task) => {
+                if t.tasks.contains_key(&task.id) {
+                    return Err(ApplyError::Exists { kind: "task", id: task.id.clone() });
+                }
+                let mut task = task.clone();
+                stamp!(task, index, ts, None::<i64>);
+                let task = Arc::new(task);
+                t.insert_task(task.clone());
+                events.push(Event::Created(Object::Task(task)));
+            }
+            Action::UpdateTask(task) => {
+                let old = t.tasks.get(&task.id).cloned().ok_or_else(|| ApplyError::NotFound { kind: "task", id: task.id.clone() })?;
+                check_version("task", &task.id, version_of(&task.meta), version_of(&old.meta))?;
+                let mut task = task.clone();
+                stamp!(task, index, ts, Some(created_of(&old.meta)));
+                let task = Arc::new(task);
+                t.insert_task(task.clone());
+                events.push(Event::Updated { old: Object::Task(old), new: Object::Task(task) });
+            }
+            Action::DeleteTask(id) => {
+                let old = t.remove_task(id).ok_or_else(|| ApplyError::NotFound { kind: "task", id: id.clone() })?;
+                events.push(Event::Deleted(Object::Task(old)));
+            }
+            Action::TaskStatus(update) => {
+                // Agents report what they see; a report about a task that is gone, or an older
+                // state than the store has, is dropped without failing the batch.
+                let Some(old) = t.tasks.get(&update.task_id).cloned() else { continue };
+                let Some(status) = &update.status else { continue };
+                let current = old.status.as_ref();
+                let cur_state = current.map_or(0, |s| s.state);
+                let newer = status.state > cur_state
+                    || (status.state == cur_state && current.is_some_and(|c| c != status && status.timestamp >= c.timestamp));
+                if !newer {
+                    continue;
+                }
+                let mut task = (*old).clone();
+                task.status = Some(status.clone());
+                stamp!(task, index, ts, Some(created_of(&old.meta)));
+                let task = Arc::new(task);
+                t.insert_task(task.clone());
+                events.push(Event::Updated { old: Object::Task(old), new: Object::Task(task) });
+            }
+            Action::NodeStatus(change) => {
+                let Some(old) = t.nodes.get(&change.node_id).cloned() else { continue };
+                let mut n = (*old).clone();
+                if let Some(status) = &change.status {
+                    n.status = Some(status.clone());
+                }
+                if let Some(description) = &change.description {
+                    n.description = Some(description.clone());
+                }
+                if *old == n {
+                    continue;
+                }
+                stamp!(n, index, ts, Some(created_of(&old.meta)));
+                let n = Arc::new(n);
+                t.nodes.insert(n.id.clone(), n.clone());
+                events.push(Event::Updated { old: Object::Node(old), new: Object::Node(n) });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The store of one manager.
+pub struct Store {
+    tables: RwLock<Tables>,
+    events: broadcast::Sender<Arc<Change>>,
+    applied: watch::Sender<u64>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Store {
+    pub fn new() -> Self {
+        let (events, _) = broadcast::channel(4096);
+        let (applied, _) = watch::channel(0);
+        Store { tables: RwLock::new(Tables::default()), events, applied }
+    }
+
+    /// A consistent view of every table (O(1)).
+    pub fn view(&self) -> Tables {
+        self.tables.read().clone()
+    }
+
+    /// A view and a subscription that starts exactly after it.
+    pub fn view_and_watch(&self) -> (Tables, broadcast::Receiver<Arc<Change>>) {
+        let tables = self.tables.read();
+        (tables.clone(), self.events.subscribe())
+    }
+
+    pub fn index(&self) -> u64 {
+        self.tables.read().index
+    }
+
+    /// Waits until the store has applied `index`.
+    pub async fn wait_applied(&self, index: u64) {
+        let mut rx = self.applied.subscribe();
+        let _ = rx.wait_for(|applied| *applied >= index).await;
+    }
+
+    /// Applies a committed transaction at raft `index`. A rejected transaction changes nothing
+    /// (but the index still advances).
+    pub fn apply(&self, index: u64, txn: &StoreTransaction) -> Result<(), ApplyError> {
+        let mut tables = self.tables.write();
+        let mut next = tables.clone();
+        let mut events = Vec::new();
+        let result = apply_txn(&mut next, index, txn, &mut events);
+        match result {
+            Ok(()) => {
+                next.index = index;
+                *tables = next;
+            }
+            Err(_) => {
+                tables.index = index;
+                events.clear();
+            }
+        }
+        self.publish(&mut tables, index, events);
+        result
+    }
+
+    /// Records a raft membership change on the member's node object (its manager status).
+    pub fn apply_member_change(&self, index: u64, member: &RaftMember, added: bool, timestamp: i64) {
+        let mut tables = self.tables.write();
+        let mut events = Vec::new();
+        let node_id = if added {
+            Some(member.node_id.clone())
+        } else {
+            tables.node_by_raft_id(member.raft_id).map(|n| n.id.clone())
+        };
+        if let Some(old) = node_id.and_then(|id| tables.nodes.get(&id).cloned()) {
+            let mut n = (*old).clone();
+            n.manager_status = if added {
+                Some(ManagerStatus { raft_id: member.raft_id, addr: member.addr.clone(), ..Default::default() })
+            } else {
+                None
+            };
+            stamp!(n, index, timestamp, Some(created_of(&old.meta)));
+            let n = Arc::new(n);
+            tables.nodes.insert(n.id.clone(), n.clone());
+            events.push(Event::Updated { old: Object::Node(old), new: Object::Node(n) });
+        }
+        tables.index = index;
+        self.publish(&mut tables, index, events);
+    }
+
+    /// Notes that raft applied `index` without a store change (empty or conf entries).
+    pub fn advance(&self, index: u64) {
+        let mut tables = self.tables.write();
+        if index > tables.index {
+            tables.index = index;
+            self.publish(&mut tables, index, Vec::new());
+        }
+    }
+
+    /// Replaces everything with a snapshot's contents at raft `index`. Watchers see a change
+    /// with no events and must re-read (they cannot tell what changed).
+    pub fn restore(&self, index: u64, snapshot: StoreSnapshot) {
+        let mut tables = self.tables.write();
+        *tables = Tables::from_snapshot(index, snapshot);
+        self.publish(&mut tables, index, Vec::new());
+        let _ = self.events.send(Arc::new(Change { index, events: vec![] }));
+    }
+
+    fn publish(&self, tables: &mut Tables, index: u64, events: Vec<Event>) {
+        if !events.is_empty() {
+            let _ = self.events.send(Arc::new(Change { index, events }));
+        }
+        let _ = tables;
+        self.applied.send_replace(index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orch_api::pb::{Meta, NodeDescription, ServiceSpec, StoreAction};
+
+    fn txn(actions: Vec<Action>) -> StoreTransaction {
+        StoreTransaction { actions: actions.into_iter().map(|a| StoreAction { action: Some(a) }).collect(), timestamp: 42 }
+    }
+
+    fn node(id: &str, hostname: &str) -> Node {
+        Node {
+            id: id.into(),
+            description: Some(NodeDescription { hostname: hostname.into(), ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    fn service(id: &str, name: &str) -> Service {
+        Service { id: id.into(), spec: Some(ServiceSpec { name: name.into(), ..Default::default() }), ..Default::default() }
+    }
+
+    #[test]
+    fn create_sets_version_and_watchers_see_it() {
+        let store = Store::new();
+        let (_, mut rx) = store.view_and_watch();
+        store.apply(5, &txn(vec![Action::CreateNode(node("n1", "a"))])).expect("apply");
+        let view = store.view();
+        assert_eq!(view.node("n1").and_then(|n| n.meta.clone()).map(|m| m.version), Some(5));
+        let change = rx.try_recv().expect("event");
+        assert_eq!(change.index, 5);
+        assert!(matches!(change.events[0], Event::Created(Object::Node(_))));
+    }
+
+    #[test]
+    fn stale_update_rejects_whole_transaction() {
+        let store = Store::new();
+        store.apply(1, &txn(vec![Action::CreateNode(node("n1", "a"))])).expect("create");
+        let mut stale = node("n1", "b");
+        stale.meta = Some(Meta { version: 0, ..Default::default() });
+        let err = store
+            .apply(2, &txn(vec![Action::CreateNode(node("n2", "c")), Action::UpdateNode(stale)]))
+            .expect_err("conflict");
+        assert!(matches!(err, ApplyError::VersionConflict { .. }));
+        let view = store.view();
+        assert!(view.node("n2").is_none(), "first action rolled back");
+        assert_eq!(view.index, 2, "index advances anyway");
+    }
+
+    #[test]
+    fn service_names_are_unique() {
+        let store = Store::new();
+        store.apply(1, &txn(vec![Action::CreateService(service("s1", "web"))])).expect("create");
+        let err = store.apply(2, &txn(vec![Action::CreateService(service("s2", "web"))])).expect_err("dup");
+        assert_eq!(err, ApplyError::NameConflict { kind: "service", name: "web".into() });
+        store.apply(3, &txn(vec![Action::DeleteService("s1".into())])).expect("delete");
+        store.apply(4, &txn(vec![Action::CreateService(service("s2", "web"))])).expect("reuse name");
+    }
+
+    #[test]
+    fn find_node_by_id_prefix_and_hostname() {
+        let store = Store::new();
+        store
+            .apply(1, &txn(vec![Action::CreateNode(node("abc111", "alpha")), Action::CreateNode(node("abc222", "beta"))]))
+            .expect("create");
+        let view = store.view();
+        assert_eq!(view.find_node("abc111").map(|n| n.id.clone()), Ok("abc111".into()));
+        assert_eq!(view.find_node("beta").map(|n| n.id.clone()), Ok("abc222".into()));
+        assert_eq!(view.find_node("abc2").map(|n| n.id.clone()), Ok("abc222".into()));
+        assert!(matches!(view.find_node("abc"), Err(LookupError::Ambiguous { count: 2, .. })));
+        assert!(matches!(view.find_node("zzz"), Err(LookupError::NotFound { .. })));
+    }
+
+    #[test]
+    fn task_indexes_follow_updates_and_snapshots() {
+        let store = Store::new();
+        let task = Task { id: "t1".into(), service_id: "s1".into(), node_id: "n1".into(), ..Default::default() };
+        store.apply(1, &txn(vec![Action::CreateTask(task)])).expect("create");
+        let mut moved = (**store.view().task("t1").expect("task")).clone();
+        moved.node_id = "n2".into();
+        store.apply(2, &txn(vec![Action::UpdateTask(moved)])).expect("update");
+        let view = store.view();
+        assert_eq!(view.tasks_of_node("n1").count(), 0);
+        assert_eq!(view.tasks_of_node("n2").count(), 1);
+        let restored = Store::new();
+        restored.restore(2, view.to_snapshot());
+        assert_eq!(restored.view().tasks_of_service("s1").count(), 1);
+        assert_eq!(restored.view().tasks_of_node("n2").count(), 1);
+    }
+}
