@@ -189,6 +189,7 @@ struct RaftNode<T: Transport> {
     self_tx: mpsc::Sender<Request>,
     next_proposal: u64,
     pending: HashMap<u64, Pending>,
+    conf_queue: std::collections::VecDeque<(ConfChange, oneshot::Sender<Result<u64, ProposeError>>)>,
     reads: HashMap<u64, oneshot::Sender<Result<u64, ProposeError>>>,
     last_heard: HashMap<u64, Instant>,
     applied: u64,
@@ -256,6 +257,7 @@ pub fn start<T: Transport>(
         self_tx: tx.clone(),
         next_proposal: rand::random::<u64>() >> 16,
         pending: HashMap::new(),
+        conf_queue: Default::default(),
         reads: HashMap::new(),
         last_heard: HashMap::new(),
         applied: snapshot_index,
@@ -339,15 +341,10 @@ impl<T: Transport> RaftNode<T> {
                     let _ = reply.send(Err(err));
                     return;
                 }
-                let id = self.next_id();
-                match self.raw.propose_conf_change(id.to_le_bytes().to_vec(), cc) {
-                    Ok(()) => {
-                        self.pending.insert(id, Pending { reply });
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(ProposeError::Raft(e.to_string())));
-                    }
-                }
+                // raft accepts one membership change at a time (and none before the leader's
+                // first entry is applied): queue, and propose when it can take it.
+                self.conf_queue.push_back((cc, reply));
+                self.propose_queued_conf_change();
             }
             Request::ReadIndex { reply } => {
                 if let Some(err) = self.not_leader() {
@@ -386,6 +383,28 @@ impl<T: Transport> RaftNode<T> {
         }
     }
 
+    fn propose_queued_conf_change(&mut self) {
+        if self.conf_queue.is_empty() || self.raw.raft.has_pending_conf() {
+            return;
+        }
+        if let Some(err) = self.not_leader() {
+            for (_, reply) in self.conf_queue.drain(..) {
+                let _ = reply.send(Err(err.clone()));
+            }
+            return;
+        }
+        let Some((cc, reply)) = self.conf_queue.pop_front() else { return };
+        let id = self.next_id();
+        match self.raw.propose_conf_change(id.to_le_bytes().to_vec(), cc) {
+            Ok(()) => {
+                self.pending.insert(id, Pending { reply });
+            }
+            Err(e) => {
+                let _ = reply.send(Err(ProposeError::Raft(e.to_string())));
+            }
+        }
+    }
+
     fn next_id(&mut self) -> u64 {
         self.next_proposal = self.next_proposal.wrapping_add(1);
         self.next_proposal
@@ -407,6 +426,9 @@ impl<T: Transport> RaftNode<T> {
         }
         for (_, r) in self.reads.drain() {
             let _ = r.send(Err(err.clone()));
+        }
+        for (_, reply) in self.conf_queue.drain(..) {
+            let _ = reply.send(Err(err.clone()));
         }
     }
 
@@ -443,6 +465,7 @@ impl<T: Transport> RaftNode<T> {
         }
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
+        self.propose_queued_conf_change();
         self.maybe_snapshot();
         self.publish_status();
         Ok(())
@@ -533,7 +556,8 @@ impl<T: Transport> RaftNode<T> {
         self.snapshot_interval = interval;
         self.keep_entries = keep;
         let last_snapshot = self.raw.store().snapshot_index();
-        if self.applied < last_snapshot + self.snapshot_interval {
+        let wanted = self.raw.store().take_snapshot_wanted() && self.applied > last_snapshot;
+        if !wanted && self.applied < last_snapshot + self.snapshot_interval {
             return;
         }
         // The view is taken at exactly `applied`; encoding runs off the raft task.

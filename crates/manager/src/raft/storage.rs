@@ -83,6 +83,8 @@ pub struct LogStore {
     cache_bytes: usize,
     /// A commit index raft advanced in memory that is not yet on disk.
     commit_dirty: bool,
+    /// Raft asked for a snapshot the stored one cannot serve (it predates the peer joining).
+    snapshot_wanted: std::cell::Cell<bool>,
 }
 
 fn corrupt(path: &str, message: impl Into<String>) -> LogError {
@@ -139,6 +141,7 @@ impl LogStore {
             cache: VecDeque::new(),
             cache_bytes: 0,
             commit_dirty: false,
+            snapshot_wanted: std::cell::Cell::new(false),
         };
         store.load().map_err(|e| match e {
             LogError::Db(m) => corrupt(&display, format!("{m}; refusing to start, the file is left as it is")),
@@ -222,6 +225,11 @@ impl LogStore {
 
     pub fn conf_state(&self) -> &ConfState {
         &self.conf_state
+    }
+
+    /// Whether raft needs a fresher snapshot than the stored one (cleared by reading it).
+    pub fn take_snapshot_wanted(&self) -> bool {
+        self.snapshot_wanted.replace(false)
     }
 
     pub fn snapshot_index(&self) -> u64 {
@@ -486,8 +494,12 @@ impl Storage for LogStore {
         Ok(self.last())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        if self.snapshot_meta.index < request_index || self.snapshot_meta.index == 0 {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let conf = self.snapshot_meta.get_conf_state();
+        let includes_peer = conf.voters.contains(&to) || conf.learners.contains(&to);
+        if self.snapshot_meta.index < request_index || self.snapshot_meta.index == 0 || !includes_peer {
+            // A peer can only install a snapshot whose configuration includes it.
+            self.snapshot_wanted.set(true);
             return Err(raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable));
         }
         let data = self.snapshot_data().map_err(storage_err)?.unwrap_or_default();
