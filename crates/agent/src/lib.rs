@@ -1,1 +1,5 @@
+//! The orch agent: keeps a session with the dispatcher and runs the node's tasks through the
+//! local Docker Engine.
 
+pub mod engine;
+pub mod session;

@@ -47,6 +47,8 @@ pub struct ManagerParams {
     pub advertise_addr: String,
     pub raft: RaftOptions,
     pub tls: TlsContext,
+    /// Members to reach before the store knows any (a manager that just joined).
+    pub initial_peers: Vec<orch_api::pb::RaftMember>,
 }
 
 /// What every manager component shares.
@@ -169,6 +171,9 @@ impl Manager {
         let client_tls = params.tls.client_config().map_err(|e| ManagerError::Internal(e.to_string()))?;
         let server_tls = params.tls.server_config().map_err(|e| ManagerError::Internal(e.to_string()))?;
         let transport = Arc::new(GrpcTransport::new(params.raft_id, client_tls.clone(), shutdown.clone()));
+        for peer in &params.initial_peers {
+            crate::raft::node::Transport::set_peer(transport.as_ref(), peer);
+        }
         let (raft, raft_task) = crate::raft::node::start(params.raft.clone(), log, store.clone(), transport.clone(), shutdown.clone())
             .map_err(|e| ManagerError::Internal(e.to_string()))?;
         transport.attach(raft.clone());

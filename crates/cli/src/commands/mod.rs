@@ -1,0 +1,5 @@
+//! One module per command group.
+
+pub mod cluster;
+pub mod node;
+pub mod service;
