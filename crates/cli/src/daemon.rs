@@ -380,7 +380,16 @@ async fn run_manager(node: &Arc<Node>) -> Result<ManagerExit> {
     };
     let mut manager = Manager::start(params, log, listener, &node.shutdown).await.map_err(|e| anyhow!("{e}"))?;
     node.slot.store(Some(manager.ctx.clone()));
-    let exit = manager.wait().await;
+    // A removed member may never see its own removal (the leader stops replicating to it once
+    // the change commits); the certificate, renewed as a worker's, says it for sure.
+    let mut cert = node.cert_changed.subscribe();
+    let demoted = async move {
+        let _ = cert.wait_for(|c| c.role == NodeRole::Worker).await;
+    };
+    let exit = tokio::select! {
+        exit = manager.wait() => exit,
+        _ = demoted => ManagerExit::Removed,
+    };
     node.slot.store(None);
     manager.stop();
     Ok(exit)

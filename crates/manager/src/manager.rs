@@ -38,6 +38,9 @@ use crate::state::store::{Store, Tables};
 /// Metadata set on requests a follower forwards to the leader.
 pub const FORWARDED: &str = "orch-forwarded";
 
+/// How long a manager without a known leader waits for one before failing a request.
+pub const LEADER_WAIT: Duration = Duration::from_secs(3);
+
 /// A slot holding the manager while this node is one (empty on workers).
 pub type ManagerSlot = Arc<ArcSwapOption<ManagerCtx>>;
 
@@ -74,33 +77,38 @@ pub enum Route {
 
 impl ManagerCtx {
     /// Decides whether to serve `request` here (leader) or forward it to the leader. A request
-    /// that was already forwarded once is not forwarded again.
-    pub fn route<T>(&self, request: &Request<T>) -> Result<Route, Status> {
-        let status = self.raft.status();
-        if status.is_leader {
-            return Ok(Route::Local);
-        }
-        if request.metadata().contains_key(FORWARDED) {
-            return Err(Status::unavailable("leadership changed while the request was forwarded; retry"));
-        }
-        if status.leader == 0 || status.removed {
-            return Err(Status::unavailable(ProposeError::NoLeader.to_string()));
-        }
-        let addr = self
-            .store
-            .view()
-            .node_by_raft_id(status.leader)
-            .and_then(|n| n.manager_status.as_ref().map(|m| m.addr.clone()))
-            .ok_or_else(|| Status::unavailable("the leader's address is not known yet; retry"))?;
-        let mut cached = self.leader_conn.lock();
-        if let Some((cached_addr, channel)) = cached.as_ref() {
-            if *cached_addr == addr {
-                return Ok(Route::Forward(channel.clone()));
+    /// that was already forwarded once is not forwarded again. With no leader known, waits up
+    /// to `LEADER_WAIT` (about one election) before giving up.
+    pub async fn route<T>(&self, request: &Request<T>) -> Result<Route, Status> {
+        let mut watch = self.raft.watch_status();
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        loop {
+            let status = watch.borrow_and_update().clone();
+            if status.is_leader {
+                return Ok(Route::Local);
             }
+            if request.metadata().contains_key(FORWARDED) {
+                return Err(Status::unavailable("leadership changed while the request was forwarded; retry"));
+            }
+            let addr = (status.leader != 0 && !status.removed)
+                .then(|| self.store.view().node_by_raft_id(status.leader).and_then(|n| n.manager_status.as_ref().map(|m| m.addr.clone())))
+                .flatten();
+            if let Some(addr) = addr {
+                let mut cached = self.leader_conn.lock();
+                if let Some((cached_addr, channel)) = cached.as_ref() {
+                    if *cached_addr == addr {
+                        return Ok(Route::Forward(channel.clone()));
+                    }
+                }
+                let channel = tls_channel(&addr, self.client_tls.clone()).map_err(|e| Status::unavailable(e.to_string()))?;
+                *cached = Some((addr, channel.clone()));
+                return Ok(Route::Forward(channel));
+            }
+            if status.removed || tokio::time::Instant::now() >= deadline {
+                return Err(Status::unavailable(ProposeError::NoLeader.to_string()));
+            }
+            let _ = tokio::time::timeout_at(deadline, watch.changed()).await;
         }
-        let channel = tls_channel(&addr, self.client_tls.clone()).map_err(|e| Status::unavailable(e.to_string()))?;
-        *cached = Some((addr, channel.clone()));
-        Ok(Route::Forward(channel))
     }
 
     /// Proposes actions as one transaction; returns once applied here.

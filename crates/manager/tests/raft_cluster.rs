@@ -302,3 +302,17 @@ async fn removed_member_knows_it_was_removed() {
     assert_eq!(leader.status().voters.len(), 2);
     create_node(&leader, "after-removal").await.expect("two members still commit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_barrier_on_a_new_leader_waits_for_its_first_commit() {
+    // Regression: raft drops read-index requests on a leader that has not committed in its
+    // term; they used to hang until the 5 s timeout right after every failover.
+    let mut c = Cluster3::new(3, 10_000).await;
+    let old = c.wait_leader(Duration::from_secs(5)).await;
+    let old_id = old.status().id;
+    c.stop(old_id).await;
+    let new = c.wait_leader(Duration::from_secs(5)).await;
+    let started = Instant::now();
+    new.read_barrier().await.expect("read barrier");
+    assert!(started.elapsed() < Duration::from_secs(1), "read barrier took {:?}", started.elapsed());
+}

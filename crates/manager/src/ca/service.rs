@@ -66,7 +66,7 @@ impl Ca for CaService {
         &self,
         request: Request<IssueNodeCertificateRequest>,
     ) -> Result<Response<NodeCertificate>, Status> {
-        if let Route::Forward(channel) = self.ctx.route(&request)? {
+        if let Route::Forward(channel) = self.ctx.route(&request).await? {
             let mut fwd = Request::new(request.into_inner());
             fwd.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
             return CaClient::new(channel).issue_node_certificate(fwd).await;

@@ -38,7 +38,7 @@ macro_rules! leader_or_forward {
     ($self:ident, $request:ident, $method:ident) => {{
         let ctx = $self.ctx()?;
         require_manager(&$request, &ctx.store.view())?;
-        match ctx.route(&$request)? {
+        match ctx.route(&$request).await? {
             Route::Local => ctx,
             Route::Forward(channel) => {
                 let mut forwarded = Request::new($request.into_inner());

@@ -191,6 +191,7 @@ struct RaftNode<T: Transport> {
     pending: HashMap<u64, Pending>,
     conf_queue: std::collections::VecDeque<(ConfChange, oneshot::Sender<Result<u64, ProposeError>>)>,
     reads: HashMap<u64, oneshot::Sender<Result<u64, ProposeError>>>,
+    deferred_reads: Vec<oneshot::Sender<Result<u64, ProposeError>>>,
     last_heard: HashMap<u64, Instant>,
     applied: u64,
     snapshot_in_progress: bool,
@@ -259,6 +260,7 @@ pub fn start<T: Transport>(
         pending: HashMap::new(),
         conf_queue: Default::default(),
         reads: HashMap::new(),
+        deferred_reads: Vec::new(),
         last_heard: HashMap::new(),
         applied: snapshot_index,
         snapshot_in_progress: false,
@@ -351,9 +353,10 @@ impl<T: Transport> RaftNode<T> {
                     let _ = reply.send(Err(err));
                     return;
                 }
-                let id = self.next_id();
-                self.reads.insert(id, reply);
-                self.raw.read_index(id.to_le_bytes().to_vec());
+                // raft drops read-index requests until the new leader has committed an entry
+                // of its term: hold them until then.
+                self.deferred_reads.push(reply);
+                self.issue_deferred_reads();
             }
             Request::TransferLeader { to } => self.raw.transfer_leader(to),
             Request::Step(messages) => {
@@ -380,6 +383,23 @@ impl<T: Transport> RaftNode<T> {
                     debug!(error = %e, "campaign");
                 }
             }
+        }
+    }
+
+    fn issue_deferred_reads(&mut self) {
+        if self.deferred_reads.is_empty() || !self.raw.raft.commit_to_current_term() {
+            return;
+        }
+        if let Some(err) = self.not_leader() {
+            for reply in self.deferred_reads.drain(..) {
+                let _ = reply.send(Err(err.clone()));
+            }
+            return;
+        }
+        for reply in std::mem::take(&mut self.deferred_reads) {
+            let id = self.next_id();
+            self.reads.insert(id, reply);
+            self.raw.read_index(id.to_le_bytes().to_vec());
         }
     }
 
@@ -430,6 +450,9 @@ impl<T: Transport> RaftNode<T> {
         for (_, reply) in self.conf_queue.drain(..) {
             let _ = reply.send(Err(err.clone()));
         }
+        for reply in self.deferred_reads.drain(..) {
+            let _ = reply.send(Err(err.clone()));
+        }
     }
 
     fn on_ready(&mut self) -> Result<(), RaftError> {
@@ -466,6 +489,7 @@ impl<T: Transport> RaftNode<T> {
         self.apply(light.take_committed_entries())?;
         self.raw.advance_apply();
         self.propose_queued_conf_change();
+        self.issue_deferred_reads();
         self.maybe_snapshot();
         self.publish_status();
         Ok(())

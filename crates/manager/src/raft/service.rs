@@ -74,7 +74,7 @@ impl Raft for RaftService {
 
     async fn join(&self, request: Request<RaftJoinRequest>) -> Result<Response<RaftJoinResponse>, Status> {
         let cert = self.require_manager_cert(&request)?;
-        if let Route::Forward(channel) = self.ctx.route(&request)? {
+        if let Route::Forward(channel) = self.ctx.route(&request).await? {
             // The leader must know who is joining: it reads the joiner's ID from our metadata.
             let mut fwd = forwarded(request.into_inner());
             fwd.metadata_mut().insert(
@@ -126,7 +126,7 @@ impl Raft for RaftService {
         if node_id == self.ctx.node_id && self.ctx.raft.is_leader() {
             step_down(&self.ctx).await.map_err(Status::unavailable)?;
         }
-        if let Route::Forward(channel) = self.ctx.route(&request)? {
+        if let Route::Forward(channel) = self.ctx.route(&request).await? {
             let mut fwd = forwarded(Empty {});
             fwd.metadata_mut()
                 .insert("orch-leaving-node", node_id.parse().map_err(|_| Status::invalid_argument("bad node ID"))?);
