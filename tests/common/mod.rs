@@ -39,7 +39,13 @@ impl Run {
 
     #[track_caller]
     pub fn expect_ok(&self, what: &str) -> &Self {
-        assert!(self.ok(), "{what} failed (exit {}):\nstdout: {}\nstderr: {}", self.code, self.stdout, self.stderr);
+        assert!(
+            self.ok(),
+            "{what} failed (exit {}):\nstdout: {}\nstderr: {}",
+            self.code,
+            self.stdout,
+            self.stderr
+        );
         self
     }
 }
@@ -52,7 +58,10 @@ pub fn wait_for(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) -
         if cond() {
             return start.elapsed();
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -87,7 +96,10 @@ impl Cluster {
         let a = 1 + rand_u8() % 250;
         let b = 1 + rand_u8() % 250;
         Cluster {
-            root: tempfile::Builder::new().prefix("orch-e2e-").tempdir().expect("tempdir"),
+            root: tempfile::Builder::new()
+                .prefix("orch-e2e-")
+                .tempdir()
+                .expect("tempdir"),
             nodes: BTreeMap::new(),
             prefix: format!("127.{a}.{b}"),
             next_host: 1,
@@ -99,12 +111,21 @@ impl Cluster {
         let ip = format!("{}.{}", self.prefix, self.next_host);
         self.next_host += 1;
         let dir = self.root.path().join(name);
-        self.nodes.insert(name.to_string(), Node { name: name.to_string(), dir, ip });
+        self.nodes.insert(
+            name.to_string(),
+            Node {
+                name: name.to_string(),
+                dir,
+                ip,
+            },
+        );
         &self.nodes[name]
     }
 
     pub fn node(&self, name: &str) -> &Node {
-        self.nodes.get(name).unwrap_or_else(|| panic!("no node {name}"))
+        self.nodes
+            .get(name)
+            .unwrap_or_else(|| panic!("no node {name}"))
     }
 
     /// Runs `orch --data-dir <node> ARGS`.
@@ -117,8 +138,19 @@ impl Cluster {
     pub fn init(&mut self, name: &str, extra: &[&str]) -> Run {
         let node = self.add(name);
         let ip = node.ip.clone();
-        let mut args = vec!["init", "--advertise-addr", &ip, "--listen-addr", &ip, "--hostname", name];
-        if !extra.iter().any(|a| a.starts_with("--dispatcher-heartbeat")) {
+        let mut args = vec![
+            "init",
+            "--advertise-addr",
+            &ip,
+            "--listen-addr",
+            &ip,
+            "--hostname",
+            name,
+        ];
+        if !extra
+            .iter()
+            .any(|a| a.starts_with("--dispatcher-heartbeat"))
+        {
             args.extend(["--dispatcher-heartbeat", "1s"]);
         }
         args.extend(extra);
@@ -138,10 +170,26 @@ impl Cluster {
         self.join_with_token(name, &token, &via_addr, &[])
     }
 
-    pub fn join_with_token(&mut self, name: &str, token: &str, via_addr: &str, extra: &[&str]) -> Run {
+    pub fn join_with_token(
+        &mut self,
+        name: &str,
+        token: &str,
+        via_addr: &str,
+        extra: &[&str],
+    ) -> Run {
         let node = self.add(name);
         let ip = node.ip.clone();
-        let mut args = vec!["join", "--token", token, "--advertise-addr", &ip, "--listen-addr", &ip, "--hostname", name];
+        let mut args = vec![
+            "join",
+            "--token",
+            token,
+            "--advertise-addr",
+            &ip,
+            "--listen-addr",
+            &ip,
+            "--hostname",
+            name,
+        ];
         args.extend(extra);
         args.push(via_addr);
         self.orch(name, &args)
@@ -152,21 +200,30 @@ impl Cluster {
         let mut c = Cluster::new();
         c.init("m1", init_extra).expect_ok("init");
         for i in 2..=managers {
-            c.join(&format!("m{i}"), "manager", "m1").expect_ok("manager join");
+            c.join(&format!("m{i}"), "manager", "m1")
+                .expect_ok("manager join");
         }
         for i in 1..=workers {
-            c.join(&format!("w{i}"), "worker", "m1").expect_ok("worker join");
+            c.join(&format!("w{i}"), "worker", "m1")
+                .expect_ok("worker join");
         }
         c
     }
 
     pub fn pid(&self, name: &str) -> Option<i32> {
-        std::fs::read_to_string(self.node(name).dir.join("orch.pid")).ok()?.trim().parse().ok()
+        std::fs::read_to_string(self.node(name).dir.join("orch.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     pub fn signal(&self, name: &str, signal: &str) {
         if let Some(pid) = self.pid(name) {
-            let _ = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).stderr(Stdio::null()).status();
+            let _ = Command::new("kill")
+                .args([&format!("-{signal}"), &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
         }
     }
 
@@ -191,7 +248,11 @@ impl Cluster {
     /// Starts a stopped node's process again (`orch daemon` in the background).
     pub fn restart(&self, name: &str) {
         let node = self.node(name);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(node.dir.join("orch.log")).expect("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.dir.join("orch.log"))
+            .expect("log");
         let mut child = Command::new(orch_bin())
             .args(["daemon", "--data-dir"])
             .arg(&node.dir)
@@ -204,7 +265,9 @@ impl Cluster {
         std::thread::spawn(move || {
             let _ = child.wait();
         });
-        wait_for(Duration::from_secs(20), "restarted node to answer", || node.dir.join("orch.sock").exists() && self.orch(name, &["info"]).ok());
+        wait_for(Duration::from_secs(20), "restarted node to answer", || {
+            node.dir.join("orch.sock").exists() && self.orch(name, &["info"]).ok()
+        });
     }
 
     /// `node ls --format json` as seen from `from`.
@@ -213,16 +276,27 @@ impl Cluster {
         if !run.ok() {
             return None;
         }
-        run.stdout.lines().map(|l| serde_json::from_str(l).ok()).collect()
+        run.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// The hostname → row map of `node ls` from `from`.
     pub fn node_rows(&self, from: &str) -> Option<BTreeMap<String, Value>> {
-        Some(self.node_ls(from)?.into_iter().map(|r| (r["Hostname"].as_str().unwrap_or("").to_string(), r)).collect())
+        Some(
+            self.node_ls(from)?
+                .into_iter()
+                .map(|r| (r["Hostname"].as_str().unwrap_or("").to_string(), r))
+                .collect(),
+        )
     }
 
     pub fn leader(&self, from: &str) -> Option<String> {
-        self.node_rows(from)?.into_iter().find(|(_, r)| r["ManagerStatus"] == "Leader").map(|(h, _)| h)
+        self.node_rows(from)?
+            .into_iter()
+            .find(|(_, r)| r["ManagerStatus"] == "Leader")
+            .map(|(h, _)| h)
     }
 
     pub fn inspect(&self, from: &str, kind: &str, what: &str) -> Option<Value> {
@@ -230,7 +304,9 @@ impl Cluster {
         if !run.ok() {
             return None;
         }
-        serde_json::from_str::<Value>(&run.stdout).ok().and_then(|v| v.get(0).cloned())
+        serde_json::from_str::<Value>(&run.stdout)
+            .ok()
+            .and_then(|v| v.get(0).cloned())
     }
 
     pub fn log(&self, name: &str) -> String {
@@ -244,7 +320,10 @@ impl Drop for Cluster {
         for name in &names {
             if let Some(pid) = self.pid(name) {
                 for sig in ["-KILL", "-CONT"] {
-                    let _ = Command::new("kill").args([sig, &pid.to_string()]).stderr(Stdio::null()).status();
+                    let _ = Command::new("kill")
+                        .args([sig, &pid.to_string()])
+                        .stderr(Stdio::null())
+                        .status();
                 }
             }
         }
@@ -279,13 +358,16 @@ pub fn orch_in(dir: &Path, args: &[&str]) -> Run {
 pub fn alive(pid: i32) -> bool {
     // A zombie counts as dead.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.split_whitespace().nth(2).is_some_and(|s| s == "Z"),
+        Ok(stat) => stat.split_whitespace().nth(2).is_none_or(|s| s != "Z"),
         Err(_) => false,
     }
 }
 
 fn rand_u8() -> u8 {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(7);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(7);
     let pid = std::process::id();
     ((nanos ^ (pid.wrapping_mul(2654435761))) >> 3) as u8
 }

@@ -18,7 +18,10 @@ pub enum EngineError {
 /// Connects to the engine at `host` (`unix://PATH`, `tcp://HOST:PORT` or `http://…`) and
 /// negotiates the API version.
 pub async fn connect(host: &str) -> Result<Docker, EngineError> {
-    let err = |e: bollard::errors::Error| EngineError::Connect { host: host.to_string(), message: e.to_string() };
+    let err = |e: bollard::errors::Error| EngineError::Connect {
+        host: host.to_string(),
+        message: e.to_string(),
+    };
     let docker = if host.starts_with("unix://") || host.starts_with('/') {
         Docker::connect_with_unix(host, 120, bollard::API_DEFAULT_VERSION).map_err(err)?
     } else {
@@ -26,22 +29,26 @@ pub async fn connect(host: &str) -> Result<Docker, EngineError> {
     };
     tokio::time::timeout(Duration::from_secs(5), docker.negotiate_version())
         .await
-        .map_err(|_| EngineError::Connect { host: host.to_string(), message: "no answer within 5s".into() })?
+        .map_err(|_| EngineError::Connect {
+            host: host.to_string(),
+            message: "no answer within 5s".into(),
+        })?
         .map_err(err)
 }
 
 /// The platform names docker uses.
 pub fn local_platform() -> Platform {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "x86_64",
-        "aarch64" => "aarch64",
-        other => other,
-    };
-    Platform { architecture: arch.to_string(), os: std::env::consts::OS.to_string() }
+    // Rust's names for these are docker's (x86_64, aarch64; linux).
+    Platform {
+        architecture: std::env::consts::ARCH.to_string(),
+        os: std::env::consts::OS.to_string(),
+    }
 }
 
 fn local_resources() -> Resources {
-    let cpus = std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as i64)
+        .unwrap_or(1);
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {
@@ -52,12 +59,18 @@ fn local_resources() -> Resources {
         })
         .map(|kb| kb * 1024)
         .unwrap_or(0);
-    Resources { nano_cpus: cpus * 1_000_000_000, memory_bytes: memory }
+    Resources {
+        nano_cpus: cpus * 1_000_000_000,
+        memory_bytes: memory,
+    }
 }
 
 /// Describes this node: from the engine when it answers, from the OS otherwise (with the
 /// engine's error, which the node reports in its status).
-pub async fn describe(docker: Option<&Docker>, hostname: &str) -> (NodeDescription, Option<String>) {
+pub async fn describe(
+    docker: Option<&Docker>,
+    hostname: &str,
+) -> (NodeDescription, Option<String>) {
     let mut description = NodeDescription {
         hostname: hostname.to_string(),
         platform: Some(local_platform()),
@@ -70,11 +83,19 @@ pub async fn describe(docker: Option<&Docker>, hostname: &str) -> (NodeDescripti
     match tokio::time::timeout(Duration::from_secs(5), docker.info()).await {
         Ok(Ok(info)) => {
             if let (Some(ncpu), Some(mem)) = (info.ncpu, info.mem_total) {
-                description.resources = Some(Resources { nano_cpus: ncpu * 1_000_000_000, memory_bytes: mem });
+                description.resources = Some(Resources {
+                    nano_cpus: ncpu * 1_000_000_000,
+                    memory_bytes: mem,
+                });
             }
             if let Some(arch) = info.architecture.filter(|a| !a.is_empty()) {
-                let os = info.os_type.unwrap_or_else(|| std::env::consts::OS.to_string());
-                description.platform = Some(Platform { architecture: arch, os });
+                let os = info
+                    .os_type
+                    .unwrap_or_else(|| std::env::consts::OS.to_string());
+                description.platform = Some(Platform {
+                    architecture: arch,
+                    os,
+                });
             }
             let labels: HashMap<String, String> = info
                 .labels
@@ -85,10 +106,16 @@ pub async fn describe(docker: Option<&Docker>, hostname: &str) -> (NodeDescripti
                     None => (l, String::new()),
                 })
                 .collect();
-            description.engine = Some(EngineDescription { engine_version: info.server_version.unwrap_or_default(), labels });
+            description.engine = Some(EngineDescription {
+                engine_version: info.server_version.unwrap_or_default(),
+                labels,
+            });
             (description, None)
         }
         Ok(Err(e)) => (description, Some(e.to_string())),
-        Err(_) => (description, Some("the engine did not answer within 5s".into())),
+        Err(_) => (
+            description,
+            Some("the engine did not answer within 5s".into()),
+        ),
     }
 }

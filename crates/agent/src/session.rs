@@ -9,7 +9,10 @@ use std::time::Duration;
 use orch_api::pb::agent_message::Msg as AgentMsg;
 use orch_api::pb::dispatcher_client::DispatcherClient;
 use orch_api::pb::manager_message::Msg as ManagerMsg;
-use orch_api::pb::{AgentMessage, Assignments, Heartbeat, NodeDescription, RegisterNode, SessionInfo, TaskStatusBatch, TaskStatusUpdate};
+use orch_api::pb::{
+    AgentMessage, Assignments, Heartbeat, NodeDescription, RegisterNode, SessionInfo,
+    TaskStatusBatch, TaskStatusUpdate,
+};
 use parking_lot::Mutex;
 use rand::Rng;
 use rustls::ClientConfig;
@@ -120,7 +123,9 @@ async fn session(p: &mut SessionParams, addr: &str, generation: u64) -> Ended {
         Ok(c) => c,
         Err(e) => return Ended::Failed(e.to_string()),
     };
-    let mut client = DispatcherClient::new(channel).max_decoding_message_size(256 << 20).max_encoding_message_size(64 << 20);
+    let mut client = DispatcherClient::new(channel)
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(64 << 20);
     let (out_tx, out_rx) = mpsc::channel::<AgentMessage>(64);
     let registration = p.registration.lock().clone();
     let register = AgentMessage {
@@ -133,10 +138,19 @@ async fn session(p: &mut SessionParams, addr: &str, generation: u64) -> Ended {
     if out_tx.send(register).await.is_err() {
         return Ended::Failed("session closed".into());
     }
-    let response = match tokio::time::timeout(Duration::from_secs(10), client.session(ReceiverStream::new(out_rx))).await {
+    let response = match tokio::time::timeout(
+        Duration::from_secs(10),
+        client.session(ReceiverStream::new(out_rx)),
+    )
+    .await
+    {
         Err(_) => return Ended::Failed(format!("manager {addr} did not answer within 10s")),
         Ok(Err(status)) => {
-            if let Some(leader) = status.metadata().get(LEADER_ADDR).and_then(|v| v.to_str().ok()) {
+            if let Some(leader) = status
+                .metadata()
+                .get(LEADER_ADDR)
+                .and_then(|v| v.to_str().ok())
+            {
                 if leader != addr {
                     return Ended::Redirect(leader.to_string());
                 }
@@ -184,7 +198,8 @@ async fn session(p: &mut SessionParams, addr: &str, generation: u64) -> Ended {
                         });
                     }
                     Some(ManagerMsg::Assignments(assignments)) => {
-                        if p.assignments.send(assignments).await.is_err() {
+                        let delivered = p.assignments.send(assignments).await;
+                        if delivered.is_err() {
                             return Ended::Failed("agent stopped".into());
                         }
                     }

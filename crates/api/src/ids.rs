@@ -57,7 +57,9 @@ mod tests {
         let b = new_id();
         assert_eq!(a.len(), ID_LEN);
         assert_ne!(a, b);
-        assert!(a.chars().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase()));
         assert_eq!(short(&a).len(), 12);
     }
 }

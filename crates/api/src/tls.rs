@@ -62,10 +62,14 @@ pub fn role_ou(role: NodeRole) -> &'static str {
 
 pub fn cert_info_from_der(der: &[u8]) -> Result<CertInfo, TlsError> {
     use x509_parser::prelude::*;
-    let (_, cert) = X509Certificate::from_der(der).map_err(|e| TlsError::Certificate(e.to_string()))?;
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| TlsError::Certificate(e.to_string()))?;
     let subject = cert.subject();
     let first = |iter: &mut dyn Iterator<Item = &AttributeTypeAndValue<'_>>| {
-        iter.next().and_then(|attr| attr.as_str().ok()).map(str::to_string).unwrap_or_default()
+        iter.next()
+            .and_then(|attr| attr.as_str().ok())
+            .map(str::to_string)
+            .unwrap_or_default()
     };
     let node_id = first(&mut subject.iter_common_name());
     let ou = first(&mut subject.iter_organizational_unit());
@@ -73,10 +77,16 @@ pub fn cert_info_from_der(der: &[u8]) -> Result<CertInfo, TlsError> {
     let role = match ou.as_str() {
         MANAGER_OU => NodeRole::Manager,
         WORKER_OU => NodeRole::Worker,
-        other => return Err(TlsError::Certificate(format!("unknown role {other:?} in certificate"))),
+        other => {
+            return Err(TlsError::Certificate(format!(
+                "unknown role {other:?} in certificate"
+            )))
+        }
     };
     if node_id.is_empty() || cluster_id.is_empty() {
-        return Err(TlsError::Certificate("certificate lacks a node ID or cluster ID".into()));
+        return Err(TlsError::Certificate(
+            "certificate lacks a node ID or cluster ID".into(),
+        ));
     }
     Ok(CertInfo {
         node_id,
@@ -120,7 +130,10 @@ pub fn new_key_and_csr() -> Result<KeyAndCsr, TlsError> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let params = rcgen::CertificateParams::new(Vec::<String>::new())?;
     let csr = params.serialize_request(&key)?;
-    Ok(KeyAndCsr { key_pem: key.serialize_pem(), csr_der: csr.der().to_vec() })
+    Ok(KeyAndCsr {
+        key_pem: key.serialize_pem(),
+        csr_der: csr.der().to_vec(),
+    })
 }
 
 struct IdentityState {
@@ -137,26 +150,37 @@ pub struct NodeIdentity {
 
 impl fmt::Debug for NodeIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NodeIdentity").field("info", &self.state.load().info).finish()
+        f.debug_struct("NodeIdentity")
+            .field("info", &self.state.load().info)
+            .finish()
     }
 }
 
 impl NodeIdentity {
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, TlsError> {
-        Ok(NodeIdentity { state: ArcSwap::from_pointee(Self::load(cert_pem, key_pem)?) })
+        Ok(NodeIdentity {
+            state: ArcSwap::from_pointee(Self::load(cert_pem, key_pem)?),
+        })
     }
 
     fn load(cert_pem: &str, key_pem: &str) -> Result<IdentityState, TlsError> {
         let chain = certs(cert_pem)?;
         let info = cert_info_from_der(chain[0].as_ref())?;
-        let key_der = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| TlsError::Key(e.to_string()))?;
+        let key_der = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| TlsError::Key(e.to_string()))?;
         let signing_key = provider()
             .key_provider
             .load_private_key(key_der)
             .map_err(|e| TlsError::Key(e.to_string()))?;
         let key = Arc::new(CertifiedKey::new(chain, signing_key));
-        key.keys_match().map_err(|e| TlsError::Key(format!("key does not match certificate: {e}")))?;
-        Ok(IdentityState { key, info, cert_pem: cert_pem.to_string(), key_pem: key_pem.to_string() })
+        key.keys_match()
+            .map_err(|e| TlsError::Key(format!("key does not match certificate: {e}")))?;
+        Ok(IdentityState {
+            key,
+            info,
+            cert_pem: cert_pem.to_string(),
+            key_pem: key_pem.to_string(),
+        })
     }
 
     /// Swaps in a renewed certificate; new handshakes use it at once.
@@ -204,7 +228,9 @@ impl ResolvesClientCert for IdentityResolver {
 fn root_store(root_ca_pem: &str) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in certs(root_ca_pem)? {
-        roots.add(cert).map_err(|e| TlsError::Certificate(e.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::Certificate(e.to_string()))?;
     }
     Ok(Arc::new(roots))
 }
@@ -228,13 +254,19 @@ pub struct TlsContext {
 
 impl fmt::Debug for TlsContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TlsContext").field("identity", &self.identity).finish()
+        f.debug_struct("TlsContext")
+            .field("identity", &self.identity)
+            .finish()
     }
 }
 
 impl TlsContext {
     pub fn new(root_ca_pem: &str, identity: Arc<NodeIdentity>) -> Result<Self, TlsError> {
-        Ok(TlsContext { root_ca_pem: root_ca_pem.to_string(), roots: root_store(root_ca_pem)?, identity })
+        Ok(TlsContext {
+            root_ca_pem: root_ca_pem.to_string(),
+            roots: root_store(root_ca_pem)?,
+            identity,
+        })
     }
 
     /// Server side: presents the node certificate; a client certificate is verified against
@@ -268,9 +300,12 @@ impl TlsContext {
 /// manager against that CA; without, it accepts any server, which is only used to fetch the root
 /// CA certificate, whose digest the caller then checks against the join token.
 pub fn anonymous_client_config(root_ca_pem: Option<&str>) -> Result<Arc<ClientConfig>, TlsError> {
-    let builder = ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder =
+        ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let mut config = match root_ca_pem {
-        Some(pem) => builder.with_root_certificates(root_store(pem)?).with_no_client_auth(),
+        Some(pem) => builder
+            .with_root_certificates(root_store(pem)?)
+            .with_no_client_auth(),
         None => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider())))
@@ -302,7 +337,12 @@ impl ServerCertVerifier for AcceptAnyServer {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -311,7 +351,12 @@ impl ServerCertVerifier for AcceptAnyServer {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -325,7 +370,13 @@ mod tests {
 
     #[test]
     fn renewal_falls_between_half_and_four_fifths_of_life() {
-        let cases = [(0, 100, 0.5, 50), (0, 100, 0.8, 80), (1000, 1100, 0.6, 1060), (0, 100, 7.0, 100), (50, 40, 0.5, 50)];
+        let cases = [
+            (0, 100, 0.5, 50),
+            (0, 100, 0.8, 80),
+            (1000, 1100, 0.6, 1060),
+            (0, 100, 7.0, 100),
+            (50, 40, 0.5, 50),
+        ];
         for (nb, na, f, want) in cases {
             assert_eq!(renew_at(nb, na, f), want, "{nb} {na} {f}");
         }

@@ -48,12 +48,21 @@ impl JoinToken {
             return Err(TokenError::Malformed);
         };
         let base36_ok = |s: &str, len: usize| {
-            s.len() == len && s.chars().all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
+            s.len() == len
+                && s.chars()
+                    .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase())
         };
-        if *prefix != PREFIX || *version != VERSION || !base36_ok(digest, DIGEST_LEN) || !base36_ok(secret, SECRET_LEN) {
+        if *prefix != PREFIX
+            || *version != VERSION
+            || !base36_ok(digest, DIGEST_LEN)
+            || !base36_ok(secret, SECRET_LEN)
+        {
             return Err(TokenError::Malformed);
         }
-        Ok(JoinToken { ca_digest: digest.to_string(), secret: secret.to_string() })
+        Ok(JoinToken {
+            ca_digest: digest.to_string(),
+            secret: secret.to_string(),
+        })
     }
 }
 
@@ -76,7 +85,10 @@ mod tests {
         assert!(token.starts_with("SWMTKN-1-"));
         assert_eq!(token.len(), "SWMTKN-1-".len() + 50 + 1 + 25);
         let parsed = JoinToken::parse(&token).expect("parses");
-        assert_eq!(parsed.ca_digest, ca_digest("-----BEGIN CERTIFICATE-----\nabc\n"));
+        assert_eq!(
+            parsed.ca_digest,
+            ca_digest("-----BEGIN CERTIFICATE-----\nabc\n")
+        );
         assert_ne!(parsed.ca_digest, ca_digest("other"));
     }
 
@@ -92,7 +104,11 @@ mod tests {
             ("extra part", format!("{good}-x")),
         ];
         for (name, token) in cases {
-            assert_eq!(JoinToken::parse(&token), Err(TokenError::Malformed), "{name}");
+            assert_eq!(
+                JoinToken::parse(&token),
+                Err(TokenError::Malformed),
+                "{name}"
+            );
         }
     }
 

@@ -57,18 +57,29 @@ impl Connected for TlsConn {
 macro_rules! delegate_io {
     ($ty:ty) => {
         impl AsyncRead for $ty {
-            fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
                 Pin::new(&mut self.stream).poll_read(cx, buf)
             }
         }
         impl AsyncWrite for $ty {
-            fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            fn poll_write(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
                 Pin::new(&mut self.stream).poll_write(cx, buf)
             }
             fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
                 Pin::new(&mut self.stream).poll_flush(cx)
             }
-            fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            fn poll_shutdown(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<io::Result<()>> {
                 Pin::new(&mut self.stream).poll_shutdown(cx)
             }
             fn poll_write_vectored(
@@ -121,7 +132,11 @@ pub fn tls_incoming(
                             .peer_certificates()
                             .and_then(|chain| chain.first())
                             .and_then(|leaf| cert_info_from_der(leaf.as_ref()).ok());
-                        let peer = PeerInfo { remote_addr: Some(remote), cert, local: false };
+                        let peer = PeerInfo {
+                            remote_addr: Some(remote),
+                            cert,
+                            local: false,
+                        };
                         let _ = tx.send(Ok(TlsConn { stream, peer })).await;
                     }
                     Ok(Err(e)) => debug!(%remote, error = %e, "TLS handshake refused"),
@@ -141,7 +156,11 @@ pub struct UnixConn {
 impl Connected for UnixConn {
     type ConnectInfo = PeerInfo;
     fn connect_info(&self) -> PeerInfo {
-        PeerInfo { remote_addr: None, cert: None, local: true }
+        PeerInfo {
+            remote_addr: None,
+            cert: None,
+            local: true,
+        }
     }
 }
 
@@ -158,7 +177,10 @@ pub fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
-pub fn unix_incoming(listener: UnixListener, shutdown: CancellationToken) -> ReceiverStream<Result<UnixConn, io::Error>> {
+pub fn unix_incoming(
+    listener: UnixListener,
+    shutdown: CancellationToken,
+) -> ReceiverStream<Result<UnixConn, io::Error>> {
     let (tx, rx) = mpsc::channel(16);
     tokio::spawn(async move {
         loop {
@@ -192,7 +214,10 @@ fn endpoint(uri: String) -> Result<Endpoint, tonic::transport::Error> {
 
 /// A channel to a manager at `addr` (host:port) over TLS with `config`. Connects lazily:
 /// the first call reports a connection failure.
-pub fn tls_channel(addr: &str, config: Arc<ClientConfig>) -> Result<Channel, tonic::transport::Error> {
+pub fn tls_channel(
+    addr: &str,
+    config: Arc<ClientConfig>,
+) -> Result<Channel, tonic::transport::Error> {
     let addr = addr.to_string();
     let connector = TlsConnector::from(config);
     let connect = tower::service_fn(move |_uri: tonic::transport::Uri| {
@@ -201,7 +226,8 @@ pub fn tls_channel(addr: &str, config: Arc<ClientConfig>) -> Result<Channel, ton
         async move {
             let tcp = TcpStream::connect(&addr).await?;
             tcp.set_nodelay(true)?;
-            let name = ServerName::try_from(MANAGER_SERVER_NAME).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let name = ServerName::try_from(MANAGER_SERVER_NAME)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
             let tls = connector.connect(name, tcp).await?;
             Ok::<_, io::Error>(TokioIo::new(tls))
         }

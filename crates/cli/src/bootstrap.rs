@@ -13,13 +13,14 @@ use anyhow::{anyhow, bail, Context, Result};
 use orch_api::pb::ca_client::CaClient;
 use orch_api::pb::node_control_client::NodeControlClient;
 use orch_api::pb::{
-    Cluster, ClusterSpec, Empty, InfoResponse, IssueNodeCertificateRequest, JoinTokens, LocalNodeState, ManagerStatus, Node,
-    NodeAvailability, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus, RootCa as RootCaObject, StoreSnapshot,
+    Empty, InfoResponse, IssueNodeCertificateRequest, LocalNodeState, NodeAvailability, NodeRole,
+    StoreSnapshot,
 };
 use orch_api::tls::{anonymous_client_config, new_key_and_csr};
 use orch_api::token::{ca_digest, JoinToken};
 use orch_api::transport::{tls_channel, unix_channel};
-use orch_manager::ca::RootCa;
+pub use orch_manager::bootstrap::ClusterSettings;
+use orch_manager::bootstrap::{manager_node, new_cluster, new_raft_id, NewCluster};
 use orch_manager::raft::node::{bootstrap_snapshot, force_new_cluster};
 use orch_manager::raft::storage::LogStore;
 use orch_manager::state::store::Store;
@@ -29,13 +30,6 @@ use crate::net;
 
 pub const ALREADY_IN_SWARM: &str =
     "This node is already part of a swarm. Use \"orch leave\" to leave this swarm and join another one.";
-
-pub struct ClusterSettings {
-    pub cert_expiry: Duration,
-    pub heartbeat: Duration,
-    pub task_history_limit: i64,
-    pub snapshot_interval: u64,
-}
 
 pub struct InitOptions {
     pub advertise_addr: Option<String>,
@@ -60,7 +54,11 @@ pub struct JoinOptions {
 pub fn hostname(given: Option<&str>) -> String {
     given
         .map(str::to_string)
-        .or_else(|| nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()))
+        .or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+        })
         .unwrap_or_else(|| "localhost".into())
 }
 
@@ -91,52 +89,36 @@ pub fn init_cluster(dd: &DataDir, opts: &InitOptions) -> Result<Initialized> {
     dd.create()?;
     all_or_nothing(dd, || {
         let node_id = orch_api::ids::new_id();
-        let cluster_id = orch_api::ids::new_id();
-        let raft_id = loop {
-            let id = rand::random::<u64>() >> 1;
-            if id != 0 {
-                break id;
-            }
-        };
-        let ca = RootCa::generate()?;
-        let (cert_pem, key_pem) = ca.issue_with_key(&node_id, NodeRole::Manager, &cluster_id, opts.settings.cert_expiry)?;
-        let worker_token = orch_api::token::generate(&ca.cert_pem);
-        let manager_token = orch_api::token::generate(&ca.cert_pem);
+        let raft_id = new_raft_id();
+        let NewCluster {
+            ca,
+            cluster,
+            worker_token,
+            ..
+        } = new_cluster(&opts.settings)?;
+        let cluster_id = cluster.id.clone();
+        let (cert_pem, key_pem) = ca.issue_with_key(
+            &node_id,
+            NodeRole::Manager,
+            &cluster_id,
+            opts.settings.cert_expiry,
+        )?;
         let hostname = hostname(opts.hostname.as_deref());
-        let cluster = Cluster {
-            id: cluster_id.clone(),
-            spec: Some(ClusterSpec {
-                name: "default".into(),
-                task_history_retention_limit: opts.settings.task_history_limit,
-                snapshot_interval: opts.settings.snapshot_interval,
-                log_entries_for_slow_followers: 500,
-                heartbeat_period: opts.settings.heartbeat.as_nanos() as i64,
-                node_cert_expiry: opts.settings.cert_expiry.as_nanos() as i64,
-                ..Default::default()
-            }),
-            root_ca: Some(RootCaObject {
-                ca_cert_pem: ca.cert_pem.clone(),
-                ca_key_pem: ca.key_pem.clone(),
-                join_tokens: Some(JoinTokens { worker: worker_token.clone(), manager: manager_token }),
-            }),
+        let node = manager_node(
+            &node_id,
+            &hostname,
+            raft_id,
+            &advertise.to_string(),
+            opts.availability,
+        );
+        let state = StoreSnapshot {
+            clusters: vec![cluster],
+            nodes: vec![node],
             ..Default::default()
         };
-        let node = Node {
-            id: node_id.clone(),
-            spec: Some(NodeSpec {
-                labels: Default::default(),
-                desired_role: NodeRole::Manager as i32,
-                availability: opts.availability as i32,
-            }),
-            description: Some(NodeDescription { hostname: hostname.clone(), ..Default::default() }),
-            status: Some(NodeStatus { state: NodeState::Unknown as i32, ..Default::default() }),
-            manager_status: Some(ManagerStatus { raft_id, addr: advertise.to_string(), ..Default::default() }),
-            role: NodeRole::Manager as i32,
-            ..Default::default()
-        };
-        let state = StoreSnapshot { clusters: vec![cluster], nodes: vec![node], ..Default::default() };
         dd.write_certs(&ca.cert_pem, &cert_pem, &key_pem)?;
-        LogStore::create(&dd.raft_db(), Some(&bootstrap_snapshot(raft_id, &state))).map_err(|e| anyhow!("{e}"))?;
+        LogStore::create(&dd.raft_db(), Some(&bootstrap_snapshot(raft_id, &state)))
+            .map_err(|e| anyhow!("{e}"))?;
         dd.save_config(&NodeConfig {
             node_id: node_id.clone(),
             cluster_id,
@@ -149,7 +131,11 @@ pub fn init_cluster(dd: &DataDir, opts: &InitOptions) -> Result<Initialized> {
             raft_id,
             raft_peers: Vec::new(),
         })?;
-        Ok(Initialized { node_id, advertise_addr: advertise.to_string(), worker_token })
+        Ok(Initialized {
+            node_id,
+            advertise_addr: advertise.to_string(),
+            worker_token,
+        })
     })
 }
 
@@ -157,7 +143,10 @@ pub fn init_cluster(dd: &DataDir, opts: &InitOptions) -> Result<Initialized> {
 /// keeps all its state.
 pub fn force_new(dd: &DataDir) -> Result<Initialized> {
     if !dd.is_initialized() {
-        bail!("--force-new-cluster needs a node that was a manager: no node in {}", dd.root.display());
+        bail!(
+            "--force-new-cluster needs a node that was a manager: no node in {}",
+            dd.root.display()
+        );
     }
     let mut config = dd.load_config()?;
     if config.raft_id == 0 || !dd.raft_db().exists() {
@@ -166,7 +155,10 @@ pub fn force_new(dd: &DataDir) -> Result<Initialized> {
     let mut log = LogStore::open(&dd.raft_db()).map_err(|e| anyhow!("{e}"))?;
     let store = Store::new();
     if let Some(data) = log.snapshot_data().map_err(|e| anyhow!("{e}"))? {
-        store.restore(log.snapshot_index(), orch_manager::raft::node::decode_snapshot(&data).map_err(|e| anyhow!("{e}"))?);
+        store.restore(
+            log.snapshot_index(),
+            orch_manager::raft::node::decode_snapshot(&data).map_err(|e| anyhow!("{e}"))?,
+        );
     }
     force_new_cluster(&mut log, config.raft_id, &store).map_err(|e| anyhow!("{e}"))?;
     drop(log);
@@ -179,7 +171,11 @@ pub fn force_new(dd: &DataDir) -> Result<Initialized> {
         .and_then(|r| r.join_tokens.as_ref())
         .map(|t| t.worker.clone())
         .unwrap_or_default();
-    Ok(Initialized { node_id: config.node_id, advertise_addr: config.advertise_addr, worker_token })
+    Ok(Initialized {
+        node_id: config.node_id,
+        advertise_addr: config.advertise_addr,
+        worker_token,
+    })
 }
 
 fn rpc_error(addr: &str, status: tonic::Status) -> anyhow::Error {
@@ -202,14 +198,20 @@ pub async fn join_cluster(dd: &DataDir, opts: &JoinOptions) -> Result<NodeRole> 
 
     // Fetch the root CA without trusting it, then pin it to the token's digest.
     let anon = tls_channel(&remote, anonymous_client_config(None)?)?;
-    let fetched = tokio::time::timeout(Duration::from_secs(10), CaClient::new(anon).get_root_ca_certificate(Empty {}))
-        .await
-        .map_err(|_| anyhow!("cannot reach a manager at {remote}: no answer within 10s"))?
-        .map_err(|s| rpc_error(&remote, s))?
-        .into_inner();
+    let fetched = tokio::time::timeout(
+        Duration::from_secs(10),
+        CaClient::new(anon).get_root_ca_certificate(Empty {}),
+    )
+    .await
+    .map_err(|_| anyhow!("cannot reach a manager at {remote}: no answer within 10s"))?
+    .map_err(|s| rpc_error(&remote, s))?
+    .into_inner();
     let digest = ca_digest(&fetched.cert_pem);
     if digest != token.ca_digest {
-        bail!("remote CA does not match fingerprint. Expected: {}", token.ca_digest);
+        bail!(
+            "remote CA does not match fingerprint. Expected: {}",
+            token.ca_digest
+        );
     }
     let csr = new_key_and_csr()?;
     let hostname = hostname(opts.hostname.as_deref());
@@ -288,7 +290,11 @@ fn log_tail(dd: &DataDir, lines: usize) -> String {
 }
 
 /// Waits until the node process answers and reports itself ready.
-pub async fn wait_ready(dd: &DataDir, child: &mut Child, timeout: Duration) -> Result<InfoResponse> {
+pub async fn wait_ready(
+    dd: &DataDir,
+    child: &mut Child,
+    timeout: Duration,
+) -> Result<InfoResponse> {
     let started = Instant::now();
     let mut last = String::new();
     loop {
@@ -311,7 +317,11 @@ pub async fn wait_ready(dd: &DataDir, child: &mut Child, timeout: Duration) -> R
             }
         }
         if started.elapsed() > timeout {
-            let why = if last.is_empty() { String::new() } else { format!(" ({last})") };
+            let why = if last.is_empty() {
+                String::new()
+            } else {
+                format!(" ({last})")
+            };
             bail!(
                 "the node did not become ready within {timeout:?}{why}; it keeps trying in the background: see {} or run `orch info`",
                 dd.log_file().display()

@@ -30,7 +30,9 @@ pub const NO_SWARM: &str =
 /// Turns a gRPC status into the error the user sees.
 pub fn rpc(status: tonic::Status) -> anyhow::Error {
     let message = status.message().to_string();
-    if status.code() == tonic::Code::Unavailable && (message.contains("connect") || message.contains("transport")) {
+    if status.code() == tonic::Code::Unavailable
+        && (message.contains("connect") || message.contains("transport"))
+    {
         return anyhow::anyhow!("cannot reach the orch node: {message}");
     }
     anyhow::Error::new(DaemonError(message))
@@ -46,7 +48,10 @@ impl Target {
         let channel = match &self.host {
             Some(host) => {
                 if !self.dd.is_initialized() {
-                    bail!("-H needs this machine's node certificate, and there is no node in {}", self.dd.root.display());
+                    bail!(
+                        "-H needs this machine's node certificate, and there is no node in {}",
+                        self.dd.root.display()
+                    );
                 }
                 let (ca, cert, key) = self.dd.read_certs()?;
                 let identity = std::sync::Arc::new(NodeIdentity::from_pem(&cert, &key)?);
@@ -55,7 +60,9 @@ impl Target {
             }
             None => self.local_channel()?,
         };
-        Ok(ControlClient::new(channel).max_decoding_message_size(256 << 20).max_encoding_message_size(64 << 20))
+        Ok(ControlClient::new(channel)
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(64 << 20))
     }
 
     pub fn node_control(&self) -> Result<NodeControlClient<Channel>> {

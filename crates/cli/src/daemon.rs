@@ -15,7 +15,10 @@ use orch_api::pb::ca_client::CaClient;
 use orch_api::pb::control_server::ControlServer;
 use orch_api::pb::node_control_server::{NodeControl, NodeControlServer};
 use orch_api::pb::raft_client::RaftClient;
-use orch_api::pb::{Empty, InfoResponse, LeaveRequest, LocalNodeState, NodeRole, RaftJoinRequest, RenewNodeCertificateRequest};
+use orch_api::pb::{
+    Empty, InfoResponse, LeaveRequest, LocalNodeState, NodeRole, RaftJoinRequest,
+    RenewNodeCertificateRequest,
+};
 use orch_api::tls::{new_key_and_csr, CertInfo, NodeIdentity, TlsContext};
 use orch_api::transport::{bind_unix, tls_channel, unix_incoming};
 use orch_manager::controlapi::ControlApi;
@@ -51,7 +54,9 @@ struct Node {
 impl Node {
     fn advertise_ip(&self) -> String {
         let addr = self.config.lock().advertise_addr.clone();
-        addr.parse::<SocketAddr>().map(|a| a.ip().to_string()).unwrap_or(addr)
+        addr.parse::<SocketAddr>()
+            .map(|a| a.ip().to_string())
+            .unwrap_or(addr)
     }
 
     fn save_config(&self) {
@@ -76,18 +81,31 @@ fn load_identity(dd: &DataDir) -> Result<(String, Arc<NodeIdentity>)> {
                     return Ok((ca, Arc::new(identity)));
                 }
             }
-            Err(anyhow!("node certificate in {} is unusable: {first}", dd.certs_dir().display()))
+            Err(anyhow!(
+                "node certificate in {} is unusable: {first}",
+                dd.certs_dir().display()
+            ))
         }
     }
 }
 
 /// Holds an exclusive lock on the pid file for the life of the process.
 fn lock_pid_file(dd: &DataDir) -> Result<nix::fcntl::Flock<fs::File>> {
-    let file = fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(dd.pid_file())?;
-    let mut locked = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|_| {
-        let pid = fs::read_to_string(dd.pid_file()).unwrap_or_default();
-        anyhow!("another orch daemon (pid {}) is running for {}", pid.trim(), dd.root.display())
-    })?;
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(dd.pid_file())?;
+    let mut locked = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| {
+            let pid = fs::read_to_string(dd.pid_file()).unwrap_or_default();
+            anyhow!(
+                "another orch daemon (pid {}) is running for {}",
+                pid.trim(),
+                dd.root.display()
+            )
+        })?;
     use std::io::{Seek, Write};
     locked.set_len(0)?;
     locked.seek(std::io::SeekFrom::Start(0))?;
@@ -98,7 +116,11 @@ fn lock_pid_file(dd: &DataDir) -> Result<nix::fcntl::Flock<fs::File>> {
 
 pub async fn run(dd: DataDir, docker_host_override: Option<String>) -> Result<()> {
     if !dd.is_initialized() {
-        bail!("{}: run `orch init` or `orch join` first (no node in {})", orch_api::NOT_IN_SWARM, dd.root.display());
+        bail!(
+            "{}: run `orch init` or `orch join` first (no node in {})",
+            orch_api::NOT_IN_SWARM,
+            dd.root.display()
+        );
     }
     let _pid_lock = lock_pid_file(&dd)?;
     let mut config = dd.load_config()?;
@@ -134,11 +156,16 @@ pub async fn run(dd: DataDir, docker_host_override: Option<String>) -> Result<()
     info!(node = %config.node_id, data_dir = %dd.root.display(), "orch node starting");
 
     // The local control socket.
-    let listener = bind_unix(&dd.socket()).with_context(|| format!("cannot bind {}", dd.socket().display()))?;
+    let listener = bind_unix(&dd.socket())
+        .with_context(|| format!("cannot bind {}", dd.socket().display()))?;
     let incoming = unix_incoming(listener, shutdown.clone());
     let local = tonic::transport::Server::builder()
         .add_service(NodeControlServer::new(LocalNode { node: node.clone() }))
-        .add_service(ControlServer::new(ControlApi::new(node.slot.clone())).max_decoding_message_size(64 << 20).max_encoding_message_size(256 << 20))
+        .add_service(
+            ControlServer::new(ControlApi::new(node.slot.clone()))
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(256 << 20),
+        )
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
     tokio::spawn(async move {
         if let Err(e) = local.await {
@@ -154,10 +181,15 @@ pub async fn run(dd: DataDir, docker_host_override: Option<String>) -> Result<()
             None
         }
     };
-    let (description, engine_error) = orch_agent::engine::describe(docker.as_ref(), &config.hostname).await;
+    let (description, engine_error) =
+        orch_agent::engine::describe(docker.as_ref(), &config.hostname).await;
     let registration = Arc::new(Mutex::new(Registration {
         description,
-        advertise_addr: if config.advertise_addr.is_empty() { String::new() } else { node.advertise_ip() },
+        advertise_addr: if config.advertise_addr.is_empty() {
+            String::new()
+        } else {
+            node.advertise_ip()
+        },
         engine_error: engine_error.unwrap_or_default(),
     }));
     let (assign_tx, mut assign_rx) = mpsc::channel(64);
@@ -195,7 +227,10 @@ pub async fn run(dd: DataDir, docker_host_override: Option<String>) -> Result<()
 fn spawn_signal_handler(shutdown: CancellationToken) {
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             return;
         };
         tokio::select! {
@@ -288,7 +323,11 @@ async fn wait_for_demotion(node: &Node) {
         if node.identity.info().role == NodeRole::Worker {
             return;
         }
-        let wants_manager = session.borrow().info.as_ref().is_some_and(|i| i.role == NodeRole::Manager as i32);
+        let wants_manager = session
+            .borrow()
+            .info
+            .as_ref()
+            .is_some_and(|i| i.role == NodeRole::Manager as i32);
         match (wants_manager, wanted_manager_since) {
             (true, None) => wanted_manager_since = Some(tokio::time::Instant::now()),
             (true, Some(since)) if since.elapsed() > Duration::from_secs(5) => return,
@@ -310,17 +349,32 @@ async fn join_raft(node: &Node) -> Result<(u64, Vec<RaftPeer>)> {
     let client_tls = node.tls.client_config()?;
     let mut last_error = String::from("no manager known");
     for attempt in 0..60 {
-        let managers: Vec<String> = node.managers.lock().iter().filter(|m| **m != advertise).cloned().collect();
+        let managers: Vec<String> = node
+            .managers
+            .lock()
+            .iter()
+            .filter(|m| **m != advertise)
+            .cloned()
+            .collect();
         for addr in managers {
             let channel = tls_channel(&addr, client_tls.clone())?;
-            match RaftClient::new(channel).join(RaftJoinRequest { addr: advertise.clone() }).await {
+            match RaftClient::new(channel)
+                .join(RaftJoinRequest {
+                    addr: advertise.clone(),
+                })
+                .await
+            {
                 Ok(resp) => {
                     let resp = resp.into_inner();
                     info!(raft_id = resp.raft_id, via = %addr, "joined the raft cluster");
                     let peers = resp
                         .members
                         .into_iter()
-                        .map(|m| RaftPeer { raft_id: m.raft_id, node_id: m.node_id, addr: m.addr })
+                        .map(|m| RaftPeer {
+                            raft_id: m.raft_id,
+                            node_id: m.node_id,
+                            addr: m.addr,
+                        })
                         .collect();
                     return Ok((resp.raft_id, peers));
                 }
@@ -340,10 +394,12 @@ async fn join_raft(node: &Node) -> Result<(u64, Vec<RaftPeer>)> {
 
 async fn run_manager(node: &Arc<Node>) -> Result<ManagerExit> {
     let config = node.config.lock().clone();
-    let listen: SocketAddr = config
-        .listen_addr
-        .parse()
-        .with_context(|| format!("invalid listen address {:?} in node config", config.listen_addr))?;
+    let listen: SocketAddr = config.listen_addr.parse().with_context(|| {
+        format!(
+            "invalid listen address {:?} in node config",
+            config.listen_addr
+        )
+    })?;
     // Bind first: a port in use fails before this node asks to join raft.
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -375,10 +431,16 @@ async fn run_manager(node: &Arc<Node>) -> Result<ManagerExit> {
             .lock()
             .raft_peers
             .iter()
-            .map(|p| orch_api::pb::RaftMember { raft_id: p.raft_id, node_id: p.node_id.clone(), addr: p.addr.clone() })
+            .map(|p| orch_api::pb::RaftMember {
+                raft_id: p.raft_id,
+                node_id: p.node_id.clone(),
+                addr: p.addr.clone(),
+            })
             .collect(),
     };
-    let mut manager = Manager::start(params, log, listener, &node.shutdown).await.map_err(|e| anyhow!("{e}"))?;
+    let mut manager = Manager::start(params, log, listener, &node.shutdown)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
     node.slot.store(Some(manager.ctx.clone()));
     // A removed member may never see its own removal (the leader stops replicating to it once
     // the change commits); the certificate, renewed as a worker's, says it for sure.
@@ -446,7 +508,12 @@ async fn renew(node: &Node) -> Result<CertInfo> {
     let mut last_error = anyhow!("no manager known");
     for addr in managers {
         let channel = tls_channel(&addr, client_tls.clone())?;
-        match CaClient::new(channel).renew_node_certificate(RenewNodeCertificateRequest { csr: csr.csr_der.clone() }).await {
+        match CaClient::new(channel)
+            .renew_node_certificate(RenewNodeCertificateRequest {
+                csr: csr.csr_der.clone(),
+            })
+            .await
+        {
             Ok(resp) => {
                 let resp = resp.into_inner();
                 let identity = NodeIdentity::from_pem(&resp.cert_pem, &csr.key_pem)?;
@@ -505,11 +572,18 @@ impl NodeControl for LocalNode {
                 info.nodes = view.node_count() as u32;
                 info.manager_addrs = view.members().into_iter().map(|m| m.addr).collect();
                 info.cluster_spec = view.cluster().and_then(|c| c.spec.clone());
-                info.leader_id = view.node_by_raft_id(status.leader).map(|n| n.id.clone()).unwrap_or_default();
+                info.leader_id = view
+                    .node_by_raft_id(status.leader)
+                    .map(|n| n.id.clone())
+                    .unwrap_or_default();
                 info.raft_id = status.id;
                 info.raft_term = status.term;
                 info.raft_applied = status.applied;
-                ready = ready && status.leader != 0 && view.node(&config.node_id).is_some_and(|n| n.manager_status.is_some());
+                ready = ready
+                    && status.leader != 0
+                    && view
+                        .node(&config.node_id)
+                        .is_some_and(|n| n.manager_status.is_some());
             }
             None => {
                 if cert.role == NodeRole::Manager {
@@ -521,7 +595,11 @@ impl NodeControl for LocalNode {
                 }
             }
         }
-        info.state = if ready { LocalNodeState::Active } else { LocalNodeState::Pending } as i32;
+        info.state = if ready {
+            LocalNodeState::Active
+        } else {
+            LocalNodeState::Pending
+        } as i32;
         Ok(Response::new(info))
     }
 
@@ -545,7 +623,8 @@ impl NodeControl for LocalNode {
             if managers > 1 {
                 // Leave raft through our own RaftService (it hands leadership over first).
                 let addr = node.config.lock().advertise_addr.clone();
-                let channel = tls_channel(&addr, ctx.client_tls.clone()).map_err(|e| Status::internal(e.to_string()))?;
+                let channel = tls_channel(&addr, ctx.client_tls.clone())
+                    .map_err(|e| Status::internal(e.to_string()))?;
                 if let Err(status) = RaftClient::new(channel).leave(Empty {}).await {
                     warn!(error = %status.message(), "could not leave the raft cluster cleanly; leaving anyway (--force)");
                 }

@@ -90,7 +90,8 @@ impl DataDir {
 
     /// Creates the directory (mode 0700).
     pub fn create(&self) -> Result<()> {
-        fs::create_dir_all(&self.root).with_context(|| format!("cannot create data directory {}", self.root.display()))?;
+        fs::create_dir_all(&self.root)
+            .with_context(|| format!("cannot create data directory {}", self.root.display()))?;
         fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))?;
         fs::create_dir_all(self.certs_dir())?;
         fs::set_permissions(self.certs_dir(), fs::Permissions::from_mode(0o700))?;
@@ -101,8 +102,10 @@ impl DataDir {
 
     pub fn load_config(&self) -> Result<NodeConfig> {
         let path = self.config_path();
-        let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not a valid node config", path.display()))
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a valid node config", path.display()))
     }
 
     pub fn save_config(&self, config: &NodeConfig) -> Result<()> {
@@ -118,8 +121,14 @@ impl DataDir {
     }
 
     pub fn read_certs(&self) -> Result<(String, String, String)> {
-        let read = |p: PathBuf| fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()));
-        Ok((read(self.ca_cert())?, read(self.node_cert())?, read(self.node_key())?))
+        let read = |p: PathBuf| {
+            fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))
+        };
+        Ok((
+            read(self.ca_cert())?,
+            read(self.node_cert())?,
+            read(self.node_key())?,
+        ))
     }
 
     /// Removes everything that makes this directory a node (after `leave`, or a failed setup).
@@ -127,7 +136,8 @@ impl DataDir {
         let _ = fs::remove_file(self.config_path());
         for dir in [self.certs_dir(), self.raft_dir()] {
             if dir.exists() {
-                fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+                fs::remove_dir_all(&dir)
+                    .with_context(|| format!("cannot remove {}", dir.display()))?;
             }
         }
         let _ = fs::remove_file(self.socket());
@@ -138,7 +148,10 @@ impl DataDir {
 /// Writes `data` to `path` atomically with `mode`.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let dir = path.parent().context("path has no parent")?;
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
     {
         let mut f = fs::OpenOptions::new()
             .write(true)
@@ -180,14 +193,28 @@ mod tests {
         let dd = DataDir::new(dir.path().join("node"));
         dd.create().expect("create");
         dd.write_certs("ca", "cert", "key").expect("certs");
-        let mode = fs::metadata(dd.node_key()).expect("meta").permissions().mode() & 0o777;
+        let mode = fs::metadata(dd.node_key())
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(fs::metadata(&dd.root).expect("meta").permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&dd.root).expect("meta").permissions().mode() & 0o777,
+            0o700
+        );
         assert!(!dd.is_initialized());
-        let config = NodeConfig { node_id: "n".into(), managers: vec!["a:1".into()], ..Default::default() };
+        let config = NodeConfig {
+            node_id: "n".into(),
+            managers: vec!["a:1".into()],
+            ..Default::default()
+        };
         dd.save_config(&config).expect("save");
         assert!(dd.is_initialized());
-        assert_eq!(dd.load_config().expect("load").managers, vec!["a:1".to_string()]);
+        assert_eq!(
+            dd.load_config().expect("load").managers,
+            vec!["a:1".to_string()]
+        );
         dd.wipe().expect("wipe");
         assert!(!dd.is_initialized());
         assert!(!dd.node_key().exists());

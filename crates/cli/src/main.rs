@@ -18,7 +18,12 @@ use crate::commands::{cluster, node};
 use crate::datadir::{default_data_dir, DataDir};
 
 #[derive(Parser, Debug)]
-#[command(name = "orch", version, about = "A container orchestrator that does what Docker swarm mode does", disable_help_subcommand = true)]
+#[command(
+    name = "orch",
+    version,
+    about = "A container orchestrator that does what Docker swarm mode does",
+    disable_help_subcommand = true
+)]
 struct Cli {
     /// The node's data directory
     #[arg(long, global = true, env = "ORCH_DATA_DIR")]
@@ -67,13 +72,25 @@ enum ClusterCmd {
 }
 
 fn init_logging(daemon: bool) {
-    let default = if daemon { "info,raft=warn,h2=warn,tower=warn,hyper=warn,rustls=warn" } else { "warn,raft=error" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ORCH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).try_init();
+    let default = if daemon {
+        "info,raft=warn,h2=warn,tower=warn,hyper=warn,rustls=warn"
+    } else {
+        "warn,raft=error"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ORCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let target = Target { dd: DataDir::new(cli.data_dir.unwrap_or_else(default_data_dir)), host: cli.host };
+    let target = Target {
+        dd: DataDir::new(cli.data_dir.unwrap_or_else(default_data_dir)),
+        host: cli.host,
+    };
     match cli.command {
         Command::Init(args) => cluster::init(&target, args).await,
         Command::Join(args) => cluster::join(&target, args).await,
@@ -90,7 +107,10 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     init_logging(matches!(cli.command, Command::Daemon { .. }));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("Error: cannot start the runtime: {e}");

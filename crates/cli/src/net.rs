@@ -8,14 +8,20 @@ use anyhow::{anyhow, bail, Result};
 pub const DEFAULT_PORT: u16 = 2377;
 
 fn interface_ip(name: &str) -> Result<Option<IpAddr>> {
-    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| anyhow!("cannot list network interfaces: {e}"))?;
+    let addrs =
+        nix::ifaddrs::getifaddrs().map_err(|e| anyhow!("cannot list network interfaces: {e}"))?;
     let mut found_iface = false;
     for ifa in addrs {
         if ifa.interface_name != name {
             continue;
         }
         found_iface = true;
-        if let Some(ip) = ifa.address.as_ref().and_then(|a| a.as_sockaddr_in()).map(|s| IpAddr::V4(s.ip())) {
+        if let Some(ip) = ifa
+            .address
+            .as_ref()
+            .and_then(|a| a.as_sockaddr_in())
+            .map(|s| IpAddr::V4(s.ip()))
+        {
             return Ok(Some(ip));
         }
     }
@@ -28,6 +34,9 @@ fn interface_ip(name: &str) -> Result<Option<IpAddr>> {
 /// Splits `spec` into host and port (the port defaulting to `default_port`).
 fn split_host_port(spec: &str, default_port: u16) -> Result<(String, u16)> {
     if let Ok(sa) = spec.parse::<SocketAddr>() {
+        if sa.port() == 0 {
+            bail!("invalid port in address {spec:?}");
+        }
         return Ok((sa.ip().to_string(), sa.port()));
     }
     if spec.parse::<IpAddr>().is_ok() {
@@ -35,7 +44,9 @@ fn split_host_port(spec: &str, default_port: u16) -> Result<(String, u16)> {
     }
     match spec.rsplit_once(':') {
         Some((host, port)) => {
-            let port: u16 = port.parse().map_err(|_| anyhow!("invalid port in address {spec:?}"))?;
+            let port: u16 = port
+                .parse()
+                .map_err(|_| anyhow!("invalid port in address {spec:?}"))?;
             if port == 0 {
                 bail!("invalid port in address {spec:?}");
             }
@@ -57,7 +68,9 @@ pub fn resolve_local(spec: &str, default_port: u16) -> Result<(IpAddr, u16)> {
     }
     match interface_ip(&host)? {
         Some(ip) => Ok((ip, port)),
-        None => bail!("invalid address or interface name {host:?}: no such interface on this machine"),
+        None => {
+            bail!("invalid address or interface name {host:?}: no such interface on this machine")
+        }
     }
 }
 
@@ -94,7 +107,10 @@ pub fn advertise_addr(advertise: Option<&str>, listen: SocketAddr) -> Result<Soc
 /// The listen address (default 0.0.0.0:2377).
 pub fn listen_addr(spec: Option<&str>) -> Result<SocketAddr> {
     match spec {
-        None => Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT)),
+        None => Ok(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            DEFAULT_PORT,
+        )),
         Some(spec) => {
             let (ip, port) = resolve_local(spec, DEFAULT_PORT)?;
             Ok(SocketAddr::new(ip, port))
@@ -132,8 +148,14 @@ mod tests {
             ("127.0.0.1:0", None),
         ];
         for (spec, expect) in cases {
-            let got = resolve_local(spec, DEFAULT_PORT).ok().map(|(ip, port)| (ip.to_string(), port));
-            assert_eq!(got, expect.map(|(ip, port)| (ip.to_string(), port)), "{spec}");
+            let got = resolve_local(spec, DEFAULT_PORT)
+                .ok()
+                .map(|(ip, port)| (ip.to_string(), port));
+            assert_eq!(
+                got,
+                expect.map(|(ip, port)| (ip.to_string(), port)),
+                "{spec}"
+            );
         }
     }
 
@@ -142,6 +164,11 @@ mod tests {
         let listen: SocketAddr = "127.0.0.9:2377".parse().expect("addr");
         assert_eq!(advertise_addr(None, listen).expect("addr"), listen);
         assert!(advertise_addr(Some("0.0.0.0"), listen).is_err());
-        assert_eq!(advertise_addr(Some("127.0.0.3"), listen).expect("addr").to_string(), "127.0.0.3:2377");
+        assert_eq!(
+            advertise_addr(Some("127.0.0.3"), listen)
+                .expect("addr")
+                .to_string(),
+            "127.0.0.3:2377"
+        );
     }
 }

@@ -34,13 +34,16 @@ impl From<ManagerError> for Status {
             ManagerError::Lookup(LookupError::NotFound { .. }) => Code::NotFound,
             ManagerError::Lookup(LookupError::Ambiguous { .. }) => Code::InvalidArgument,
             ManagerError::Propose(p) => match p {
-                ProposeError::NoLeader | ProposeError::LostLeadership | ProposeError::Timeout(_) | ProposeError::Stopped => {
-                    Code::Unavailable
-                }
+                ProposeError::NoLeader
+                | ProposeError::LostLeadership
+                | ProposeError::Timeout(_)
+                | ProposeError::Stopped => Code::Unavailable,
                 ProposeError::NotLeader { .. } => Code::FailedPrecondition,
                 ProposeError::Raft(_) => Code::Internal,
                 ProposeError::Rejected(ApplyError::NotFound { .. }) => Code::NotFound,
-                ProposeError::Rejected(ApplyError::Exists { .. } | ApplyError::NameConflict { .. }) => Code::AlreadyExists,
+                ProposeError::Rejected(
+                    ApplyError::Exists { .. } | ApplyError::NameConflict { .. },
+                ) => Code::AlreadyExists,
                 ProposeError::Rejected(ApplyError::VersionConflict { .. }) => Code::Aborted,
                 ProposeError::Rejected(ApplyError::Malformed(_)) => Code::InvalidArgument,
             },

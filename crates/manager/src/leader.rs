@@ -28,8 +28,24 @@ where
 }
 
 pub fn start(ctx: Arc<ManagerCtx>, token: CancellationToken) {
-    spawn_component(&ctx, "heartbeat_monitor", heartbeat::monitor(ctx.clone(), token.clone()));
-    spawn_component(&ctx, "session_notifier", heartbeat::notifier(ctx.clone(), token.clone()));
-    spawn_component(&ctx, "assignments", assignments::streamer(ctx.clone(), token.clone()));
-    spawn_component(&ctx, "role_manager", membership::role_manager(ctx.clone(), token.clone()));
+    spawn_component(
+        &ctx,
+        "heartbeat_monitor",
+        heartbeat::monitor(ctx.clone(), token.clone()),
+    );
+    spawn_component(
+        &ctx,
+        "session_notifier",
+        heartbeat::notifier(ctx.clone(), token.clone()),
+    );
+    spawn_component(
+        &ctx,
+        "assignments",
+        assignments::streamer(ctx.clone(), token.clone()),
+    );
+    spawn_component(
+        &ctx,
+        "role_manager",
+        membership::role_manager(ctx.clone(), token.clone()),
+    );
 }

@@ -1,6 +1,7 @@
 //! The orch manager: the raft-replicated store, the certificate authority, the control API,
 //! the dispatcher, and the leader-only components that drive the cluster.
 
+pub mod bootstrap;
 pub mod ca;
 pub mod controlapi;
 pub mod dispatcher;

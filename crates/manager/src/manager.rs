@@ -88,10 +88,17 @@ impl ManagerCtx {
                 return Ok(Route::Local);
             }
             if request.metadata().contains_key(FORWARDED) {
-                return Err(Status::unavailable("leadership changed while the request was forwarded; retry"));
+                return Err(Status::unavailable(
+                    "leadership changed while the request was forwarded; retry",
+                ));
             }
             let addr = (status.leader != 0 && !status.removed)
-                .then(|| self.store.view().node_by_raft_id(status.leader).and_then(|n| n.manager_status.as_ref().map(|m| m.addr.clone())))
+                .then(|| {
+                    self.store
+                        .view()
+                        .node_by_raft_id(status.leader)
+                        .and_then(|n| n.manager_status.as_ref().map(|m| m.addr.clone()))
+                })
                 .flatten();
             if let Some(addr) = addr {
                 let mut cached = self.leader_conn.lock();
@@ -100,7 +107,8 @@ impl ManagerCtx {
                         return Ok(Route::Forward(channel.clone()));
                     }
                 }
-                let channel = tls_channel(&addr, self.client_tls.clone()).map_err(|e| Status::unavailable(e.to_string()))?;
+                let channel = tls_channel(&addr, self.client_tls.clone())
+                    .map_err(|e| Status::unavailable(e.to_string()))?;
                 *cached = Some((addr, channel.clone()));
                 return Ok(Route::Forward(channel));
             }
@@ -114,7 +122,10 @@ impl ManagerCtx {
     /// Proposes actions as one transaction; returns once applied here.
     pub async fn propose(&self, actions: Vec<Action>) -> Result<u64, ManagerError> {
         let txn = StoreTransaction {
-            actions: actions.into_iter().map(|a| StoreAction { action: Some(a) }).collect(),
+            actions: actions
+                .into_iter()
+                .map(|a| StoreAction { action: Some(a) })
+                .collect(),
             timestamp: orch_api::now_nanos(),
         };
         Ok(self.raft.propose(txn).await?)
@@ -137,7 +148,11 @@ impl ManagerCtx {
             } else {
                 status.reachable.get(&ms.raft_id).copied().unwrap_or(false)
             };
-            ms.reachability = if reachable { Reachability::Reachable } else { Reachability::Unreachable } as i32;
+            ms.reachability = if reachable {
+                Reachability::Reachable
+            } else {
+                Reachability::Unreachable
+            } as i32;
         }
         node
     }
@@ -176,14 +191,30 @@ impl Manager {
     ) -> Result<Manager, ManagerError> {
         let shutdown = parent.child_token();
         let store = Arc::new(Store::new());
-        let client_tls = params.tls.client_config().map_err(|e| ManagerError::Internal(e.to_string()))?;
-        let server_tls = params.tls.server_config().map_err(|e| ManagerError::Internal(e.to_string()))?;
-        let transport = Arc::new(GrpcTransport::new(params.raft_id, client_tls.clone(), shutdown.clone()));
+        let client_tls = params
+            .tls
+            .client_config()
+            .map_err(|e| ManagerError::Internal(e.to_string()))?;
+        let server_tls = params
+            .tls
+            .server_config()
+            .map_err(|e| ManagerError::Internal(e.to_string()))?;
+        let transport = Arc::new(GrpcTransport::new(
+            params.raft_id,
+            client_tls.clone(),
+            shutdown.clone(),
+        ));
         for peer in &params.initial_peers {
             crate::raft::node::Transport::set_peer(transport.as_ref(), peer);
         }
-        let (raft, raft_task) = crate::raft::node::start(params.raft.clone(), log, store.clone(), transport.clone(), shutdown.clone())
-            .map_err(|e| ManagerError::Internal(e.to_string()))?;
+        let (raft, raft_task) = crate::raft::node::start(
+            params.raft.clone(),
+            log,
+            store.clone(),
+            transport.clone(),
+            shutdown.clone(),
+        )
+        .map_err(|e| ManagerError::Internal(e.to_string()))?;
         transport.attach(raft.clone());
         let (fatal, fatal_rx) = mpsc::unbounded_channel();
         let ctx = Arc::new(ManagerCtx {
@@ -199,7 +230,9 @@ impl Manager {
             leader_conn: Mutex::new(None),
             fatal,
         });
-        let local_addr = listener.local_addr().map_err(|e| ManagerError::Internal(e.to_string()))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| ManagerError::Internal(e.to_string()))?;
         let incoming = tls_incoming(listener, server_tls, shutdown.clone());
         let slot: ManagerSlot = Arc::new(ArcSwapOption::from(Some(ctx.clone())));
         let router = Server::builder()
@@ -212,21 +245,41 @@ impl Manager {
                     .max_encoding_message_size(MAX_RAFT_MESSAGE),
             )
             .add_service(CaServer::new(CaService::new(ctx.clone())))
-            .add_service(ControlServer::new(ControlApi::new(slot)).max_decoding_message_size(64 << 20).max_encoding_message_size(256 << 20))
-            .add_service(DispatcherServer::new(DispatcherService::new(ctx.clone())).max_decoding_message_size(64 << 20).max_encoding_message_size(256 << 20));
+            .add_service(
+                ControlServer::new(ControlApi::new(slot))
+                    .max_decoding_message_size(64 << 20)
+                    .max_encoding_message_size(256 << 20),
+            )
+            .add_service(
+                DispatcherServer::new(DispatcherService::new(ctx.clone()))
+                    .max_decoding_message_size(64 << 20)
+                    .max_encoding_message_size(256 << 20),
+            );
         let server_shutdown = shutdown.clone();
         let server_ctx = ctx.clone();
         tokio::spawn(
             async move {
-                if let Err(e) = router.serve_with_incoming_shutdown(incoming, server_shutdown.cancelled_owned()).await {
+                if let Err(e) = router
+                    .serve_with_incoming_shutdown(incoming, server_shutdown.cancelled_owned())
+                    .await
+                {
                     server_ctx.fatal(format!("manager gRPC server failed: {e}"));
                 }
             }
             .instrument(tracing::info_span!("manager_server", %local_addr)),
         );
-        tokio::spawn(leader_supervisor(ctx.clone(), shutdown.clone()).instrument(tracing::info_span!("leader_supervisor")));
+        tokio::spawn(
+            leader_supervisor(ctx.clone(), shutdown.clone())
+                .instrument(tracing::info_span!("leader_supervisor")),
+        );
         info!(%local_addr, raft_id = ctx.raft_id, "manager started");
-        Ok(Manager { ctx, local_addr, raft_task, shutdown, fatal_rx })
+        Ok(Manager {
+            ctx,
+            local_addr,
+            raft_task,
+            shutdown,
+            fatal_rx,
+        })
     }
 
     /// Runs until the manager stops: asked to, removed from raft, or failed.

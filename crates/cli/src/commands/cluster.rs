@@ -62,19 +62,33 @@ pub struct InitArgs {
 fn settings(args: &InitArgs) -> Result<ClusterSettings> {
     let cert_expiry = parse_duration(&args.cert_expiry)?;
     if cert_expiry < orch_manager::ca::MIN_CERT_EXPIRY {
-        bail!("invalid --cert-expiry {}: minimum certificate expiry time is 1m0s", args.cert_expiry);
+        bail!(
+            "invalid --cert-expiry {}: minimum certificate expiry time is 1m0s",
+            args.cert_expiry
+        );
     }
     let heartbeat = parse_duration(&args.dispatcher_heartbeat)?;
     if heartbeat < orch_manager::controlapi::cluster::MIN_HEARTBEAT {
-        bail!("invalid --dispatcher-heartbeat {}: must be at least 100ms", args.dispatcher_heartbeat);
+        bail!(
+            "invalid --dispatcher-heartbeat {}: must be at least 100ms",
+            args.dispatcher_heartbeat
+        );
     }
     if args.task_history_limit < 0 {
-        bail!("invalid --task-history-limit {}: must be 0 or more", args.task_history_limit);
+        bail!(
+            "invalid --task-history-limit {}: must be 0 or more",
+            args.task_history_limit
+        );
     }
     if args.snapshot_interval == 0 {
         bail!("invalid --snapshot-interval 0: must be at least 1");
     }
-    Ok(ClusterSettings { cert_expiry, heartbeat, task_history_limit: args.task_history_limit, snapshot_interval: args.snapshot_interval })
+    Ok(ClusterSettings {
+        cert_expiry,
+        heartbeat,
+        task_history_limit: args.task_history_limit,
+        snapshot_interval: args.snapshot_interval,
+    })
 }
 
 fn print_worker_join(token: &str, addr: &str) {
@@ -103,7 +117,10 @@ pub async fn init(target: &Target, args: InitArgs) -> Result<()> {
     };
     let mut child = bootstrap::spawn_daemon(dd)?;
     bootstrap::wait_ready(dd, &mut child, timeout).await?;
-    println!("Swarm initialized: current node ({}) is now a manager.\n", done.node_id);
+    println!(
+        "Swarm initialized: current node ({}) is now a manager.\n",
+        done.node_id
+    );
     print_worker_join(&done.worker_token, &done.advertise_addr);
     println!("To add a manager to this swarm, run 'orch join-token manager' and follow the instructions.\n");
     Ok(())
@@ -112,7 +129,9 @@ pub async fn init(target: &Target, args: InitArgs) -> Result<()> {
 /// Stops the node process of this data dir if one runs (for --force-new-cluster).
 async fn stop_running_daemon(target: &Target) -> Result<()> {
     let pid_text = std::fs::read_to_string(target.dd.pid_file()).unwrap_or_default();
-    let Ok(pid) = pid_text.trim().parse::<i32>() else { return Ok(()) };
+    let Ok(pid) = pid_text.trim().parse::<i32>() else {
+        return Ok(());
+    };
     let pid = nix::unistd::Pid::from_raw(pid);
     if nix::sys::signal::kill(pid, None).is_err() {
         return Ok(());
@@ -190,17 +209,32 @@ pub async fn join_token(target: &Target, args: JoinTokenArgs) -> Result<()> {
     };
     let mut control = target.control()?;
     let cluster = if args.rotate {
-        let req = UpdateClusterRequest { rotate_worker_token: worker, rotate_manager_token: !worker, ..Default::default() };
+        let req = UpdateClusterRequest {
+            rotate_worker_token: worker,
+            rotate_manager_token: !worker,
+            ..Default::default()
+        };
         let c = control.update_cluster(req).await.map_err(rpc)?.into_inner();
         if !args.quiet {
             println!("Successfully rotated {} join token.\n", args.role);
         }
         c
     } else {
-        control.get_cluster(Empty {}).await.map_err(rpc)?.into_inner()
+        control
+            .get_cluster(Empty {})
+            .await
+            .map_err(rpc)?
+            .into_inner()
     };
-    let tokens = cluster.root_ca.and_then(|r| r.join_tokens).unwrap_or_default();
-    let token = if worker { tokens.worker } else { tokens.manager };
+    let tokens = cluster
+        .root_ca
+        .and_then(|r| r.join_tokens)
+        .unwrap_or_default();
+    let token = if worker {
+        tokens.worker
+    } else {
+        tokens.manager
+    };
     if args.quiet {
         println!("{token}");
         return Ok(());
@@ -224,7 +258,10 @@ pub async fn leave(target: &Target, force: bool) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    bail!("the node process did not finish leaving; see {}", target.dd.log_file().display())
+    bail!(
+        "the node process did not finish leaving; see {}",
+        target.dd.log_file().display()
+    )
 }
 
 pub async fn info(target: &Target) -> Result<()> {
@@ -232,7 +269,12 @@ pub async fn info(target: &Target) -> Result<()> {
         println!("Swarm: inactive");
         return Ok(());
     }
-    let info = target.node_control()?.info(Empty {}).await.map_err(rpc)?.into_inner();
+    let info = target
+        .node_control()?
+        .info(Empty {})
+        .await
+        .map_err(rpc)?
+        .into_inner();
     let state = match orch_api::pb::LocalNodeState::try_from(info.state) {
         Ok(orch_api::pb::LocalNodeState::Active) => "active",
         Ok(orch_api::pb::LocalNodeState::Pending) => "pending",
@@ -250,14 +292,28 @@ pub async fn info(target: &Target) -> Result<()> {
         println!(" Managers: {}", info.managers);
         println!(" Nodes: {}", info.nodes);
         if let Some(spec) = &info.cluster_spec {
-            println!(" Orchestration:\n  Task History Retention Limit: {}", spec.task_history_retention_limit);
+            println!(
+                " Orchestration:\n  Task History Retention Limit: {}",
+                spec.task_history_retention_limit
+            );
             println!(" Raft:\n  Snapshot Interval: {}", spec.snapshot_interval);
-            println!("  Number of Old Snapshots to Retain: 0\n  Heartbeat Tick: 1\n  Election Tick: 10");
-            println!(" Dispatcher:\n  Heartbeat Period: {}", format_duration(Duration::from_nanos(spec.heartbeat_period.max(0) as u64)));
-            println!(" CA Configuration:\n  Expiry Duration: {}", format_duration(Duration::from_nanos(spec.node_cert_expiry.max(0) as u64)));
+            println!(
+                "  Number of Old Snapshots to Retain: 0\n  Heartbeat Tick: 1\n  Election Tick: 10"
+            );
+            println!(
+                " Dispatcher:\n  Heartbeat Period: {}",
+                format_duration(Duration::from_nanos(spec.heartbeat_period.max(0) as u64))
+            );
+            println!(
+                " CA Configuration:\n  Expiry Duration: {}",
+                format_duration(Duration::from_nanos(spec.node_cert_expiry.max(0) as u64))
+            );
             println!(" Autolock Managers: {}", spec.autolock);
         }
-        println!(" Raft Status:\n  Leader: {}\n  Term: {}\n  Applied Index: {}", info.leader_id, info.raft_term, info.raft_applied);
+        println!(
+            " Raft Status:\n  Leader: {}\n  Term: {}\n  Applied Index: {}",
+            info.leader_id, info.raft_term, info.raft_applied
+        );
     }
     println!(" Node Address: {}", info.node_addr);
     println!(" Manager Addresses:");
@@ -265,7 +321,10 @@ pub async fn info(target: &Target) -> Result<()> {
         println!("  {addr}");
     }
     let expires = std::time::UNIX_EPOCH + Duration::from_secs(info.cert_not_after.max(0) as u64);
-    println!(" Node Certificate Expires: {}", humantime::format_rfc3339_seconds(expires));
+    println!(
+        " Node Certificate Expires: {}",
+        humantime::format_rfc3339_seconds(expires)
+    );
     Ok(())
 }
 
@@ -285,8 +344,18 @@ pub async fn cluster_update(target: &Target, args: ClusterUpdateArgs) -> Result<
     let req = UpdateClusterRequest {
         task_history_retention_limit: args.task_history_limit,
         snapshot_interval: args.snapshot_interval,
-        heartbeat_period: args.dispatcher_heartbeat.as_deref().map(parse_duration).transpose()?.map(|d| d.as_nanos() as i64),
-        node_cert_expiry: args.cert_expiry.as_deref().map(parse_duration).transpose()?.map(|d| d.as_nanos() as i64),
+        heartbeat_period: args
+            .dispatcher_heartbeat
+            .as_deref()
+            .map(parse_duration)
+            .transpose()?
+            .map(|d| d.as_nanos() as i64),
+        node_cert_expiry: args
+            .cert_expiry
+            .as_deref()
+            .map(parse_duration)
+            .transpose()?
+            .map(|d| d.as_nanos() as i64),
         ..Default::default()
     };
     target.control()?.update_cluster(req).await.map_err(rpc)?;

@@ -2,7 +2,9 @@
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
-use orch_api::pb::{GetNodeRequest, ListNodesRequest, Node, NodeRole, RemoveNodeRequest, UpdateNodeRequest};
+use orch_api::pb::{
+    GetNodeRequest, ListNodesRequest, Node, NodeRole, RemoveNodeRequest, UpdateNodeRequest,
+};
 
 use super::cluster::parse_availability;
 use crate::client::{rpc, Target};
@@ -105,7 +107,13 @@ fn matches_filter(n: &Node, filter: &str) -> Result<bool> {
 
 async fn ls(target: &Target, args: LsArgs) -> Result<()> {
     let format = Format::parse(args.format.as_deref())?;
-    let mut nodes = target.control()?.list_nodes(ListNodesRequest {}).await.map_err(rpc)?.into_inner().nodes;
+    let mut nodes = target
+        .control()?
+        .list_nodes(ListNodesRequest {})
+        .await
+        .map_err(rpc)?
+        .into_inner()
+        .nodes;
     for f in &args.filter {
         let mut kept = Vec::new();
         for n in nodes {
@@ -116,7 +124,12 @@ async fn ls(target: &Target, args: LsArgs) -> Result<()> {
         nodes = kept;
     }
     nodes.sort_by(|a, b| {
-        let host = |n: &Node| n.description.as_ref().map(|d| d.hostname.clone()).unwrap_or_default();
+        let host = |n: &Node| {
+            n.description
+                .as_ref()
+                .map(|d| d.hostname.clone())
+                .unwrap_or_default()
+        };
         host(a).cmp(&host(b)).then(a.id.cmp(&b.id))
     });
     if args.quiet {
@@ -134,15 +147,30 @@ async fn ls(target: &Target, args: LsArgs) -> Result<()> {
             .map(|r| {
                 let mut r = r.clone();
                 if r["Self"] == serde_json::Value::Bool(true) {
-                    r["ID"] = serde_json::Value::String(format!("{} *", r["ID"].as_str().unwrap_or("")));
+                    r["ID"] =
+                        serde_json::Value::String(format!("{} *", r["ID"].as_str().unwrap_or("")));
                 }
                 r
             })
             .collect();
         return output::print_list(
             &format,
-            &["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"],
-            &["ID", "Hostname", "Status", "Availability", "ManagerStatus", "EngineVersion"],
+            &[
+                "ID",
+                "HOSTNAME",
+                "STATUS",
+                "AVAILABILITY",
+                "MANAGER STATUS",
+                "ENGINE VERSION",
+            ],
+            &[
+                "ID",
+                "Hostname",
+                "Status",
+                "Availability",
+                "ManagerStatus",
+                "EngineVersion",
+            ],
             &marked,
         );
     }
@@ -153,8 +181,18 @@ async fn get_nodes(target: &Target, refs: &[String]) -> Result<Vec<Node>> {
     let mut control = target.control()?;
     let mut nodes = Vec::new();
     for r in refs {
-        let node = if r == "self" { target.self_node_id() } else { r.clone() };
-        nodes.push(control.get_node(GetNodeRequest { node }).await.map_err(rpc)?.into_inner());
+        let node = if r == "self" {
+            target.self_node_id()
+        } else {
+            r.clone()
+        };
+        nodes.push(
+            control
+                .get_node(GetNodeRequest { node })
+                .await
+                .map_err(rpc)?
+                .into_inner(),
+        );
     }
     Ok(nodes)
 }
@@ -188,25 +226,37 @@ fn print_pretty(n: &Node) {
         }
     }
     println!("Hostname:\t\t{}", desc.hostname);
-    println!("Joined at:\t\t{}", output::rfc3339(n.meta.as_ref().map_or(0, |m| m.created_at)));
+    println!(
+        "Joined at:\t\t{}",
+        output::rfc3339(n.meta.as_ref().map_or(0, |m| m.created_at))
+    );
     println!("Status:");
-    println!(" State:\t\t\t{}", json::title(json::node_state_name(status.state)));
+    println!(
+        " State:\t\t\t{}",
+        json::title(json::node_state_name(status.state))
+    );
     if !status.message.is_empty() {
         println!(" Message:\t\t{}", status.message);
     }
-    println!(" Availability:\t\t{}", json::title(json::availability_name(spec.availability)));
+    println!(
+        " Availability:\t\t{}",
+        json::title(json::availability_name(spec.availability))
+    );
     println!(" Address:\t\t{}", status.addr);
     if let Some(ms) = &n.manager_status {
         println!("Manager Status:");
         println!(" Address:\t\t{}", ms.addr);
-        println!(" Raft Status:\t\t{}", json::title(json::reachability_name(ms.reachability)));
+        println!(
+            " Raft Status:\t\t{}",
+            json::title(json::reachability_name(ms.reachability))
+        );
         println!(" Leader:\t\t{}", if ms.leader { "Yes" } else { "No" });
     }
     let platform = desc.platform.clone().unwrap_or_default();
     println!("Platform:");
     println!(" Operating System:\t{}", platform.os);
     println!(" Architecture:\t\t{}", platform.architecture);
-    let resources = desc.resources.clone().unwrap_or_default();
+    let resources = desc.resources.unwrap_or_default();
     println!("Resources:");
     println!(" CPUs:\t\t\t{}", resources.nano_cpus / 1_000_000_000);
     println!(" Memory:\t\t{}", output::bytes(resources.memory_bytes));
@@ -231,7 +281,10 @@ fn parse_role(s: &str) -> Result<NodeRole> {
 }
 
 async fn update(target: &Target, args: UpdateArgs) -> Result<()> {
-    let mut req = UpdateNodeRequest { node: args.node.clone(), ..Default::default() };
+    let mut req = UpdateNodeRequest {
+        node: args.node.clone(),
+        ..Default::default()
+    };
     if let Some(a) = &args.availability {
         req.availability = Some(parse_availability(a)? as i32);
     }
@@ -253,11 +306,22 @@ async fn update(target: &Target, args: UpdateArgs) -> Result<()> {
 
 async fn set_role(target: &Target, nodes: Vec<String>, role: NodeRole) -> Result<()> {
     if nodes.is_empty() {
-        bail!("\"orch node {}\" requires at least 1 argument", if role == NodeRole::Manager { "promote" } else { "demote" });
+        bail!(
+            "\"orch node {}\" requires at least 1 argument",
+            if role == NodeRole::Manager {
+                "promote"
+            } else {
+                "demote"
+            }
+        );
     }
     let mut control = target.control()?;
     for name in nodes {
-        let node = control.get_node(GetNodeRequest { node: name.clone() }).await.map_err(rpc)?.into_inner();
+        let node = control
+            .get_node(GetNodeRequest { node: name.clone() })
+            .await
+            .map_err(rpc)?
+            .into_inner();
         let current = node.spec.as_ref().map_or(0, |s| s.desired_role);
         if current == role as i32 {
             match role {
@@ -266,7 +330,11 @@ async fn set_role(target: &Target, nodes: Vec<String>, role: NodeRole) -> Result
             }
             continue;
         }
-        let req = UpdateNodeRequest { node: node.id.clone(), role: Some(role as i32), ..Default::default() };
+        let req = UpdateNodeRequest {
+            node: node.id.clone(),
+            role: Some(role as i32),
+            ..Default::default()
+        };
         control.update_node(req).await.map_err(rpc)?;
         match role {
             NodeRole::Manager => println!("Node {name} promoted to a manager in the swarm."),
@@ -280,7 +348,13 @@ async fn rm(target: &Target, force: bool, nodes: Vec<String>) -> Result<()> {
     let mut control = target.control()?;
     let mut failed = Vec::new();
     for name in nodes {
-        match control.remove_node(RemoveNodeRequest { node: name.clone(), force }).await {
+        match control
+            .remove_node(RemoveNodeRequest {
+                node: name.clone(),
+                force,
+            })
+            .await
+        {
             Ok(_) => println!("{name}"),
             Err(status) => failed.push(status.message().to_string()),
         }

@@ -58,7 +58,9 @@ fn labels(map: &std::collections::HashMap<String, String>) -> Value {
 }
 
 fn meta(node_meta: &Option<orch_api::pb::Meta>) -> (u64, i64, i64) {
-    node_meta.as_ref().map_or((0, 0, 0), |m| (m.version, m.created_at, m.updated_at))
+    node_meta
+        .as_ref()
+        .map_or((0, 0, 0), |m| (m.version, m.created_at, m.updated_at))
 }
 
 pub fn node(n: &Node) -> Value {
@@ -66,7 +68,7 @@ pub fn node(n: &Node) -> Value {
     let spec = n.spec.clone().unwrap_or_default();
     let desc = n.description.clone().unwrap_or_default();
     let platform = desc.platform.clone().unwrap_or_default();
-    let resources = desc.resources.clone().unwrap_or_default();
+    let resources = desc.resources.unwrap_or_default();
     let engine = desc.engine.clone().unwrap_or_default();
     let status = n.status.clone().unwrap_or_default();
     let mut status_json = json!({ "State": node_state_name(status.state), "Addr": status.addr });

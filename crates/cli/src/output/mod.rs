@@ -34,7 +34,11 @@ pub fn print_list(format: &Format, headers: &[&str], keys: &[&str], rows: &[Valu
         Format::Table => {
             let mut t = table::Table::new(headers);
             for row in rows {
-                t.row(keys.iter().map(|k| row.get(*k).map(cell).unwrap_or_default()).collect());
+                t.row(
+                    keys.iter()
+                        .map(|k| row.get(*k).map(cell).unwrap_or_default())
+                        .collect(),
+                );
             }
             print!("{}", t.render());
         }
@@ -46,7 +50,12 @@ pub fn print_list(format: &Format, headers: &[&str], keys: &[&str], rows: &[Valu
         Format::Template(tpl) => {
             let mut lines = Vec::new();
             if tpl.table {
-                lines.push(tpl.header().split('\t').map(str::to_string).collect::<Vec<_>>());
+                lines.push(
+                    tpl.header()
+                        .split('\t')
+                        .map(str::to_string)
+                        .collect::<Vec<_>>(),
+                );
             }
             for row in rows {
                 lines.push(tpl.render(row)?.split('\t').map(str::to_string).collect());
@@ -75,7 +84,10 @@ fn cell(v: &Value) -> String {
 /// Prints inspect output: a JSON array (docker's indentation), or a template per object.
 pub fn print_inspect(format: Option<&str>, objects: &[Value]) -> Result<()> {
     match format {
-        None | Some("") | Some("json") => println!("{}", serde_json::to_string_pretty(&Value::Array(objects.to_vec()))?),
+        None | Some("") | Some("json") => println!(
+            "{}",
+            serde_json::to_string_pretty(&Value::Array(objects.to_vec()))?
+        ),
         Some(f) => {
             let tpl = Template::parse(f)?;
             for o in objects {
@@ -98,13 +110,19 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_end == 0 {
             bail!("invalid duration {s:?}");
         }
-        let value: f64 = rest[..num_end].parse().map_err(|_| anyhow::anyhow!("invalid duration {s:?}"))?;
+        let value: f64 = rest[..num_end]
+            .parse()
+            .map_err(|_| anyhow::anyhow!("invalid duration {s:?}"))?;
         rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_end];
         rest = &rest[unit_end..];
         let scale = match unit {
@@ -138,7 +156,11 @@ pub fn format_duration(d: Duration) -> String {
     let secs = d.as_secs();
     let frac = d.subsec_nanos();
     let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
-    let s_text = if frac == 0 { s.to_string() } else { trim_float(s as f64 + f64::from(frac) / 1e9) };
+    let s_text = if frac == 0 {
+        s.to_string()
+    } else {
+        trim_float(s as f64 + f64::from(frac) / 1e9)
+    };
     if h > 0 {
         format!("{h}h{m}m{s_text}s")
     } else if m > 0 {
@@ -159,6 +181,8 @@ pub fn rfc3339(nanos: i64) -> String {
     humantime::format_rfc3339_nanos(t).to_string()
 }
 
+// Used by `service ps` (CURRENT STATE reads "Running 5 seconds ago").
+#[allow(dead_code)]
 /// docker's `units.HumanDuration`: "Less than a second", "5 seconds", "About a minute", ...
 pub fn human_duration(d: Duration) -> String {
     let secs = d.as_secs();
@@ -189,6 +213,7 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
+#[allow(dead_code)]
 /// How long ago `nanos` (unix) was.
 pub fn ago(nanos: i64) -> String {
     let then = UNIX_EPOCH + Duration::from_nanos(nanos.max(0) as u64);
@@ -232,7 +257,11 @@ mod tests {
             ("1x", None),
         ];
         for (text, want) in cases {
-            assert_eq!(parse_duration(text).ok().map(|d| d.as_secs_f64()), want, "{text:?}");
+            assert_eq!(
+                parse_duration(text).ok().map(|d| d.as_secs_f64()),
+                want,
+                "{text:?}"
+            );
         }
     }
 

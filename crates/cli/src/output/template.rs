@@ -8,7 +8,10 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq)]
 enum Piece {
     Text(String),
-    Field { func: Option<String>, path: Vec<String> },
+    Field {
+        func: Option<String>,
+        path: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -38,7 +41,11 @@ impl Template {
             let Some(end) = after.find("}}") else {
                 bail!("template parsing error: unclosed action in {format:?}");
             };
-            let action = after[..end].trim().trim_start_matches('-').trim_end_matches('-').trim();
+            let action = after[..end]
+                .trim()
+                .trim_start_matches('-')
+                .trim_end_matches('-')
+                .trim();
             pieces.push(parse_action(action)?);
             rest = &after[end + 2..];
         }
@@ -80,7 +87,9 @@ impl Template {
         for piece in &self.pieces {
             match piece {
                 Piece::Text(t) => out.push_str(t),
-                Piece::Field { path, .. } => out.push_str(&header_name(path.last().map(String::as_str).unwrap_or(""))),
+                Piece::Field { path, .. } => {
+                    out.push_str(&header_name(path.last().map(String::as_str).unwrap_or("")))
+                }
             }
         }
         out
@@ -116,7 +125,11 @@ fn parse_action(action: &str) -> Result<Piece> {
     if !arg.starts_with('.') {
         bail!("template: unsupported action {{{{{action}}}}}");
     }
-    let path = arg.split('.').filter(|s| !s.is_empty()).map(str::to_string).collect();
+    let path = arg
+        .split('.')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
     Ok(Piece::Field { func, path })
 }
 
@@ -128,10 +141,16 @@ fn plain(v: &Value) -> String {
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => n.to_string(),
         Value::Object(map) => {
-            let inner: Vec<String> = map.iter().map(|(k, v)| format!("{k}:{}", plain(v))).collect();
+            let inner: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{k}:{}", plain(v)))
+                .collect();
             format!("map[{}]", inner.join(" "))
         }
-        Value::Array(items) => format!("[{}]", items.iter().map(plain).collect::<Vec<_>>().join(" ")),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(plain).collect::<Vec<_>>().join(" ")
+        ),
     }
 }
 
@@ -152,7 +171,14 @@ mod tests {
             ("{{.ID}}\\t{{.N}}", "abc\t3"),
         ];
         for (format, want) in cases {
-            assert_eq!(Template::parse(format).expect(format).render(&v).expect(format), want, "{format}");
+            assert_eq!(
+                Template::parse(format)
+                    .expect(format)
+                    .render(&v)
+                    .expect(format),
+                want,
+                "{format}"
+            );
         }
     }
 
@@ -163,6 +189,9 @@ mod tests {
         assert_eq!(t.header(), "ID\tCURRENT STATE");
         assert!(Template::parse("{{.ID").is_err());
         assert!(Template::parse("{{index .X}}").is_err());
-        assert!(Template::parse("{{.Missing}}").expect("parse").render(&json!({})).is_err());
+        assert!(Template::parse("{{.Missing}}")
+            .expect("parse")
+            .render(&json!({}))
+            .is_err());
     }
 }

@@ -33,7 +33,9 @@ pub fn identify<T>(request: &Request<T>, view: &Tables) -> Result<Caller, Status
     };
     if let Some(cluster) = view.cluster() {
         if cert.cluster_id != cluster.id {
-            return Err(Status::permission_denied("Permission denied: certificate belongs to another swarm"));
+            return Err(Status::permission_denied(
+                "Permission denied: certificate belongs to another swarm",
+            ));
         }
         if cluster.removed_nodes.iter().any(|id| id == &cert.node_id) {
             return Err(Status::permission_denied(format!(
@@ -53,7 +55,9 @@ pub fn require_manager<T>(request: &Request<T>, view: &Tables) -> Result<Caller,
         Caller::Node(cert) if cert.role == NodeRole::Manager => {
             // A demoted manager keeps its old certificate until it renews: the store decides.
             match view.node(&cert.node_id) {
-                Some(node) if node.role != NodeRole::Manager as i32 => Err(Status::permission_denied(WORKER_DENIED)),
+                Some(node) if node.role != NodeRole::Manager as i32 => {
+                    Err(Status::permission_denied(WORKER_DENIED))
+                }
                 _ => Ok(caller),
             }
         }
@@ -74,7 +78,9 @@ pub fn require_node<T>(request: &Request<T>, view: &Tables) -> Result<CertInfo, 
             }
             Ok(cert)
         }
-        Caller::Local => Err(Status::permission_denied("this RPC needs a node certificate")),
+        Caller::Local => Err(Status::permission_denied(
+            "this RPC needs a node certificate",
+        )),
         Caller::Anonymous => Err(Status::unauthenticated("a node certificate is required")),
     }
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use orch_api::pb::NodeRole;
 use orch_api::tls::role_ou;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls_pki_types::CertificateSigningRequestDer;
 use time::OffsetDateTime;
@@ -56,12 +56,19 @@ impl RootCa {
         dn.push(DnType::CommonName, "swarm-ca");
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let now = OffsetDateTime::now_utc();
         params.not_before = offset(now, BACKDATE, false);
         params.not_after = offset(now, ROOT_CA_VALIDITY, true);
         let cert = params.self_signed(&key)?;
-        Ok(RootCa { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(RootCa {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
     }
 
     fn issuer(&self) -> Result<Issuer<'static, KeyPair>, CaError> {
@@ -69,20 +76,38 @@ impl RootCa {
         Ok(Issuer::from_ca_cert_pem(&self.cert_pem, key)?)
     }
 
-    fn node_params(node_id: &str, role: NodeRole, cluster_id: &str, expiry: Duration) -> Result<CertificateParams, CaError> {
+    fn node_params(
+        node_id: &str,
+        role: NodeRole,
+        cluster_id: &str,
+        expiry: Duration,
+    ) -> Result<CertificateParams, CaError> {
         let ou = role_ou(role);
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.subject_alt_names = vec![
-            SanType::DnsName(ou.try_into().map_err(|e: rcgen::Error| CaError::BadCsr(e.to_string()))?),
-            SanType::DnsName(node_id.try_into().map_err(|e: rcgen::Error| CaError::BadCsr(e.to_string()))?),
+            SanType::DnsName(
+                ou.try_into()
+                    .map_err(|e: rcgen::Error| CaError::BadCsr(e.to_string()))?,
+            ),
+            SanType::DnsName(
+                node_id
+                    .try_into()
+                    .map_err(|e: rcgen::Error| CaError::BadCsr(e.to_string()))?,
+            ),
         ];
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, node_id);
         dn.push(DnType::OrganizationalUnitName, ou);
         dn.push(DnType::OrganizationName, cluster_id);
         params.distinguished_name = dn;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         params.use_authority_key_identifier_extension = true;
         let now = OffsetDateTime::now_utc();
         params.not_before = offset(now, BACKDATE, false);
@@ -104,8 +129,10 @@ impl RootCa {
         cluster_id: &str,
         expiry: Duration,
     ) -> Result<String, CaError> {
-        let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der.to_vec()))
-            .map_err(|e| CaError::BadCsr(e.to_string()))?;
+        let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(
+            csr_der.to_vec(),
+        ))
+        .map_err(|e| CaError::BadCsr(e.to_string()))?;
         let params = Self::node_params(node_id, role, cluster_id, expiry)?;
         let cert = params.signed_by(&csr.public_key, &self.issuer()?)?;
         Ok(cert.pem())
@@ -136,13 +163,18 @@ mod tests {
         let ca = RootCa::generate().expect("ca");
         let csr = new_key_and_csr().expect("csr");
         let expiry = Duration::from_secs(48 * 3600);
-        let pem = ca.issue(&csr.csr_der, "node1", NodeRole::Worker, "cluster1", expiry).expect("issue");
+        let pem = ca
+            .issue(&csr.csr_der, "node1", NodeRole::Worker, "cluster1", expiry)
+            .expect("issue");
         let info = cert_info_from_pem(&pem).expect("parse");
         assert_eq!(info.node_id, "node1");
         assert_eq!(info.role, NodeRole::Worker);
         assert_eq!(info.cluster_id, "cluster1");
         let lifetime = info.not_after - info.not_before;
-        assert!((lifetime - (48 * 3600 + 5)).abs() <= 2, "lifetime {lifetime}");
+        assert!(
+            (lifetime - (48 * 3600 + 5)).abs() <= 2,
+            "lifetime {lifetime}"
+        );
         // The key in the CSR matches the certificate: the pair loads as an identity.
         let identity = NodeIdentity::from_pem(&pem, &csr.key_pem).expect("identity");
         TlsContext::new(&ca.cert_pem, std::sync::Arc::new(identity)).expect("context");
@@ -151,7 +183,15 @@ mod tests {
     #[test]
     fn garbage_csr_is_refused() {
         let ca = RootCa::generate().expect("ca");
-        let err = ca.issue(b"not a csr", "n", NodeRole::Worker, "c", DEFAULT_CERT_EXPIRY).expect_err("refused");
+        let err = ca
+            .issue(
+                b"not a csr",
+                "n",
+                NodeRole::Worker,
+                "c",
+                DEFAULT_CERT_EXPIRY,
+            )
+            .expect_err("refused");
         assert!(matches!(err, CaError::BadCsr(_)));
     }
 }

@@ -9,8 +9,8 @@ use orch_api::pb::ca_client::CaClient;
 use orch_api::pb::ca_server::Ca;
 use orch_api::pb::store_action::Action;
 use orch_api::pb::{
-    Cluster, Empty, IssueNodeCertificateRequest, Node, NodeCertificate, NodeDescription, NodeRole, NodeSpec, NodeState,
-    NodeStatus, Peer, RenewNodeCertificateRequest, RootCaCertificate,
+    Cluster, Empty, IssueNodeCertificateRequest, Node, NodeCertificate, NodeDescription, NodeRole,
+    NodeSpec, NodeState, NodeStatus, Peer, RenewNodeCertificateRequest, RootCaCertificate,
 };
 use orch_api::token::constant_time_eq;
 use tonic::{Request, Response, Status};
@@ -34,12 +34,20 @@ impl CaService {
 }
 
 fn cluster_of(view: &Tables) -> Result<Arc<Cluster>, Status> {
-    view.cluster().cloned().ok_or_else(|| Status::unavailable("the cluster is not initialized yet"))
+    view.cluster()
+        .cloned()
+        .ok_or_else(|| Status::unavailable("the cluster is not initialized yet"))
 }
 
 pub fn root_ca_of(cluster: &Cluster) -> Result<RootCa, Status> {
-    let root = cluster.root_ca.as_ref().ok_or_else(|| Status::internal("cluster has no root CA"))?;
-    Ok(RootCa { cert_pem: root.ca_cert_pem.clone(), key_pem: root.ca_key_pem.clone() })
+    let root = cluster
+        .root_ca
+        .as_ref()
+        .ok_or_else(|| Status::internal("cluster has no root CA"))?;
+    Ok(RootCa {
+        cert_pem: root.ca_cert_pem.clone(),
+        key_pem: root.ca_key_pem.clone(),
+    })
 }
 
 pub fn cert_expiry(cluster: &Cluster) -> Duration {
@@ -53,13 +61,24 @@ pub fn cert_expiry(cluster: &Cluster) -> Duration {
 }
 
 fn managers(view: &Tables) -> Vec<Peer> {
-    view.members().into_iter().map(|m| Peer { node_id: m.node_id, addr: m.addr }).collect()
+    view.members()
+        .into_iter()
+        .map(|m| Peer {
+            node_id: m.node_id,
+            addr: m.addr,
+        })
+        .collect()
 }
 
 #[tonic::async_trait]
 impl Ca for CaService {
-    async fn get_root_ca_certificate(&self, _request: Request<Empty>) -> Result<Response<RootCaCertificate>, Status> {
-        Ok(Response::new(RootCaCertificate { cert_pem: self.ctx.tls.root_ca_pem.clone() }))
+    async fn get_root_ca_certificate(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<RootCaCertificate>, Status> {
+        Ok(Response::new(RootCaCertificate {
+            cert_pem: self.ctx.tls.root_ca_pem.clone(),
+        }))
     }
 
     async fn issue_node_certificate(
@@ -68,14 +87,19 @@ impl Ca for CaService {
     ) -> Result<Response<NodeCertificate>, Status> {
         if let Route::Forward(channel) = self.ctx.route(&request).await? {
             let mut fwd = Request::new(request.into_inner());
-            fwd.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+            fwd.metadata_mut()
+                .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
             return CaClient::new(channel).issue_node_certificate(fwd).await;
         }
         let req = request.into_inner();
         // A linearizable read: a token rotated a moment ago is already refused.
         let view = self.ctx.read_view().await?;
         let cluster = cluster_of(&view)?;
-        let tokens = cluster.root_ca.as_ref().and_then(|r| r.join_tokens.clone()).unwrap_or_default();
+        let tokens = cluster
+            .root_ca
+            .as_ref()
+            .and_then(|r| r.join_tokens.clone())
+            .unwrap_or_default();
         let role = if !tokens.manager.is_empty() && constant_time_eq(&req.token, &tokens.manager) {
             NodeRole::Manager
         } else if !tokens.worker.is_empty() && constant_time_eq(&req.token, &tokens.worker) {
@@ -90,9 +114,19 @@ impl Ca for CaService {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let node = Node {
             id: node_id.clone(),
-            spec: Some(NodeSpec { labels: Default::default(), desired_role: role as i32, availability: req.availability }),
-            description: Some(NodeDescription { hostname: req.hostname.clone(), ..Default::default() }),
-            status: Some(NodeStatus { state: NodeState::Unknown as i32, ..Default::default() }),
+            spec: Some(NodeSpec {
+                labels: Default::default(),
+                desired_role: role as i32,
+                availability: req.availability,
+            }),
+            description: Some(NodeDescription {
+                hostname: req.hostname.clone(),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                state: NodeState::Unknown as i32,
+                ..Default::default()
+            }),
             role: role as i32,
             ..Default::default()
         };
@@ -115,13 +149,19 @@ impl Ca for CaService {
         let view = self.ctx.store.view();
         let cert = require_node(&request, &view)?;
         let cluster = cluster_of(&view)?;
-        let node = view
-            .node(&cert.node_id)
-            .ok_or_else(|| Status::permission_denied(format!("node {} is not part of this swarm", cert.node_id)))?;
+        let node = view.node(&cert.node_id).ok_or_else(|| {
+            Status::permission_denied(format!("node {} is not part of this swarm", cert.node_id))
+        })?;
         let role = NodeRole::try_from(node.role).unwrap_or(NodeRole::Worker);
         let ca = root_ca_of(&cluster)?;
         let cert_pem = ca
-            .issue(&request.get_ref().csr, &cert.node_id, role, &cluster.id, cert_expiry(&cluster))
+            .issue(
+                &request.get_ref().csr,
+                &cert.node_id,
+                role,
+                &cluster.id,
+                cert_expiry(&cluster),
+            )
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         info!(node = %cert.node_id, ?role, "renewed node certificate");
         Ok(Response::new(NodeCertificate {

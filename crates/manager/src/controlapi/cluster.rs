@@ -24,7 +24,9 @@ pub fn sanitize(cluster: &Cluster) -> Cluster {
 
 pub async fn get(ctx: &ManagerCtx) -> Result<Cluster> {
     let view = ctx.read_view().await?;
-    let cluster = view.cluster().ok_or_else(|| ManagerError::Unavailable("the cluster is not initialized yet".into()))?;
+    let cluster = view
+        .cluster()
+        .ok_or_else(|| ManagerError::Unavailable("the cluster is not initialized yet".into()))?;
     Ok(sanitize(cluster))
 }
 
@@ -32,7 +34,9 @@ fn validate(req: &UpdateClusterRequest) -> Result<()> {
     let invalid = |m: String| Err(ManagerError::InvalidArgument(m));
     if let Some(limit) = req.task_history_retention_limit {
         if limit < 0 {
-            return invalid(format!("task history retention limit must be 0 or more, not {limit}"));
+            return invalid(format!(
+                "task history retention limit must be 0 or more, not {limit}"
+            ));
         }
     }
     if req.snapshot_interval == Some(0) {
@@ -40,12 +44,17 @@ fn validate(req: &UpdateClusterRequest) -> Result<()> {
     }
     if let Some(hb) = req.heartbeat_period {
         if hb < MIN_HEARTBEAT.as_nanos() as i64 {
-            return invalid(format!("dispatcher heartbeat period must be at least {MIN_HEARTBEAT:?}"));
+            return invalid(format!(
+                "dispatcher heartbeat period must be at least {MIN_HEARTBEAT:?}"
+            ));
         }
     }
     if let Some(expiry) = req.node_cert_expiry {
         if expiry < MIN_CERT_EXPIRY.as_nanos() as i64 {
-            return invalid(format!("minimum certificate expiry time is {}", humanize(MIN_CERT_EXPIRY)));
+            return invalid(format!(
+                "minimum certificate expiry time is {}",
+                humanize(MIN_CERT_EXPIRY)
+            ));
         }
     }
     Ok(())
@@ -61,7 +70,9 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateClusterRequest) -> Result<Clust
     let mut attempt = 0;
     loop {
         let view = ctx.read_view().await?;
-        let current = view.cluster().ok_or_else(|| ManagerError::Unavailable("the cluster is not initialized yet".into()))?;
+        let current = view.cluster().ok_or_else(|| {
+            ManagerError::Unavailable("the cluster is not initialized yet".into())
+        })?;
         let mut c = (**current).clone();
         let spec = c.spec.get_or_insert_with(Default::default);
         if let Some(v) = req.task_history_retention_limit {
@@ -88,7 +99,9 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateClusterRequest) -> Result<Clust
         match ctx.propose(vec![Action::UpdateCluster(c)]).await {
             Ok(_) => {
                 let view = ctx.store.view();
-                let cluster = view.cluster().ok_or_else(|| ManagerError::Internal("cluster vanished".into()))?;
+                let cluster = view
+                    .cluster()
+                    .ok_or_else(|| ManagerError::Internal("cluster vanished".into()))?;
                 return Ok(sanitize(cluster));
             }
             Err(e) if is_conflict(&e) && attempt < CONFLICT_RETRIES => attempt += 1,

@@ -28,7 +28,9 @@ impl ControlApi {
     }
 
     fn ctx(&self) -> Result<Arc<ManagerCtx>, Status> {
-        self.slot.load_full().ok_or_else(|| Status::failed_precondition(orch_api::NOT_A_MANAGER))
+        self.slot
+            .load_full()
+            .ok_or_else(|| Status::failed_precondition(orch_api::NOT_A_MANAGER))
     }
 }
 
@@ -42,7 +44,9 @@ macro_rules! leader_or_forward {
             Route::Local => ctx,
             Route::Forward(channel) => {
                 let mut forwarded = Request::new($request.into_inner());
-                forwarded.metadata_mut().insert(FORWARDED, MetadataValue::from_static("1"));
+                forwarded
+                    .metadata_mut()
+                    .insert(FORWARDED, MetadataValue::from_static("1"));
                 return ControlClient::new(channel)
                     .max_decoding_message_size(256 << 20)
                     .max_encoding_message_size(64 << 20)
@@ -55,22 +59,35 @@ macro_rules! leader_or_forward {
 
 #[tonic::async_trait]
 impl Control for ControlApi {
-    async fn list_nodes(&self, request: Request<ListNodesRequest>) -> Result<Response<ListNodesResponse>, Status> {
+    async fn list_nodes(
+        &self,
+        request: Request<ListNodesRequest>,
+    ) -> Result<Response<ListNodesResponse>, Status> {
         let ctx = leader_or_forward!(self, request, list_nodes);
         Ok(Response::new(node::list(&ctx).await?))
     }
 
     async fn get_node(&self, request: Request<GetNodeRequest>) -> Result<Response<Node>, Status> {
         let ctx = leader_or_forward!(self, request, get_node);
-        Ok(Response::new(node::get(&ctx, &request.get_ref().node).await?))
+        Ok(Response::new(
+            node::get(&ctx, &request.get_ref().node).await?,
+        ))
     }
 
-    async fn update_node(&self, request: Request<UpdateNodeRequest>) -> Result<Response<Node>, Status> {
+    async fn update_node(
+        &self,
+        request: Request<UpdateNodeRequest>,
+    ) -> Result<Response<Node>, Status> {
         let ctx = leader_or_forward!(self, request, update_node);
-        Ok(Response::new(node::update(&ctx, request.into_inner()).await?))
+        Ok(Response::new(
+            node::update(&ctx, request.into_inner()).await?,
+        ))
     }
 
-    async fn remove_node(&self, request: Request<RemoveNodeRequest>) -> Result<Response<Empty>, Status> {
+    async fn remove_node(
+        &self,
+        request: Request<RemoveNodeRequest>,
+    ) -> Result<Response<Empty>, Status> {
         let ctx = leader_or_forward!(self, request, remove_node);
         node::remove(&ctx, request.into_inner()).await?;
         Ok(Response::new(Empty {}))
@@ -81,39 +98,70 @@ impl Control for ControlApi {
         Ok(Response::new(cluster::get(&ctx).await?))
     }
 
-    async fn update_cluster(&self, request: Request<UpdateClusterRequest>) -> Result<Response<Cluster>, Status> {
+    async fn update_cluster(
+        &self,
+        request: Request<UpdateClusterRequest>,
+    ) -> Result<Response<Cluster>, Status> {
         let ctx = leader_or_forward!(self, request, update_cluster);
-        Ok(Response::new(cluster::update(&ctx, request.into_inner()).await?))
+        Ok(Response::new(
+            cluster::update(&ctx, request.into_inner()).await?,
+        ))
     }
 
-    async fn create_service(&self, request: Request<CreateServiceRequest>) -> Result<Response<Service>, Status> {
+    async fn create_service(
+        &self,
+        request: Request<CreateServiceRequest>,
+    ) -> Result<Response<Service>, Status> {
         let ctx = leader_or_forward!(self, request, create_service);
-        Ok(Response::new(service::create(&ctx, request.into_inner()).await?))
+        Ok(Response::new(
+            service::create(&ctx, request.into_inner()).await?,
+        ))
     }
 
-    async fn get_service(&self, request: Request<GetServiceRequest>) -> Result<Response<Service>, Status> {
+    async fn get_service(
+        &self,
+        request: Request<GetServiceRequest>,
+    ) -> Result<Response<Service>, Status> {
         let ctx = leader_or_forward!(self, request, get_service);
-        Ok(Response::new(service::get(&ctx, &request.get_ref().service).await?))
+        Ok(Response::new(
+            service::get(&ctx, &request.get_ref().service).await?,
+        ))
     }
 
-    async fn list_services(&self, request: Request<ListServicesRequest>) -> Result<Response<ListServicesResponse>, Status> {
+    async fn list_services(
+        &self,
+        request: Request<ListServicesRequest>,
+    ) -> Result<Response<ListServicesResponse>, Status> {
         let ctx = leader_or_forward!(self, request, list_services);
         Ok(Response::new(service::list(&ctx).await?))
     }
 
-    async fn update_service(&self, request: Request<UpdateServiceRequest>) -> Result<Response<Service>, Status> {
+    async fn update_service(
+        &self,
+        request: Request<UpdateServiceRequest>,
+    ) -> Result<Response<Service>, Status> {
         let ctx = leader_or_forward!(self, request, update_service);
-        Ok(Response::new(service::update(&ctx, request.into_inner()).await?))
+        Ok(Response::new(
+            service::update(&ctx, request.into_inner()).await?,
+        ))
     }
 
-    async fn remove_service(&self, request: Request<GetServiceRequest>) -> Result<Response<Empty>, Status> {
+    async fn remove_service(
+        &self,
+        request: Request<GetServiceRequest>,
+    ) -> Result<Response<Empty>, Status> {
         let ctx = leader_or_forward!(self, request, remove_service);
         service::remove(&ctx, &request.get_ref().service).await?;
         Ok(Response::new(Empty {}))
     }
 
-    async fn list_tasks(&self, request: Request<ListTasksRequest>) -> Result<Response<ListTasksResponse>, Status> {
+    async fn list_tasks(
+        &self,
+        request: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
         let ctx = leader_or_forward!(self, request, list_tasks);
-        Ok(Response::new(service::list_tasks(&ctx, request.into_inner()).await?))
+        Ok(Response::new(
+            service::list_tasks(&ctx, request.into_inner()).await?,
+        ))
     }
 }

@@ -1,7 +1,10 @@
 //! Node operations: list, inspect, update (availability, labels, role), remove.
 
 use orch_api::pb::store_action::Action;
-use orch_api::pb::{ListNodesResponse, Node, NodeAvailability, NodeRole, NodeState, RemoveNodeRequest, UpdateNodeRequest};
+use orch_api::pb::{
+    ListNodesResponse, Node, NodeAvailability, NodeRole, NodeState, RemoveNodeRequest,
+    UpdateNodeRequest,
+};
 
 use crate::error::{ManagerError, Result};
 use crate::manager::ManagerCtx;
@@ -13,12 +16,17 @@ use crate::state::store::{ApplyError, Tables};
 pub const CONFLICT_RETRIES: usize = 5;
 
 pub fn is_conflict(e: &ManagerError) -> bool {
-    matches!(e, ManagerError::Propose(ProposeError::Rejected(ApplyError::VersionConflict { .. })))
+    matches!(
+        e,
+        ManagerError::Propose(ProposeError::Rejected(ApplyError::VersionConflict { .. }))
+    )
 }
 
 pub async fn list(ctx: &ManagerCtx) -> Result<ListNodesResponse> {
     let view = ctx.read_view().await?;
-    Ok(ListNodesResponse { nodes: view.nodes().map(|n| ctx.decorate_node(n)).collect() })
+    Ok(ListNodesResponse {
+        nodes: view.nodes().map(|n| ctx.decorate_node(n)).collect(),
+    })
 }
 
 pub async fn get(ctx: &ManagerCtx, reference: &str) -> Result<Node> {
@@ -28,12 +36,22 @@ pub async fn get(ctx: &ManagerCtx, reference: &str) -> Result<Node> {
 }
 
 fn is_manager(node: &Node) -> bool {
-    node.spec.as_ref().is_some_and(|s| s.desired_role == NodeRole::Manager as i32) || node.manager_status.is_some()
+    node.spec
+        .as_ref()
+        .is_some_and(|s| s.desired_role == NodeRole::Manager as i32)
+        || node.manager_status.is_some()
 }
 
 /// Refuses a demotion that would leave no manager or lose quorum.
 fn check_demote(ctx: &ManagerCtx, view: &Tables, node: &Node) -> Result<()> {
-    let managers = view.nodes().filter(|n| n.spec.as_ref().is_some_and(|s| s.desired_role == NodeRole::Manager as i32)).count();
+    let managers = view
+        .nodes()
+        .filter(|n| {
+            n.spec
+                .as_ref()
+                .is_some_and(|s| s.desired_role == NodeRole::Manager as i32)
+        })
+        .count();
     if managers <= 1 {
         return Err(ManagerError::FailedPrecondition(LAST_MANAGER.into()));
     }
@@ -48,14 +66,22 @@ fn check_demote(ctx: &ManagerCtx, view: &Tables, node: &Node) -> Result<()> {
 pub async fn update(ctx: &ManagerCtx, req: UpdateNodeRequest) -> Result<Node> {
     let availability = req
         .availability
-        .map(|a| NodeAvailability::try_from(a).map_err(|_| ManagerError::InvalidArgument(format!("invalid availability {a}"))))
+        .map(|a| {
+            NodeAvailability::try_from(a)
+                .map_err(|_| ManagerError::InvalidArgument(format!("invalid availability {a}")))
+        })
         .transpose()?;
     let role = req
         .role
-        .map(|r| NodeRole::try_from(r).map_err(|_| ManagerError::InvalidArgument(format!("invalid role {r}"))))
+        .map(|r| {
+            NodeRole::try_from(r)
+                .map_err(|_| ManagerError::InvalidArgument(format!("invalid role {r}")))
+        })
         .transpose()?;
     if let Some(key) = req.label_add.keys().find(|k| k.trim().is_empty()) {
-        return Err(ManagerError::InvalidArgument(format!("invalid label key {key:?}: must not be empty")));
+        return Err(ManagerError::InvalidArgument(format!(
+            "invalid label key {key:?}: must not be empty"
+        )));
     }
     let mut attempt = 0;
     loop {
@@ -81,7 +107,9 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateNodeRequest) -> Result<Node> {
         match ctx.propose(vec![Action::UpdateNode(n)]).await {
             Ok(_) => {
                 let view = ctx.store.view();
-                let updated = view.node(&node.id).ok_or_else(|| ManagerError::NotFound(format!("node {} not found", node.id)))?;
+                let updated = view
+                    .node(&node.id)
+                    .ok_or_else(|| ManagerError::NotFound(format!("node {} not found", node.id)))?;
                 return Ok(ctx.decorate_node(updated));
             }
             Err(e) if is_conflict(&e) && attempt < CONFLICT_RETRIES => attempt += 1,
@@ -107,19 +135,29 @@ pub async fn remove(ctx: &ManagerCtx, req: RemoveNodeRequest) -> Result<()> {
     }
     let state = node.status.as_ref().map_or(0, |s| s.state);
     if !req.force && state != NodeState::Down as i32 {
-        return Err(ManagerError::FailedPrecondition(format!("node {} is not down and can't be removed", node.id)));
+        return Err(ManagerError::FailedPrecondition(format!(
+            "node {} is not down and can't be removed",
+            node.id
+        )));
     }
     if let Some(ms) = node.manager_status.as_ref() {
         if !can_remove_member(&ctx.raft.status(), ms.raft_id) {
             return Err(ManagerError::FailedPrecondition(QUORUM_LOSS.into()));
         }
-        let member = orch_api::pb::RaftMember { raft_id: ms.raft_id, node_id: node.id.clone(), addr: ms.addr.clone() };
+        let member = orch_api::pb::RaftMember {
+            raft_id: ms.raft_id,
+            node_id: node.id.clone(),
+            addr: ms.addr.clone(),
+        };
         ctx.raft.change_membership(&member, false).await?;
     }
     let mut attempt = 0;
     loop {
         let view = ctx.store.view();
-        let mut cluster = (**view.cluster().ok_or_else(|| ManagerError::Internal("no cluster object".into()))?).clone();
+        let mut cluster = (**view
+            .cluster()
+            .ok_or_else(|| ManagerError::Internal("no cluster object".into()))?)
+        .clone();
         if !cluster.removed_nodes.contains(&node.id) {
             cluster.removed_nodes.push(node.id.clone());
         }

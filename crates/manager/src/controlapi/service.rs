@@ -1,12 +1,17 @@
 //! Service operations (the services issue fills these in).
 
-use orch_api::pb::{CreateServiceRequest, ListServicesResponse, ListTasksRequest, ListTasksResponse, Service, UpdateServiceRequest};
+use orch_api::pb::{
+    CreateServiceRequest, ListServicesResponse, ListTasksRequest, ListTasksResponse, Service,
+    UpdateServiceRequest,
+};
 
 use crate::error::{ManagerError, Result};
 use crate::manager::ManagerCtx;
 
 fn unimplemented<T>() -> Result<T> {
-    Err(ManagerError::FailedPrecondition("services are not implemented yet".into()))
+    Err(ManagerError::FailedPrecondition(
+        "services are not implemented yet".into(),
+    ))
 }
 
 pub async fn create(_ctx: &ManagerCtx, _req: CreateServiceRequest) -> Result<Service> {

@@ -16,12 +16,27 @@ use crate::state::store::{Event, Object, Tables};
 /// A task belongs in its node's assignment set once scheduled (ASSIGNED or later), until the
 /// task is deleted; the agent keeps the container of every task it holds.
 pub fn is_assigned(task: &Task) -> bool {
-    !task.node_id.is_empty() && task.status.as_ref().is_some_and(|s| s.state >= TaskState::Assigned as i32)
+    !task.node_id.is_empty()
+        && task
+            .status
+            .as_ref()
+            .is_some_and(|s| s.state >= TaskState::Assigned as i32)
 }
 
 pub fn send_full(ctx: &ManagerCtx, view: &Tables, node_id: &str) {
-    let tasks: Vec<Task> = view.tasks_of_node(node_id).filter(|t| is_assigned(t)).map(|t| (**t).clone()).collect();
-    ctx.dispatcher.send(node_id, ManagerMsg::Assignments(Assignments { full: true, tasks, removed: Vec::new() }));
+    let tasks: Vec<Task> = view
+        .tasks_of_node(node_id)
+        .filter(|t| is_assigned(t))
+        .map(|t| (**t).clone())
+        .collect();
+    ctx.dispatcher.send(
+        node_id,
+        ManagerMsg::Assignments(Assignments {
+            full: true,
+            tasks,
+            removed: Vec::new(),
+        }),
+    );
 }
 
 #[derive(Default)]
@@ -69,8 +84,14 @@ pub async fn streamer(ctx: Arc<ManagerCtx>, token: CancellationToken) {
             continue;
         }
         for (node, c) in changes {
-            let message = Assignments { full: false, tasks: c.updated.into_values().collect(), removed: c.removed.into_iter().collect() };
-            if !ctx.dispatcher.send(&node, ManagerMsg::Assignments(message)) && ctx.dispatcher.is_connected(&node) {
+            let message = Assignments {
+                full: false,
+                tasks: c.updated.into_values().collect(),
+                removed: c.removed.into_iter().collect(),
+            };
+            if !ctx.dispatcher.send(&node, ManagerMsg::Assignments(message))
+                && ctx.dispatcher.is_connected(&node)
+            {
                 // The agent fell behind: end its session; it reconnects and gets a full set.
                 ctx.dispatcher.close(&node);
             }
@@ -86,14 +107,23 @@ fn collect(event: &Event, changes: &mut BTreeMap<String, NodeChanges>) {
     };
     match event {
         Event::Created(Object::Task(t)) if is_assigned(t) => {
-            changes.entry(t.node_id.clone()).or_default().updated.insert(t.id.clone(), (**t).clone());
+            changes
+                .entry(t.node_id.clone())
+                .or_default()
+                .updated
+                .insert(t.id.clone(), (**t).clone());
         }
-        Event::Updated { old: Object::Task(old), new: Object::Task(new) } => {
+        Event::Updated {
+            old: Object::Task(old),
+            new: Object::Task(new),
+        } => {
             if is_assigned(old) && old.node_id != new.node_id {
                 remove(old, changes);
             }
             // Status-only changes come from the agent itself: no need to echo them back.
-            let spec_or_desired_changed = old.desired_state != new.desired_state || old.spec != new.spec || old.node_id != new.node_id;
+            let spec_or_desired_changed = old.desired_state != new.desired_state
+                || old.spec != new.spec
+                || old.node_id != new.node_id;
             if is_assigned(new) && (spec_or_desired_changed || !is_assigned(old)) {
                 let c = changes.entry(new.node_id.clone()).or_default();
                 c.removed.remove(&new.id);

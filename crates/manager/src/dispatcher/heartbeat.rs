@@ -32,14 +32,25 @@ pub async fn monitor(ctx: Arc<ManagerCtx>, token: CancellationToken) {
             if state == NodeState::Down as i32 {
                 continue;
             }
-            let last = ctx.dispatcher.last_heartbeat(&node.id).map_or(took_over, |t| t.max(took_over));
+            let last = ctx
+                .dispatcher
+                .last_heartbeat(&node.id)
+                .map_or(took_over, |t| t.max(took_over));
             if last.elapsed() > deadline {
-                let addr = node.status.as_ref().map(|s| s.addr.clone()).unwrap_or_default();
+                let addr = node
+                    .status
+                    .as_ref()
+                    .map(|s| s.addr.clone())
+                    .unwrap_or_default();
                 down.push((
                     node.id.clone(),
                     Action::NodeStatus(NodeStatusChange {
                         node_id: node.id.clone(),
-                        status: Some(NodeStatus { state: NodeState::Down as i32, message: "heartbeat failure".into(), addr }),
+                        status: Some(NodeStatus {
+                            state: NodeState::Down as i32,
+                            message: "heartbeat failure".into(),
+                            addr,
+                        }),
                         description: None,
                     }),
                 ));
@@ -49,7 +60,10 @@ pub async fn monitor(ctx: Arc<ManagerCtx>, token: CancellationToken) {
             continue;
         }
         let ids: Vec<String> = down.iter().map(|(id, _)| id.clone()).collect();
-        match ctx.propose(down.into_iter().map(|(_, a)| a).collect()).await {
+        match ctx
+            .propose(down.into_iter().map(|(_, a)| a).collect())
+            .await
+        {
             Ok(_) => {
                 for id in ids {
                     info!(node = %id, "node marked down: heartbeat failure");

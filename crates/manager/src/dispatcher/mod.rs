@@ -15,7 +15,8 @@ use orch_api::pb::dispatcher_server::Dispatcher as DispatcherRpc;
 use orch_api::pb::manager_message::Msg as ManagerMsg;
 use orch_api::pb::store_action::Action;
 use orch_api::pb::{
-    AgentMessage, HeartbeatAck, ManagerMessage, NodeState, NodeStatus, NodeStatusChange, Peer, SessionInfo, TaskStatusUpdate,
+    AgentMessage, HeartbeatAck, ManagerMessage, NodeState, NodeStatus, NodeStatusChange, Peer,
+    SessionInfo, TaskStatusUpdate,
 };
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -51,10 +52,14 @@ pub struct Dispatcher {
 impl Dispatcher {
     fn register(&self, node_id: &str, tx: Outbound) -> String {
         let id = orch_api::ids::new_id();
-        let old = self
-            .sessions
-            .lock()
-            .insert(node_id.to_string(), Session { id: id.clone(), tx, last_heartbeat: Instant::now() });
+        let old = self.sessions.lock().insert(
+            node_id.to_string(),
+            Session {
+                id: id.clone(),
+                tx,
+                last_heartbeat: Instant::now(),
+            },
+        );
         if old.is_some() {
             debug!(node = node_id, "replaced an older session");
         }
@@ -104,7 +109,10 @@ impl Dispatcher {
     pub fn send(&self, node_id: &str, message: ManagerMsg) -> bool {
         let sessions = self.sessions.lock();
         match sessions.get(node_id) {
-            Some(s) => s.tx.try_send(Ok(ManagerMessage { msg: Some(message) })).is_ok(),
+            Some(s) => {
+                s.tx.try_send(Ok(ManagerMessage { msg: Some(message) }))
+                    .is_ok()
+            }
             None => false,
         }
     }
@@ -136,10 +144,21 @@ pub fn heartbeat_period(view: &Tables) -> Duration {
 pub fn manager_peers(view: &Tables, leader_raft_id: u64) -> Vec<Peer> {
     let mut members = view.members();
     members.sort_by_key(|m| (m.raft_id != leader_raft_id, m.raft_id));
-    members.into_iter().map(|m| Peer { node_id: m.node_id, addr: m.addr }).collect()
+    members
+        .into_iter()
+        .map(|m| Peer {
+            node_id: m.node_id,
+            addr: m.addr,
+        })
+        .collect()
 }
 
-pub fn session_info(ctx: &ManagerCtx, view: &Tables, node_id: &str, session_id: &str) -> SessionInfo {
+pub fn session_info(
+    ctx: &ManagerCtx,
+    view: &Tables,
+    node_id: &str,
+    session_id: &str,
+) -> SessionInfo {
     SessionInfo {
         session_id: session_id.to_string(),
         node_id: node_id.to_string(),
@@ -189,21 +208,35 @@ impl DispatcherService {
 impl DispatcherRpc for DispatcherService {
     type SessionStream = ReceiverStream<Result<ManagerMessage, Status>>;
 
-    async fn session(&self, request: Request<Streaming<AgentMessage>>) -> Result<Response<Self::SessionStream>, Status> {
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
         let cert = require_node(&request, &self.ctx.store.view())?;
         if !self.ctx.raft.is_leader() {
             return Err(self.not_leader());
         }
-        let remote_ip = orch_api::transport::peer_of(&request).and_then(|p| p.remote_addr).map(|a| a.ip().to_string());
+        let remote_ip = orch_api::transport::peer_of(&request)
+            .and_then(|p| p.remote_addr)
+            .map(|a| a.ip().to_string());
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no registration within 10s"))??;
-        let Some(AgentMessage { msg: Some(AgentMsg::Register(register)) }) = first else {
-            return Err(Status::invalid_argument("a session must start with the node's registration"));
+        let Some(AgentMessage {
+            msg: Some(AgentMsg::Register(register)),
+        }) = first
+        else {
+            return Err(Status::invalid_argument(
+                "a session must start with the node's registration",
+            ));
         };
         let node_id = cert.node_id.clone();
-        let addr = if register.advertise_addr.is_empty() { remote_ip.unwrap_or_default() } else { register.advertise_addr.clone() };
+        let addr = if register.advertise_addr.is_empty() {
+            remote_ip.unwrap_or_default()
+        } else {
+            register.advertise_addr.clone()
+        };
         let message = if register.engine_error.is_empty() {
             String::new()
         } else {
@@ -211,7 +244,11 @@ impl DispatcherRpc for DispatcherService {
         };
         let change = NodeStatusChange {
             node_id: node_id.clone(),
-            status: Some(NodeStatus { state: NodeState::Ready as i32, message, addr }),
+            status: Some(NodeStatus {
+                state: NodeState::Ready as i32,
+                message,
+                addr,
+            }),
             description: register.description.clone(),
         };
         self.ctx.propose(vec![Action::NodeStatus(change)]).await?;
@@ -220,7 +257,9 @@ impl DispatcherRpc for DispatcherService {
         let session_id = self.ctx.dispatcher.register(&node_id, tx.clone());
         let view = self.ctx.store.view();
         let info = session_info(&self.ctx, &view, &node_id, &session_id);
-        let _ = tx.try_send(Ok(ManagerMessage { msg: Some(ManagerMsg::Session(info)) }));
+        let _ = tx.try_send(Ok(ManagerMessage {
+            msg: Some(ManagerMsg::Session(info)),
+        }));
         assignments::send_full(&self.ctx, &view, &node_id);
         info!(node = %node_id, "agent session started");
 
@@ -243,7 +282,11 @@ impl DispatcherRpc for DispatcherService {
                     match msg.msg {
                         Some(AgentMsg::Heartbeat(_)) => {
                             let period = heartbeat_period(&ctx.store.view()).as_nanos() as i64;
-                            let ack = ManagerMessage { msg: Some(ManagerMsg::HeartbeatAck(HeartbeatAck { heartbeat_period: period })) };
+                            let ack = ManagerMessage {
+                                msg: Some(ManagerMsg::HeartbeatAck(HeartbeatAck {
+                                    heartbeat_period: period,
+                                })),
+                            };
                             if tx.try_send(Ok(ack)).is_err() {
                                 debug!("agent is not reading its session");
                             }

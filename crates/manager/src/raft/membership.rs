@@ -12,13 +12,19 @@ use tracing::{info, warn};
 use super::node::RaftStatus;
 use crate::manager::ManagerCtx;
 
-pub const QUORUM_LOSS: &str = "can't remove member from the raft: this would result in a loss of quorum";
+pub const QUORUM_LOSS: &str =
+    "can't remove member from the raft: this would result in a loss of quorum";
 pub const LAST_MANAGER: &str = "attempting to demote the last manager of the swarm";
 
 /// Whether removing `raft_id` leaves a configuration whose reachable members still form a
 /// quorum of it (the leader's view of reachability).
 pub fn can_remove_member(status: &RaftStatus, raft_id: u64) -> bool {
-    let remaining: Vec<u64> = status.voters.iter().copied().filter(|id| *id != raft_id).collect();
+    let remaining: Vec<u64> = status
+        .voters
+        .iter()
+        .copied()
+        .filter(|id| *id != raft_id)
+        .collect();
     if remaining.is_empty() {
         return false;
     }
@@ -30,11 +36,14 @@ pub fn can_remove_member(status: &RaftStatus, raft_id: u64) -> bool {
 }
 
 fn member_of(node: &Node) -> Option<RaftMember> {
-    node.manager_status.as_ref().filter(|m| m.raft_id != 0).map(|m| RaftMember {
-        raft_id: m.raft_id,
-        node_id: node.id.clone(),
-        addr: m.addr.clone(),
-    })
+    node.manager_status
+        .as_ref()
+        .filter(|m| m.raft_id != 0)
+        .map(|m| RaftMember {
+            raft_id: m.raft_id,
+            node_id: node.id.clone(),
+            addr: m.addr.clone(),
+        })
 }
 
 /// A reachable voter other than this one to hand leadership to.
@@ -61,7 +70,10 @@ pub async fn step_down(ctx: &ManagerCtx) -> Result<(), String> {
     loop {
         ctx.raft.transfer_leadership(target);
         let waited = tokio::time::timeout_at(
-            std::cmp::min(deadline, tokio::time::Instant::now() + Duration::from_secs(1)),
+            std::cmp::min(
+                deadline,
+                tokio::time::Instant::now() + Duration::from_secs(1),
+            ),
             watch.wait_for(|s| !s.is_leader && s.leader != 0),
         )
         .await;
@@ -120,7 +132,9 @@ async fn reconcile(ctx: &ManagerCtx) {
                 }
             }
             let current = ctx.store.view().node(&node.id).cloned();
-            if let Some(current) = current.filter(|n| n.role != NodeRole::Worker as i32 && n.manager_status.is_none()) {
+            if let Some(current) =
+                current.filter(|n| n.role != NodeRole::Worker as i32 && n.manager_status.is_none())
+            {
                 let mut n = (*current).clone();
                 n.role = NodeRole::Worker as i32;
                 match ctx.propose(vec![Action::UpdateNode(n)]).await {
@@ -141,7 +155,10 @@ mod tests {
         RaftStatus {
             id: me,
             voters: voters.to_vec(),
-            reachable: voters.iter().map(|v| (*v, reachable.contains(v) || *v == me)).collect::<BTreeMap<_, _>>(),
+            reachable: voters
+                .iter()
+                .map(|v| (*v, reachable.contains(v) || *v == me))
+                .collect::<BTreeMap<_, _>>(),
             ..Default::default()
         }
     }
@@ -149,13 +166,43 @@ mod tests {
     #[test]
     fn quorum_cases() {
         let cases = [
-            ("3 healthy, remove follower", status(1, &[1, 2, 3], &[2, 3]), 3, true),
-            ("3 with one down, remove the down one", status(1, &[1, 2, 3], &[2]), 3, true),
-            ("3 with one down, remove a healthy one", status(1, &[1, 2, 3], &[2]), 2, false),
-            ("2 healthy, remove follower", status(1, &[1, 2], &[2]), 2, true),
+            (
+                "3 healthy, remove follower",
+                status(1, &[1, 2, 3], &[2, 3]),
+                3,
+                true,
+            ),
+            (
+                "3 with one down, remove the down one",
+                status(1, &[1, 2, 3], &[2]),
+                3,
+                true,
+            ),
+            (
+                "3 with one down, remove a healthy one",
+                status(1, &[1, 2, 3], &[2]),
+                2,
+                false,
+            ),
+            (
+                "2 healthy, remove follower",
+                status(1, &[1, 2], &[2]),
+                2,
+                true,
+            ),
             ("single manager", status(1, &[1], &[]), 1, false),
-            ("5 with two down, remove healthy", status(1, &[1, 2, 3, 4, 5], &[2, 3]), 2, false),
-            ("5 with two down, remove a down one", status(1, &[1, 2, 3, 4, 5], &[2, 3]), 5, true),
+            (
+                "5 with two down, remove healthy",
+                status(1, &[1, 2, 3, 4, 5], &[2, 3]),
+                2,
+                false,
+            ),
+            (
+                "5 with two down, remove a down one",
+                status(1, &[1, 2, 3, 4, 5], &[2, 3]),
+                5,
+                true,
+            ),
         ];
         for (name, st, remove, expect) in cases {
             assert_eq!(can_remove_member(&st, remove), expect, "{name}");

@@ -30,7 +30,12 @@ pub struct RaftOptions {
 
 impl RaftOptions {
     pub fn new(id: u64) -> Self {
-        RaftOptions { id, tick: Duration::from_millis(100), election_ticks: 10, heartbeat_ticks: 1 }
+        RaftOptions {
+            id,
+            tick: Duration::from_millis(100),
+            election_ticks: 10,
+            heartbeat_ticks: 1,
+        }
     }
 
     pub fn election_timeout(&self) -> Duration {
@@ -44,7 +49,9 @@ pub enum ProposeError {
     NoLeader,
     #[error("this manager is not the leader")]
     NotLeader { leader: u64 },
-    #[error("leadership changed before the write was committed; it may or may not have been applied")]
+    #[error(
+        "leadership changed before the write was committed; it may or may not have been applied"
+    )]
     LostLeadership,
     #[error("the write was not committed within {0:?}: too few managers may be reachable; it may or may not have been applied")]
     Timeout(Duration),
@@ -73,14 +80,28 @@ pub struct RaftStatus {
 }
 
 enum Request {
-    Propose { data: Vec<u8>, reply: oneshot::Sender<Result<u64, ProposeError>> },
-    ConfChange { cc: ConfChange, reply: oneshot::Sender<Result<u64, ProposeError>> },
-    ReadIndex { reply: oneshot::Sender<Result<u64, ProposeError>> },
-    TransferLeader { to: u64 },
+    Propose {
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<u64, ProposeError>>,
+    },
+    ConfChange {
+        cc: ConfChange,
+        reply: oneshot::Sender<Result<u64, ProposeError>>,
+    },
+    ReadIndex {
+        reply: oneshot::Sender<Result<u64, ProposeError>>,
+    },
+    TransferLeader {
+        to: u64,
+    },
     Step(Vec<Message>),
     Unreachable(u64),
     SnapshotStatus(u64, SnapshotStatus),
-    SnapshotBuilt { index: u64, conf_state: ConfState, data: Vec<u8> },
+    SnapshotBuilt {
+        index: u64,
+        conf_state: ConfState,
+        data: Vec<u8>,
+    },
     Campaign,
 }
 
@@ -108,7 +129,10 @@ impl RaftHandle {
         make: impl FnOnce(oneshot::Sender<Result<T, ProposeError>>) -> Request,
     ) -> Result<T, ProposeError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).await.map_err(|_| ProposeError::Stopped)?;
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| ProposeError::Stopped)?;
         match tokio::time::timeout(self.propose_timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(ProposeError::Stopped),
@@ -123,12 +147,21 @@ impl RaftHandle {
     }
 
     /// Adds or removes a voter; returns once the change is applied here.
-    pub async fn change_membership(&self, member: &RaftMember, add: bool) -> Result<u64, ProposeError> {
+    pub async fn change_membership(
+        &self,
+        member: &RaftMember,
+        add: bool,
+    ) -> Result<u64, ProposeError> {
         let mut cc = ConfChange::default();
-        cc.set_change_type(if add { ConfChangeType::AddNode } else { ConfChangeType::RemoveNode });
+        cc.set_change_type(if add {
+            ConfChangeType::AddNode
+        } else {
+            ConfChangeType::RemoveNode
+        });
         cc.node_id = member.raft_id;
         cc.context = member.encode_to_vec().into();
-        self.request(|reply| Request::ConfChange { cc, reply }).await
+        self.request(|reply| Request::ConfChange { cc, reply })
+            .await
     }
 
     /// Linearizable read barrier: returns once this node's store holds every write committed
@@ -189,7 +222,8 @@ struct RaftNode<T: Transport> {
     self_tx: mpsc::Sender<Request>,
     next_proposal: u64,
     pending: HashMap<u64, Pending>,
-    conf_queue: std::collections::VecDeque<(ConfChange, oneshot::Sender<Result<u64, ProposeError>>)>,
+    conf_queue:
+        std::collections::VecDeque<(ConfChange, oneshot::Sender<Result<u64, ProposeError>>)>,
     reads: HashMap<u64, oneshot::Sender<Result<u64, ProposeError>>>,
     deferred_reads: Vec<oneshot::Sender<Result<u64, ProposeError>>>,
     last_heard: HashMap<u64, Instant>,
@@ -206,8 +240,17 @@ fn snapshot_settings(store: &Store) -> (u64, u64) {
     store
         .view()
         .cluster()
-        .and_then(|c| c.spec.as_ref().map(|s| (s.snapshot_interval, s.log_entries_for_slow_followers)))
-        .map(|(i, k)| (if i == 0 { 10_000 } else { i }, if k == 0 { 500 } else { k }))
+        .and_then(|c| {
+            c.spec
+                .as_ref()
+                .map(|s| (s.snapshot_interval, s.log_entries_for_slow_followers))
+        })
+        .map(|(i, k)| {
+            (
+                if i == 0 { 10_000 } else { i },
+                if k == 0 { 500 } else { k },
+            )
+        })
         .unwrap_or((10_000, 500))
 }
 
@@ -222,7 +265,8 @@ pub fn start<T: Transport>(
 ) -> Result<(RaftHandle, tokio::task::JoinHandle<Result<(), RaftError>>), RaftError> {
     let snapshot_index = log.snapshot_index();
     if let Some(data) = log.snapshot_data()? {
-        let snapshot = StoreSnapshot::decode(data.as_slice()).map_err(|e| RaftError::Corrupt(format!("snapshot: {e}")))?;
+        let snapshot = StoreSnapshot::decode(data.as_slice())
+            .map_err(|e| RaftError::Corrupt(format!("snapshot: {e}")))?;
         store.restore(snapshot_index, snapshot);
     }
     let voters = log.conf_state().voters.clone();
@@ -239,11 +283,20 @@ pub fn start<T: Transport>(
         max_committed_size_per_ready: 64 << 20,
         ..Default::default()
     };
-    config.validate().map_err(|e| RaftError::Raft(e.to_string()))?;
-    let logger = slog::Logger::root(crate::raft::log::TracingDrain, slog::o!("raft_id" => opts.id));
+    config
+        .validate()
+        .map_err(|e| RaftError::Raft(e.to_string()))?;
+    let logger = slog::Logger::root(
+        crate::raft::log::TracingDrain,
+        slog::o!("raft_id" => opts.id),
+    );
     let raw = RawNode::new(&config, log, &logger).map_err(|e| RaftError::Raft(e.to_string()))?;
     let (tx, rx) = mpsc::channel(4096);
-    let (status_tx, status_rx) = watch::channel(RaftStatus { id: opts.id, voters: voters.clone(), ..Default::default() });
+    let (status_tx, status_rx) = watch::channel(RaftStatus {
+        id: opts.id,
+        voters: voters.clone(),
+        ..Default::default()
+    });
     let (snapshot_interval, keep_entries) = snapshot_settings(&store);
     let members = store.view().members();
     for m in members.iter().filter(|m| m.raft_id != opts.id) {
@@ -269,7 +322,12 @@ pub fn start<T: Transport>(
         snapshot_interval,
         keep_entries,
     };
-    let handle = RaftHandle { tx, status: status_rx, store, propose_timeout: PROPOSE_TIMEOUT };
+    let handle = RaftHandle {
+        tx,
+        status: status_rx,
+        store,
+        propose_timeout: PROPOSE_TIMEOUT,
+    };
     if voters == [opts.id] {
         handle.campaign();
     }
@@ -288,7 +346,11 @@ pub enum RaftError {
 }
 
 impl<T: Transport> RaftNode<T> {
-    async fn run(mut self, mut rx: mpsc::Receiver<Request>, shutdown: CancellationToken) -> Result<(), RaftError> {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Request>,
+        shutdown: CancellationToken,
+    ) -> Result<(), RaftError> {
         let mut ticker = tokio::time::interval(self.opts.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let result = loop {
@@ -370,10 +432,18 @@ impl<T: Transport> RaftNode<T> {
             }
             Request::Unreachable(id) => self.raw.report_unreachable(id),
             Request::SnapshotStatus(id, status) => self.raw.report_snapshot(id, status),
-            Request::SnapshotBuilt { index, conf_state, data } => {
+            Request::SnapshotBuilt {
+                index,
+                conf_state,
+                data,
+            } => {
                 self.snapshot_in_progress = false;
                 let compact_to = index.saturating_sub(self.keep_entries).max(1);
-                match self.raw.mut_store().create_snapshot(index, conf_state, &data, compact_to) {
+                match self
+                    .raw
+                    .mut_store()
+                    .create_snapshot(index, conf_state, &data, compact_to)
+                {
                     Ok(()) => info!(index, bytes = data.len(), "raft snapshot taken"),
                     Err(e) => error!(error = %e, "raft snapshot failed"),
                 }
@@ -413,7 +483,9 @@ impl<T: Transport> RaftNode<T> {
             }
             return;
         }
-        let Some((cc, reply)) = self.conf_queue.pop_front() else { return };
+        let Some((cc, reply)) = self.conf_queue.pop_front() else {
+            return;
+        };
         let id = self.next_id();
         match self.raw.propose_conf_change(id.to_le_bytes().to_vec(), cc) {
             Ok(()) => {
@@ -474,7 +546,9 @@ impl<T: Transport> RaftNode<T> {
             self.transport.send(ready.take_persisted_messages());
         }
         for rs in ready.take_read_states() {
-            let Ok(ctx) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else { continue };
+            let Ok(ctx) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) else {
+                continue;
+            };
             if let Some(reply) = self.reads.remove(&u64::from_le_bytes(ctx)) {
                 let _ = reply.send(Ok(rs.index));
             }
@@ -497,7 +571,8 @@ impl<T: Transport> RaftNode<T> {
 
     fn install_snapshot(&mut self, snap: &Snapshot) -> Result<(), RaftError> {
         let index = snap.get_metadata().index;
-        let state = StoreSnapshot::decode(snap.get_data()).map_err(|e| RaftError::Corrupt(format!("snapshot from leader: {e}")))?;
+        let state = StoreSnapshot::decode(snap.get_data())
+            .map_err(|e| RaftError::Corrupt(format!("snapshot from leader: {e}")))?;
         self.raw.mut_store().apply_snapshot(snap)?;
         self.store.restore(index, state);
         self.applied = index;
@@ -515,7 +590,9 @@ impl<T: Transport> RaftNode<T> {
             if entry.index <= self.applied {
                 continue;
             }
-            let proposal = <[u8; 8]>::try_from(entry.context.as_ref()).ok().map(u64::from_le_bytes);
+            let proposal = <[u8; 8]>::try_from(entry.context.as_ref())
+                .ok()
+                .map(u64::from_le_bytes);
             let result = match entry.get_entry_type() {
                 EntryType::EntryNormal if entry.data.is_empty() => {
                     self.store.advance(entry.index);
@@ -524,7 +601,10 @@ impl<T: Transport> RaftNode<T> {
                 EntryType::EntryNormal => {
                     let txn = StoreTransaction::decode(entry.data.as_ref())
                         .map_err(|e| RaftError::Corrupt(format!("entry {}: {e}", entry.index)))?;
-                    self.store.apply(entry.index, &txn).map(|()| entry.index).map_err(ProposeError::Rejected)
+                    self.store
+                        .apply(entry.index, &txn)
+                        .map(|()| entry.index)
+                        .map_err(ProposeError::Rejected)
                 }
                 EntryType::EntryConfChange => self.apply_conf_change(&entry)?,
                 EntryType::EntryConfChangeV2 => {
@@ -554,10 +634,21 @@ impl<T: Transport> RaftNode<T> {
         };
         self.raw.mut_store().set_conf_state(cs)?;
         let ts = orch_api::now_nanos();
-        self.store.apply_member_change(entry.index, &RaftMember { raft_id: cc.node_id, ..member.clone() }, added, ts);
+        self.store.apply_member_change(
+            entry.index,
+            &RaftMember {
+                raft_id: cc.node_id,
+                ..member.clone()
+            },
+            added,
+            ts,
+        );
         if added {
             if cc.node_id != self.opts.id {
-                self.transport.set_peer(&RaftMember { raft_id: cc.node_id, ..member });
+                self.transport.set_peer(&RaftMember {
+                    raft_id: cc.node_id,
+                    ..member
+                });
             }
             info!(raft_id = cc.node_id, "raft member added");
         } else {
@@ -595,7 +686,11 @@ impl<T: Transport> RaftNode<T> {
         self.snapshot_in_progress = true;
         tokio::task::spawn_blocking(move || {
             let data = view.to_snapshot().encode_to_vec();
-            let _ = tx.blocking_send(Request::SnapshotBuilt { index, conf_state, data });
+            let _ = tx.blocking_send(Request::SnapshotBuilt {
+                index,
+                conf_state,
+                data,
+            });
         });
     }
 
@@ -621,7 +716,11 @@ impl<T: Transport> RaftNode<T> {
         if is_leader {
             let window = self.opts.election_timeout() * 2;
             for &id in &voters {
-                let ok = id == self.opts.id || self.last_heard.get(&id).is_some_and(|t| t.elapsed() < window);
+                let ok = id == self.opts.id
+                    || self
+                        .last_heard
+                        .get(&id)
+                        .is_some_and(|t| t.elapsed() < window);
                 reachable.insert(id, ok);
             }
         }
@@ -669,8 +768,12 @@ pub fn bootstrap_snapshot(raft_id: u64, state: &StoreSnapshot) -> Snapshot {
 /// Applies every entry in the log after its snapshot to `store` (already restored from that
 /// snapshot), treating the whole local log as committed. Returns the last index.
 pub fn replay_log(log: &LogStore, store: &Store) -> Result<u64, RaftError> {
-    let first = log.first_index().map_err(|e| RaftError::Raft(e.to_string()))?;
-    let last = log.last_index().map_err(|e| RaftError::Raft(e.to_string()))?;
+    let first = log
+        .first_index()
+        .map_err(|e| RaftError::Raft(e.to_string()))?;
+    let last = log
+        .last_index()
+        .map_err(|e| RaftError::Raft(e.to_string()))?;
     let start = first.max(log.snapshot_index() + 1);
     if start > last {
         return Ok(log.snapshot_index());
@@ -690,7 +793,15 @@ pub fn replay_log(log: &LogStore, store: &Store) -> Result<u64, RaftError> {
                     .map_err(|e| RaftError::Corrupt(format!("conf change {}: {e}", entry.index)))?;
                 let member = RaftMember::decode(cc.context.as_ref()).unwrap_or_default();
                 let added = cc.get_change_type() == ConfChangeType::AddNode;
-                store.apply_member_change(entry.index, &RaftMember { raft_id: cc.node_id, ..member }, added, 0);
+                store.apply_member_change(
+                    entry.index,
+                    &RaftMember {
+                        raft_id: cc.node_id,
+                        ..member
+                    },
+                    added,
+                    0,
+                );
             }
             _ => store.advance(entry.index),
         }
@@ -708,7 +819,11 @@ pub fn force_new_cluster(log: &mut LogStore, raft_id: u64, store: &Store) -> Res
     let view = store.view();
     let demote: Vec<StoreAction> = view
         .nodes()
-        .filter(|n| n.manager_status.as_ref().is_some_and(|m| m.raft_id != raft_id))
+        .filter(|n| {
+            n.manager_status
+                .as_ref()
+                .is_some_and(|m| m.raft_id != raft_id)
+        })
         .map(|n| {
             let mut n = (**n).clone();
             n.manager_status = None;
@@ -716,13 +831,21 @@ pub fn force_new_cluster(log: &mut LogStore, raft_id: u64, store: &Store) -> Res
             if let Some(spec) = n.spec.as_mut() {
                 spec.desired_role = NodeRole::Worker as i32;
             }
-            StoreAction { action: Some(Action::UpdateNode(n)) }
+            StoreAction {
+                action: Some(Action::UpdateNode(n)),
+            }
         })
         .collect();
     let index = last + 1;
     if !demote.is_empty() {
         store
-            .apply(index, &StoreTransaction { actions: demote, timestamp: orch_api::now_nanos() })
+            .apply(
+                index,
+                &StoreTransaction {
+                    actions: demote,
+                    timestamp: orch_api::now_nanos(),
+                },
+            )
             .map_err(|e| RaftError::Raft(e.to_string()))?;
     }
     let term = log.hard_state().term + 1;

@@ -36,13 +36,18 @@ impl RaftService {
 
 fn forwarded<T>(message: T) -> Request<T> {
     let mut request = Request::new(message);
-    request.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+    request
+        .metadata_mut()
+        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
     request
 }
 
 #[tonic::async_trait]
 impl Raft for RaftService {
-    async fn stream(&self, request: Request<Streaming<RaftBatch>>) -> Result<Response<Empty>, Status> {
+    async fn stream(
+        &self,
+        request: Request<Streaming<RaftBatch>>,
+    ) -> Result<Response<Empty>, Status> {
         let cert = self.require_manager_cert(&request)?;
         let mut inbound = request.into_inner();
         let mut verified_from = 0u64;
@@ -72,36 +77,55 @@ impl Raft for RaftService {
         Ok(Response::new(Empty {}))
     }
 
-    async fn join(&self, request: Request<RaftJoinRequest>) -> Result<Response<RaftJoinResponse>, Status> {
+    async fn join(
+        &self,
+        request: Request<RaftJoinRequest>,
+    ) -> Result<Response<RaftJoinResponse>, Status> {
         let cert = self.require_manager_cert(&request)?;
         if let Route::Forward(channel) = self.ctx.route(&request).await? {
             // The leader must know who is joining: it reads the joiner's ID from our metadata.
             let mut fwd = forwarded(request.into_inner());
             fwd.metadata_mut().insert(
                 "orch-joining-node",
-                cert.node_id.parse().map_err(|_| Status::invalid_argument("bad node ID"))?,
+                cert.node_id
+                    .parse()
+                    .map_err(|_| Status::invalid_argument("bad node ID"))?,
             );
             return RaftClient::new(channel).join(fwd).await;
         }
         let node_id = match request.metadata().get("orch-joining-node") {
-            Some(v) if request.metadata().contains_key(FORWARDED) => {
-                v.to_str().map_err(|_| Status::invalid_argument("bad node ID"))?.to_string()
-            }
+            Some(v) if request.metadata().contains_key(FORWARDED) => v
+                .to_str()
+                .map_err(|_| Status::invalid_argument("bad node ID"))?
+                .to_string(),
             _ => cert.node_id.clone(),
         };
         let addr = request.into_inner().addr;
         if addr.is_empty() {
-            return Err(Status::invalid_argument("a joining manager must give its address"));
+            return Err(Status::invalid_argument(
+                "a joining manager must give its address",
+            ));
         }
         let view = self.ctx.read_view().await?;
-        let node = view.node(&node_id).ok_or_else(|| Status::not_found(format!("node {node_id} not found")))?;
+        let node = view
+            .node(&node_id)
+            .ok_or_else(|| Status::not_found(format!("node {node_id} not found")))?;
         if node.spec.as_ref().map_or(0, |s| s.desired_role) != NodeRole::Manager as i32 {
-            return Err(Status::failed_precondition(format!("node {node_id} is not a manager")));
+            return Err(Status::failed_precondition(format!(
+                "node {node_id} is not a manager"
+            )));
         }
         let status = self.ctx.raft.status();
-        if let Some(ms) = node.manager_status.as_ref().filter(|m| status.voters.contains(&m.raft_id)) {
+        if let Some(ms) = node
+            .manager_status
+            .as_ref()
+            .filter(|m| status.voters.contains(&m.raft_id))
+        {
             // Already a member (a retried join): answer the same.
-            return Ok(Response::new(RaftJoinResponse { raft_id: ms.raft_id, members: view.members() }));
+            return Ok(Response::new(RaftJoinResponse {
+                raft_id: ms.raft_id,
+                members: view.members(),
+            }));
         }
         let raft_id = loop {
             let id = rand::random::<u64>() >> 1;
@@ -109,18 +133,30 @@ impl Raft for RaftService {
                 break id;
             }
         };
-        let member = RaftMember { raft_id, node_id: node_id.clone(), addr };
-        self.ctx.raft.change_membership(&member, true).await.map_err(crate::error::ManagerError::from)?;
+        let member = RaftMember {
+            raft_id,
+            node_id: node_id.clone(),
+            addr,
+        };
+        self.ctx
+            .raft
+            .change_membership(&member, true)
+            .await
+            .map_err(crate::error::ManagerError::from)?;
         info!(node = %node_id, raft_id, "manager joined raft");
-        Ok(Response::new(RaftJoinResponse { raft_id, members: self.ctx.store.view().members() }))
+        Ok(Response::new(RaftJoinResponse {
+            raft_id,
+            members: self.ctx.store.view().members(),
+        }))
     }
 
     async fn leave(&self, request: Request<Empty>) -> Result<Response<Empty>, Status> {
         let cert = self.require_manager_cert(&request)?;
         let node_id = match request.metadata().get("orch-leaving-node") {
-            Some(v) if request.metadata().contains_key(FORWARDED) => {
-                v.to_str().map_err(|_| Status::invalid_argument("bad node ID"))?.to_string()
-            }
+            Some(v) if request.metadata().contains_key(FORWARDED) => v
+                .to_str()
+                .map_err(|_| Status::invalid_argument("bad node ID"))?
+                .to_string(),
             _ => cert.node_id.clone(),
         };
         if node_id == self.ctx.node_id && self.ctx.raft.is_leader() {
@@ -128,18 +164,32 @@ impl Raft for RaftService {
         }
         if let Route::Forward(channel) = self.ctx.route(&request).await? {
             let mut fwd = forwarded(Empty {});
-            fwd.metadata_mut()
-                .insert("orch-leaving-node", node_id.parse().map_err(|_| Status::invalid_argument("bad node ID"))?);
+            fwd.metadata_mut().insert(
+                "orch-leaving-node",
+                node_id
+                    .parse()
+                    .map_err(|_| Status::invalid_argument("bad node ID"))?,
+            );
             return RaftClient::new(channel).leave(fwd).await;
         }
         let view = self.ctx.read_view().await?;
-        let node = view.node(&node_id).ok_or_else(|| Status::not_found(format!("node {node_id} not found")))?;
+        let node = view
+            .node(&node_id)
+            .ok_or_else(|| Status::not_found(format!("node {node_id} not found")))?;
         if let Some(ms) = node.manager_status.as_ref() {
-            let member = RaftMember { raft_id: ms.raft_id, node_id: node_id.clone(), addr: ms.addr.clone() };
+            let member = RaftMember {
+                raft_id: ms.raft_id,
+                node_id: node_id.clone(),
+                addr: ms.addr.clone(),
+            };
             if !can_remove_member(&self.ctx.raft.status(), ms.raft_id) {
                 return Err(Status::failed_precondition(QUORUM_LOSS));
             }
-            self.ctx.raft.change_membership(&member, false).await.map_err(crate::error::ManagerError::from)?;
+            self.ctx
+                .raft
+                .change_membership(&member, false)
+                .await
+                .map_err(crate::error::ManagerError::from)?;
         }
         // A node that left is a worker that is gone: it shows Down until `node rm`.
         if let Some(node) = self.ctx.store.view().node(&node_id) {

@@ -45,7 +45,15 @@ macro_rules! db_err {
         }
     )*};
 }
-db_err!(redb::Error, redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError, protobuf::ProtobufError);
+db_err!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    protobuf::ProtobufError
+);
 
 /// (index, term) of the last entry removed from the log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -88,7 +96,10 @@ pub struct LogStore {
 }
 
 fn corrupt(path: &str, message: impl Into<String>) -> LogError {
-    LogError::Corrupt { path: path.to_string(), message: message.into() }
+    LogError::Corrupt {
+        path: path.to_string(),
+        message: message.into(),
+    }
 }
 
 impl LogStore {
@@ -107,12 +118,27 @@ impl LogStore {
             let _ = txn.open_table(ENTRIES)?;
             if let Some(snap) = snapshot {
                 let m = snap.get_metadata();
-                let hs = HardState { term: m.term, commit: m.index, ..Default::default() };
+                let hs = HardState {
+                    term: m.term,
+                    commit: m.index,
+                    ..Default::default()
+                };
                 meta.insert(KEY_HARD_STATE, hs.write_to_bytes()?.as_slice())?;
-                meta.insert(KEY_CONF_STATE, m.get_conf_state().write_to_bytes()?.as_slice())?;
+                meta.insert(
+                    KEY_CONF_STATE,
+                    m.get_conf_state().write_to_bytes()?.as_slice(),
+                )?;
                 meta.insert(KEY_SNAPSHOT_META, m.write_to_bytes()?.as_slice())?;
                 meta.insert(KEY_SNAPSHOT_DATA, snap.get_data())?;
-                meta.insert(KEY_COMPACTED, Compacted { index: m.index, term: m.term }.encode().as_slice())?;
+                meta.insert(
+                    KEY_COMPACTED,
+                    Compacted {
+                        index: m.index,
+                        term: m.term,
+                    }
+                    .encode()
+                    .as_slice(),
+                )?;
             }
         }
         txn.commit()?;
@@ -127,9 +153,12 @@ impl LogStore {
         if !path.exists() {
             return Err(corrupt(&display, "does not exist"));
         }
-        let db = Database::builder()
-            .open(path)
-            .map_err(|e| corrupt(&display, format!("cannot be opened ({e}); refusing to start, the file is left as it is")))?;
+        let db = Database::builder().open(path).map_err(|e| {
+            corrupt(
+                &display,
+                format!("cannot be opened ({e}); refusing to start, the file is left as it is"),
+            )
+        })?;
         let mut store = LogStore {
             db,
             path: display.clone(),
@@ -144,7 +173,10 @@ impl LogStore {
             snapshot_wanted: std::cell::Cell::new(false),
         };
         store.load().map_err(|e| match e {
-            LogError::Db(m) => corrupt(&display, format!("{m}; refusing to start, the file is left as it is")),
+            LogError::Db(m) => corrupt(
+                &display,
+                format!("{m}; refusing to start, the file is left as it is"),
+            ),
             other => other,
         })?;
         Ok(store)
@@ -156,37 +188,51 @@ impl LogStore {
         let meta = txn.open_table(META)?;
         match meta.get(KEY_FORMAT)? {
             Some(v) if v.value() == FORMAT => {}
-            _ => return Err(corrupt(&path, "is not an orch raft log (format marker missing)")),
+            _ => {
+                return Err(corrupt(
+                    &path,
+                    "is not an orch raft log (format marker missing)",
+                ))
+            }
         }
         if let Some(v) = meta.get(KEY_HARD_STATE)? {
-            self.hard_state = HardState::parse_from_bytes(v.value()).map_err(|e| corrupt(&path, format!("hard state: {e}")))?;
+            self.hard_state = HardState::parse_from_bytes(v.value())
+                .map_err(|e| corrupt(&path, format!("hard state: {e}")))?;
         }
         if let Some(v) = meta.get(KEY_CONF_STATE)? {
-            self.conf_state = ConfState::parse_from_bytes(v.value()).map_err(|e| corrupt(&path, format!("conf state: {e}")))?;
+            self.conf_state = ConfState::parse_from_bytes(v.value())
+                .map_err(|e| corrupt(&path, format!("conf state: {e}")))?;
         }
         if let Some(v) = meta.get(KEY_SNAPSHOT_META)? {
-            self.snapshot_meta =
-                SnapshotMetadata::parse_from_bytes(v.value()).map_err(|e| corrupt(&path, format!("snapshot metadata: {e}")))?;
+            self.snapshot_meta = SnapshotMetadata::parse_from_bytes(v.value())
+                .map_err(|e| corrupt(&path, format!("snapshot metadata: {e}")))?;
         }
         if let Some(v) = meta.get(KEY_COMPACTED)? {
-            self.compacted = Compacted::decode(v.value()).ok_or_else(|| corrupt(&path, "compaction marker"))?;
+            self.compacted =
+                Compacted::decode(v.value()).ok_or_else(|| corrupt(&path, "compaction marker"))?;
         }
         let entries = txn.open_table(ENTRIES)?;
-        let mut expect = self.compacted.index + 1;
+        let first = self.compacted.index + 1;
         let mut last_term = self.compacted.term;
-        for item in entries.range(expect..)? {
+        for (expect, item) in (first..).zip(entries.range(first..)?) {
             let (k, v) = item?;
-            let entry = Entry::parse_from_bytes(v.value()).map_err(|e| corrupt(&path, format!("entry {}: {e}", k.value())))?;
+            let entry = Entry::parse_from_bytes(v.value())
+                .map_err(|e| corrupt(&path, format!("entry {}: {e}", k.value())))?;
             if k.value() != expect || entry.index != expect {
-                return Err(corrupt(&path, format!("log gap: expected entry {expect}, found {}", k.value())));
+                return Err(corrupt(
+                    &path,
+                    format!("log gap: expected entry {expect}, found {}", k.value()),
+                ));
             }
             if entry.term < last_term {
-                return Err(corrupt(&path, format!("entry {expect} has term {} below {last_term}", entry.term)));
+                return Err(corrupt(
+                    &path,
+                    format!("entry {expect} has term {} below {last_term}", entry.term),
+                ));
             }
             last_term = entry.term;
             self.terms.push_back(entry.term);
             self.cache_push(entry);
-            expect += 1;
         }
         if self.snapshot_meta.index < self.compacted.index {
             return Err(corrupt(&path, "snapshot is older than the compacted log"));
@@ -195,7 +241,10 @@ impl LogStore {
         if self.hard_state.commit > last {
             return Err(corrupt(
                 &path,
-                format!("commit index {} is beyond the last entry {last}: entries are missing", self.hard_state.commit),
+                format!(
+                    "commit index {} is beyond the last entry {last}: entries are missing",
+                    self.hard_state.commit
+                ),
             ));
         }
         Ok(())
@@ -244,7 +293,11 @@ impl LogStore {
     }
 
     /// Persists new entries (replacing any conflicting suffix) and the hard state, with fsync.
-    pub fn append(&mut self, entries: &[Entry], hard_state: Option<&HardState>) -> Result<(), LogError> {
+    pub fn append(
+        &mut self,
+        entries: &[Entry],
+        hard_state: Option<&HardState>,
+    ) -> Result<(), LogError> {
         if entries.is_empty() && hard_state.is_none() && !self.commit_dirty {
             return Ok(());
         }
@@ -287,7 +340,11 @@ impl LogStore {
                     self.cache_bytes -= old.data.len() + old.context.len() + 32;
                 }
             }
-            if self.cache.back().is_some_and(|e| e.index + 1 != first.index) {
+            if self
+                .cache
+                .back()
+                .is_some_and(|e| e.index + 1 != first.index)
+            {
                 self.cache.clear();
                 self.cache_bytes = 0;
             }
@@ -325,14 +382,20 @@ impl LogStore {
         let mut hs = self.hard_state.clone();
         hs.term = hs.term.max(m.term);
         hs.commit = hs.commit.max(m.index);
-        let compacted = Compacted { index: m.index, term: m.term };
+        let compacted = Compacted {
+            index: m.index,
+            term: m.term,
+        };
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(ENTRIES)?;
             table.retain(|_, _| false)?;
             let mut meta = txn.open_table(META)?;
             meta.insert(KEY_HARD_STATE, hs.write_to_bytes()?.as_slice())?;
-            meta.insert(KEY_CONF_STATE, m.get_conf_state().write_to_bytes()?.as_slice())?;
+            meta.insert(
+                KEY_CONF_STATE,
+                m.get_conf_state().write_to_bytes()?.as_slice(),
+            )?;
             meta.insert(KEY_SNAPSHOT_META, m.write_to_bytes()?.as_slice())?;
             meta.insert(KEY_SNAPSHOT_DATA, snapshot.get_data())?;
             meta.insert(KEY_COMPACTED, compacted.encode().as_slice())?;
@@ -360,15 +423,22 @@ impl LogStore {
         if index <= self.snapshot_meta.index || index > self.last() {
             return Ok(());
         }
-        let term = self.term_of(index).ok_or_else(|| LogError::Db(format!("no term for snapshot index {index}")))?;
-        let mut m = SnapshotMetadata::default();
-        m.index = index;
-        m.term = term;
+        let term = self
+            .term_of(index)
+            .ok_or_else(|| LogError::Db(format!("no term for snapshot index {index}")))?;
+        let mut m = SnapshotMetadata {
+            index,
+            term,
+            ..Default::default()
+        };
         m.set_conf_state(conf_state);
         let compact_to = compact_to.min(index + 1).max(self.first());
         let new_compacted = if compact_to > self.first() {
             let idx = compact_to - 1;
-            Some(Compacted { index: idx, term: self.term_of(idx).unwrap_or(0) })
+            Some(Compacted {
+                index: idx,
+                term: self.term_of(idx).unwrap_or(0),
+            })
         } else {
             None
         };
@@ -451,7 +521,10 @@ fn limit_size(entries: &mut Vec<Entry>, max: Option<u64>) {
 
 impl Storage for LogStore {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        Ok(RaftState { hard_state: self.hard_state.clone(), conf_state: self.conf_state.clone() })
+        Ok(RaftState {
+            hard_state: self.hard_state.clone(),
+            conf_state: self.conf_state.clone(),
+        })
     }
 
     fn entries(
@@ -483,7 +556,8 @@ impl Storage for LogStore {
         if idx < self.compacted.index {
             return Err(raft::Error::Store(raft::StorageError::Compacted));
         }
-        self.term_of(idx).ok_or(raft::Error::Store(raft::StorageError::Unavailable))
+        self.term_of(idx)
+            .ok_or(raft::Error::Store(raft::StorageError::Unavailable))
     }
 
     fn first_index(&self) -> raft::Result<u64> {
@@ -497,12 +571,20 @@ impl Storage for LogStore {
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         let conf = self.snapshot_meta.get_conf_state();
         let includes_peer = conf.voters.contains(&to) || conf.learners.contains(&to);
-        if self.snapshot_meta.index < request_index || self.snapshot_meta.index == 0 || !includes_peer {
+        if self.snapshot_meta.index < request_index
+            || self.snapshot_meta.index == 0
+            || !includes_peer
+        {
             // A peer can only install a snapshot whose configuration includes it.
             self.snapshot_wanted.set(true);
-            return Err(raft::Error::Store(raft::StorageError::SnapshotTemporarilyUnavailable));
+            return Err(raft::Error::Store(
+                raft::StorageError::SnapshotTemporarilyUnavailable,
+            ));
         }
-        let data = self.snapshot_data().map_err(storage_err)?.unwrap_or_default();
+        let data = self
+            .snapshot_data()
+            .map_err(storage_err)?
+            .unwrap_or_default();
         let mut snap = Snapshot::default();
         snap.set_metadata(self.snapshot_meta.clone());
         snap.data = data.into();
@@ -515,11 +597,12 @@ mod tests {
     use super::*;
 
     fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = data.to_vec().into();
-        e
+        Entry {
+            index,
+            term,
+            data: data.to_vec().into(),
+            ..Default::default()
+        }
     }
 
     fn bootstrap_snapshot() -> Snapshot {
@@ -537,17 +620,28 @@ mod tests {
         let path = dir.path().join("raft.redb");
         let mut log = LogStore::create(&path, Some(&bootstrap_snapshot())).expect("create");
         assert_eq!((log.first(), log.last()), (2, 1));
-        let hs = HardState { term: 2, vote: 7, commit: 3, ..Default::default() };
-        log.append(&[entry(2, 2, b"a"), entry(3, 2, b"b")], Some(&hs)).expect("append");
+        let hs = HardState {
+            term: 2,
+            vote: 7,
+            commit: 3,
+            ..Default::default()
+        };
+        log.append(&[entry(2, 2, b"a"), entry(3, 2, b"b")], Some(&hs))
+            .expect("append");
         drop(log);
         let log = LogStore::open(&path).expect("reopen");
         assert_eq!(log.hard_state().commit, 3);
         assert_eq!(log.conf_state().voters, vec![7]);
         assert_eq!(log.term(1).expect("term"), 1);
         assert_eq!(log.term(3).expect("term"), 2);
-        let got = log.entries(2, 4, None, GetEntriesContext::empty(false)).expect("entries");
-        assert_eq!(got.iter().map(|e| e.data.to_vec()).collect::<Vec<_>>(), vec![b"a".to_vec(), b"b".to_vec()]);
-        assert_eq!(log.snapshot(1, 0).expect("snapshot").get_data(), b"state");
+        let got = log
+            .entries(2, 4, None, GetEntriesContext::empty(false))
+            .expect("entries");
+        assert_eq!(
+            got.iter().map(|e| e.data.to_vec()).collect::<Vec<_>>(),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
+        assert_eq!(log.snapshot(1, 7).expect("snapshot").get_data(), b"state");
     }
 
     #[test]
@@ -555,7 +649,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("raft.redb");
         let mut log = LogStore::create(&path, Some(&bootstrap_snapshot())).expect("create");
-        log.append(&[entry(2, 2, b"a"), entry(3, 2, b"b"), entry(4, 2, b"c")], None).expect("append");
+        log.append(
+            &[entry(2, 2, b"a"), entry(3, 2, b"b"), entry(4, 2, b"c")],
+            None,
+        )
+        .expect("append");
         log.append(&[entry(3, 3, b"x")], None).expect("overwrite");
         assert_eq!(log.last(), 3);
         drop(log);
@@ -571,14 +669,38 @@ mod tests {
         let mut log = LogStore::create(&path, Some(&bootstrap_snapshot())).expect("create");
         let entries: Vec<Entry> = (2..=20).map(|i| entry(i, 2, b"e")).collect();
         log.append(&entries, None).expect("append");
-        log.create_snapshot(18, log.conf_state().clone(), b"snap18", 15).expect("snapshot");
+        log.create_snapshot(18, log.conf_state().clone(), b"snap18", 15)
+            .expect("snapshot");
         assert_eq!(log.first(), 15);
         assert_eq!(log.term(14).expect("compacted term kept"), 2);
-        assert!(matches!(log.term(10), Err(raft::Error::Store(raft::StorageError::Compacted))));
+        assert!(matches!(
+            log.term(10),
+            Err(raft::Error::Store(raft::StorageError::Compacted))
+        ));
         drop(log);
         let log = LogStore::open(&path).expect("reopen");
-        assert_eq!((log.first(), log.last(), log.snapshot_index()), (15, 20, 18));
-        assert_eq!(log.snapshot(18, 0).expect("snap").get_data(), b"snap18");
+        assert_eq!(
+            (log.first(), log.last(), log.snapshot_index()),
+            (15, 20, 18)
+        );
+        assert_eq!(log.snapshot(18, 7).expect("snap").get_data(), b"snap18");
+    }
+
+    #[test]
+    fn snapshot_for_a_peer_it_does_not_include_is_requested_fresh() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = LogStore::create(&dir.path().join("raft.redb"), Some(&bootstrap_snapshot()))
+            .expect("create");
+        assert!(log.snapshot(1, 7).is_ok());
+        assert!(!log.take_snapshot_wanted());
+        assert!(matches!(
+            log.snapshot(1, 9),
+            Err(raft::Error::Store(
+                raft::StorageError::SnapshotTemporarilyUnavailable
+            ))
+        ));
+        assert!(log.take_snapshot_wanted(), "a new snapshot is asked for");
+        assert!(!log.take_snapshot_wanted(), "once");
     }
 
     #[test]
@@ -586,16 +708,29 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("raft.redb");
         let mut log = LogStore::create(&path, Some(&bootstrap_snapshot())).expect("create");
-        log.append(&(2..=50).map(|i| entry(i, 2, &[7u8; 300])).collect::<Vec<_>>(), None).expect("append");
+        log.append(
+            &(2..=50)
+                .map(|i| entry(i, 2, &[7u8; 300]))
+                .collect::<Vec<_>>(),
+            None,
+        )
+        .expect("append");
         drop(log);
         let len = std::fs::metadata(&path).expect("meta").len();
-        let file = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .expect("open");
         file.set_len(len / 3).expect("truncate");
         drop(file);
         let before = std::fs::read(&path).expect("read");
         let err = LogStore::open(&path).err().expect("refused");
         assert!(err.to_string().contains("refusing to start"), "{err}");
-        assert_eq!(std::fs::read(&path).expect("read"), before, "file untouched");
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            before,
+            "file untouched"
+        );
     }
 
     #[test]
@@ -604,6 +739,10 @@ mod tests {
         let path = dir.path().join("raft.redb");
         std::fs::write(&path, vec![0xAB; 8192]).expect("write");
         let err = LogStore::open(&path).err().expect("refused");
-        assert!(err.to_string().contains("refusing to start") || err.to_string().contains("not an orch raft log"), "{err}");
+        assert!(
+            err.to_string().contains("refusing to start")
+                || err.to_string().contains("not an orch raft log"),
+            "{err}"
+        );
     }
 }

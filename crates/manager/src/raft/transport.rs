@@ -41,7 +41,13 @@ pub struct GrpcTransport {
 
 impl GrpcTransport {
     pub fn new(self_id: u64, tls: Arc<ClientConfig>, shutdown: CancellationToken) -> Self {
-        GrpcTransport { self_id, tls, peers: Mutex::new(HashMap::new()), raft: Arc::new(OnceLock::new()), shutdown }
+        GrpcTransport {
+            self_id,
+            tls,
+            peers: Mutex::new(HashMap::new()),
+            raft: Arc::new(OnceLock::new()),
+            shutdown,
+        }
     }
 
     /// Connects the transport to the node it reports to (set once the node has started).
@@ -79,7 +85,10 @@ impl Transport for GrpcTransport {
             return;
         }
         let mut peers = self.peers.lock();
-        if peers.get(&member.raft_id).is_some_and(|p| p.addr == member.addr) {
+        if peers
+            .get(&member.raft_id)
+            .is_some_and(|p| p.addr == member.addr)
+        {
             return;
         }
         if let Some(old) = peers.remove(&member.raft_id) {
@@ -100,7 +109,14 @@ impl Transport for GrpcTransport {
             )
             .instrument(span),
         );
-        peers.insert(member.raft_id, Peer { addr: member.addr.clone(), tx, cancel });
+        peers.insert(
+            member.raft_id,
+            Peer {
+                addr: member.addr.clone(),
+                tx,
+                cancel,
+            },
+        );
     }
 
     fn remove_peer(&self, raft_id: u64) {
@@ -140,7 +156,8 @@ async fn peer_loop(
             .max_encoding_message_size(MAX_RAFT_MESSAGE)
             .max_decoding_message_size(MAX_RAFT_MESSAGE);
         let (batch_tx, batch_rx) = mpsc::channel::<RaftBatch>(16);
-        let mut call = tokio::spawn(async move { client.stream(ReceiverStream::new(batch_rx)).await });
+        let mut call =
+            tokio::spawn(async move { client.stream(ReceiverStream::new(batch_rx)).await });
         let mut sent_any = false;
         let broken = loop {
             tokio::select! {

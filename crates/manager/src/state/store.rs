@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use imbl::{OrdMap, OrdSet};
 use orch_api::pb::store_action::Action;
-use orch_api::pb::{Cluster, ManagerStatus, Node, RaftMember, Service, StoreSnapshot, StoreTransaction, Task};
+use orch_api::pb::{
+    Cluster, ManagerStatus, Meta, Node, RaftMember, Service, StoreSnapshot, StoreTransaction, Task,
+};
 use parking_lot::RwLock;
 use tokio::sync::{broadcast, watch};
 
@@ -57,7 +59,12 @@ pub enum ApplyError {
     #[error("{kind} {id} not found")]
     NotFound { kind: &'static str, id: String },
     #[error("update out of sequence: {kind} {id} changed since it was read (version {read}, now {current})")]
-    VersionConflict { kind: &'static str, id: String, read: u64, current: u64 },
+    VersionConflict {
+        kind: &'static str,
+        id: String,
+        read: u64,
+        current: u64,
+    },
     #[error("malformed store transaction: {0}")]
     Malformed(String),
 }
@@ -79,9 +86,16 @@ pub struct Tables {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LookupError {
     #[error("{kind} {reference} not found")]
-    NotFound { kind: &'static str, reference: String },
+    NotFound {
+        kind: &'static str,
+        reference: String,
+    },
     #[error("{kind} {reference} is ambiguous ({count} matches found)")]
-    Ambiguous { kind: &'static str, reference: String, count: usize },
+    Ambiguous {
+        kind: &'static str,
+        reference: String,
+        count: usize,
+    },
 }
 
 impl Tables {
@@ -111,7 +125,9 @@ impl Tables {
     }
 
     pub fn service_by_name(&self, name: &str) -> Option<&Arc<Service>> {
-        self.service_names.get(name).and_then(|id| self.services.get(id))
+        self.service_names
+            .get(name)
+            .and_then(|id| self.services.get(id))
     }
 
     pub fn task(&self, id: &str) -> Option<&Arc<Task>> {
@@ -126,7 +142,10 @@ impl Tables {
         self.tasks.len()
     }
 
-    pub fn tasks_of_service<'a>(&'a self, service_id: &str) -> impl Iterator<Item = &'a Arc<Task>> + 'a {
+    pub fn tasks_of_service<'a>(
+        &'a self,
+        service_id: &str,
+    ) -> impl Iterator<Item = &'a Arc<Task>> + 'a {
         self.tasks_by_service
             .get(service_id)
             .into_iter()
@@ -147,19 +166,24 @@ impl Tables {
         self.nodes
             .values()
             .filter_map(|n| {
-                n.manager_status.as_ref().filter(|m| m.raft_id != 0).map(|m| RaftMember {
-                    raft_id: m.raft_id,
-                    node_id: n.id.clone(),
-                    addr: m.addr.clone(),
-                })
+                n.manager_status
+                    .as_ref()
+                    .filter(|m| m.raft_id != 0)
+                    .map(|m| RaftMember {
+                        raft_id: m.raft_id,
+                        node_id: n.id.clone(),
+                        addr: m.addr.clone(),
+                    })
             })
             .collect()
     }
 
     pub fn node_by_raft_id(&self, raft_id: u64) -> Option<&Arc<Node>> {
-        self.nodes
-            .values()
-            .find(|n| n.manager_status.as_ref().is_some_and(|m| m.raft_id == raft_id))
+        self.nodes.values().find(|n| {
+            n.manager_status
+                .as_ref()
+                .is_some_and(|m| m.raft_id == raft_id)
+        })
     }
 
     /// Finds a node by full ID, unique ID prefix, or hostname, as docker resolves NODE.
@@ -170,9 +194,17 @@ impl Tables {
         let by_name: Vec<_> = self
             .nodes
             .values()
-            .filter(|n| n.description.as_ref().is_some_and(|d| d.hostname == reference))
+            .filter(|n| {
+                n.description
+                    .as_ref()
+                    .is_some_and(|d| d.hostname == reference)
+            })
             .collect();
-        let by_prefix: Vec<_> = self.nodes.values().filter(|n| n.id.starts_with(reference)).collect();
+        let by_prefix: Vec<_> = self
+            .nodes
+            .values()
+            .filter(|n| n.id.starts_with(reference))
+            .collect();
         resolve("node", reference, by_name, by_prefix)
     }
 
@@ -184,7 +216,11 @@ impl Tables {
         if let Some(s) = self.service_by_name(reference) {
             return Ok(s.clone());
         }
-        let by_prefix: Vec<_> = self.services.values().filter(|s| s.id.starts_with(reference)).collect();
+        let by_prefix: Vec<_> = self
+            .services
+            .values()
+            .filter(|s| s.id.starts_with(reference))
+            .collect();
         resolve("service", reference, Vec::new(), by_prefix)
     }
 
@@ -199,7 +235,10 @@ impl Tables {
     }
 
     fn from_snapshot(index: u64, snapshot: StoreSnapshot) -> Self {
-        let mut t = Tables { index, ..Default::default() };
+        let mut t = Tables {
+            index,
+            ..Default::default()
+        };
         for c in snapshot.clusters {
             t.clusters.insert(c.id.clone(), Arc::new(c));
         }
@@ -225,7 +264,11 @@ impl Tables {
     fn remove_service(&mut self, id: &str) -> Option<Arc<Service>> {
         let old = self.services.remove(id)?;
         if let Some(spec) = &old.spec {
-            if self.service_names.get(&spec.name).is_some_and(|sid| sid == id) {
+            if self
+                .service_names
+                .get(&spec.name)
+                .is_some_and(|sid| sid == id)
+            {
                 self.service_names.remove(&spec.name);
             }
         }
@@ -236,15 +279,24 @@ impl Tables {
         if let Some(old) = self.tasks.get(&t.id).cloned() {
             self.unindex_task(&old);
         }
-        self.tasks_by_service.entry(t.service_id.clone()).or_default().insert(t.id.clone());
+        self.tasks_by_service
+            .entry(t.service_id.clone())
+            .or_default()
+            .insert(t.id.clone());
         if !t.node_id.is_empty() {
-            self.tasks_by_node.entry(t.node_id.clone()).or_default().insert(t.id.clone());
+            self.tasks_by_node
+                .entry(t.node_id.clone())
+                .or_default()
+                .insert(t.id.clone());
         }
         self.tasks.insert(t.id.clone(), t);
     }
 
     fn unindex_task(&mut self, t: &Task) {
-        for (index, key) in [(&mut self.tasks_by_service, &t.service_id), (&mut self.tasks_by_node, &t.node_id)] {
+        for (index, key) in [
+            (&mut self.tasks_by_service, &t.service_id),
+            (&mut self.tasks_by_node, &t.node_id),
+        ] {
             if key.is_empty() {
                 continue;
             }
@@ -268,167 +320,262 @@ impl Tables {
     }
 }
 
-fn resolve<T: Clone>(kind: &'static str, reference: &str, by_name: Vec<&T>, by_prefix: Vec<&T>) -> Result<T, LookupError> {
-    let candidates = if !by_name.is_empty() { by_name } else { by_prefix };
+fn resolve<T: Clone>(
+    kind: &'static str,
+    reference: &str,
+    by_name: Vec<&T>,
+    by_prefix: Vec<&T>,
+) -> Result<T, LookupError> {
+    let candidates = if !by_name.is_empty() {
+        by_name
+    } else {
+        by_prefix
+    };
     match candidates.as_slice() {
-        [] => Err(LookupError::NotFound { kind, reference: reference.to_string() }),
+        [] => Err(LookupError::NotFound {
+            kind,
+            reference: reference.to_string(),
+        }),
         [one] => Ok((*one).clone()),
-        many => Err(LookupError::Ambiguous { kind, reference: reference.to_string(), count: many.len() }),
+        many => Err(LookupError::Ambiguous {
+            kind,
+            reference: reference.to_string(),
+            count: many.len(),
+        }),
     }
 }
 
-fn check_version(kind: &'static str, id: &str, read: u64, current: u64) -> Result<(), ApplyError> {
-    if read != current {
-        return Err(ApplyError::VersionConflict { kind, id: id.to_string(), read, current });
-    }
-    Ok(())
+/// What every table's objects share, so create/update/delete are written once.
+trait Stored: Clone + PartialEq {
+    const KIND: &'static str;
+    fn id(&self) -> &str;
+    fn meta(&self) -> &Option<Meta>;
+    fn meta_mut(&mut self) -> &mut Option<Meta>;
+    fn object(obj: Arc<Self>) -> Object;
+    fn get(t: &Tables, id: &str) -> Option<Arc<Self>>;
+    /// Inserts or replaces, keeping the table's indexes.
+    fn put(t: &mut Tables, obj: Arc<Self>);
+    fn remove(t: &mut Tables, id: &str) -> Option<Arc<Self>>;
 }
 
-macro_rules! stamp {
-    ($obj:expr, $index:expr, $ts:expr, $created:expr) => {{
-        let meta = $obj.meta.get_or_insert_with(Default::default);
-        meta.version = $index;
-        meta.updated_at = $ts;
-        if let Some(created) = $created {
-            meta.created_at = created;
-        } else if meta.created_at == 0 {
-            meta.created_at = $ts;
+macro_rules! stored {
+    ($ty:ty, $kind:literal, $variant:ident, put: $put:expr, remove: $remove:expr, get: $table:ident) => {
+        impl Stored for $ty {
+            const KIND: &'static str = $kind;
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn meta(&self) -> &Option<Meta> {
+                &self.meta
+            }
+            fn meta_mut(&mut self) -> &mut Option<Meta> {
+                &mut self.meta
+            }
+            fn object(obj: Arc<Self>) -> Object {
+                Object::$variant(obj)
+            }
+            fn get(t: &Tables, id: &str) -> Option<Arc<Self>> {
+                t.$table.get(id).cloned()
+            }
+            fn put(t: &mut Tables, obj: Arc<Self>) {
+                let put: fn(&mut Tables, Arc<Self>) = $put;
+                put(t, obj)
+            }
+            fn remove(t: &mut Tables, id: &str) -> Option<Arc<Self>> {
+                let remove: fn(&mut Tables, &str) -> Option<Arc<Self>> = $remove;
+                remove(t, id)
+            }
         }
-    }};
+    };
 }
 
-fn version_of(meta: &Option<orch_api::pb::Meta>) -> u64 {
+stored!(Cluster, "cluster", Cluster,
+    put: |t, c| { t.clusters.insert(c.id.clone(), c); },
+    remove: |t, id| t.clusters.remove(id),
+    get: clusters);
+stored!(Node, "node", Node,
+    put: |t, n| { t.nodes.insert(n.id.clone(), n); },
+    remove: |t, id| t.nodes.remove(id),
+    get: nodes);
+stored!(Service, "service", Service,
+    put: |t, s| {
+        t.remove_service(&s.id);
+        t.insert_service(s);
+    },
+    remove: |t, id| t.remove_service(id),
+    get: services);
+stored!(Task, "task", Task,
+    put: |t, task| t.insert_task(task),
+    remove: |t, id| t.remove_task(id),
+    get: tasks);
+
+fn stamp(meta: &mut Option<Meta>, index: u64, ts: i64, created: Option<i64>) {
+    let meta = meta.get_or_insert_with(Default::default);
+    meta.version = index;
+    meta.updated_at = ts;
+    match created {
+        Some(created) => meta.created_at = created,
+        None if meta.created_at == 0 => meta.created_at = ts,
+        None => {}
+    }
+}
+
+fn version_of(meta: &Option<Meta>) -> u64 {
     meta.as_ref().map_or(0, |m| m.version)
 }
 
-fn created_of(meta: &Option<orch_api::pb::Meta>) -> i64 {
+fn created_of(meta: &Option<Meta>) -> i64 {
     meta.as_ref().map_or(0, |m| m.created_at)
 }
 
+fn not_found<T: Stored>(id: &str) -> ApplyError {
+    ApplyError::NotFound {
+        kind: T::KIND,
+        id: id.to_string(),
+    }
+}
+
+fn create<T: Stored>(
+    t: &mut Tables,
+    index: u64,
+    ts: i64,
+    obj: &T,
+    events: &mut Vec<Event>,
+) -> Result<(), ApplyError> {
+    if T::get(t, obj.id()).is_some() {
+        return Err(ApplyError::Exists {
+            kind: T::KIND,
+            id: obj.id().to_string(),
+        });
+    }
+    let mut obj = obj.clone();
+    stamp(obj.meta_mut(), index, ts, None);
+    let obj = Arc::new(obj);
+    T::put(t, obj.clone());
+    events.push(Event::Created(T::object(obj)));
+    Ok(())
+}
+
+/// Replaces an object read at the version its meta carries (optimistic concurrency).
+fn update<T: Stored>(
+    t: &mut Tables,
+    index: u64,
+    ts: i64,
+    obj: &T,
+    events: &mut Vec<Event>,
+) -> Result<(), ApplyError> {
+    let old = T::get(t, obj.id()).ok_or_else(|| not_found::<T>(obj.id()))?;
+    let (read, current) = (version_of(obj.meta()), version_of(old.meta()));
+    if read != current {
+        return Err(ApplyError::VersionConflict {
+            kind: T::KIND,
+            id: obj.id().to_string(),
+            read,
+            current,
+        });
+    }
+    replace(t, index, ts, &old, obj.clone(), events);
+    Ok(())
+}
+
+/// Stores `new` in place of `old` (no version check), recording the event.
+fn replace<T: Stored>(
+    t: &mut Tables,
+    index: u64,
+    ts: i64,
+    old: &Arc<T>,
+    mut new: T,
+    events: &mut Vec<Event>,
+) {
+    stamp(new.meta_mut(), index, ts, Some(created_of(old.meta())));
+    let new = Arc::new(new);
+    T::put(t, new.clone());
+    events.push(Event::Updated {
+        old: T::object(old.clone()),
+        new: T::object(new),
+    });
+}
+
+fn delete<T: Stored>(t: &mut Tables, id: &str, events: &mut Vec<Event>) -> Result<(), ApplyError> {
+    let old = T::remove(t, id).ok_or_else(|| not_found::<T>(id))?;
+    events.push(Event::Deleted(T::object(old)));
+    Ok(())
+}
+
+fn service_name(s: &Service) -> String {
+    s.spec
+        .as_ref()
+        .map(|sp| sp.name.clone())
+        .unwrap_or_default()
+}
+
 /// Applies one transaction to `t`, collecting events. Pure: the caller discards `t` on error.
-fn apply_txn(t: &mut Tables, index: u64, txn: &StoreTransaction, events: &mut Vec<Event>) -> Result<(), ApplyError> {
+fn apply_txn(
+    t: &mut Tables,
+    index: u64,
+    txn: &StoreTransaction,
+    events: &mut Vec<Event>,
+) -> Result<(), ApplyError> {
     let ts = txn.timestamp;
     for action in &txn.actions {
-        let action = action.action.as_ref().ok_or_else(|| ApplyError::Malformed("empty action".into()))?;
+        let action = action
+            .action
+            .as_ref()
+            .ok_or_else(|| ApplyError::Malformed("empty action".into()))?;
         match action {
-            Action::CreateCluster(c) => {
-                if t.clusters.contains_key(&c.id) {
-                    return Err(ApplyError::Exists { kind: "cluster", id: c.id.clone() });
-                }
-                let mut c = c.clone();
-                stamp!(c, index, ts, None::<i64>);
-                let c = Arc::new(c);
-                t.clusters.insert(c.id.clone(), c.clone());
-                events.push(Event::Created(Object::Cluster(c)));
-            }
-            Action::UpdateCluster(c) => {
-                let old = t.clusters.get(&c.id).cloned().ok_or_else(|| ApplyError::NotFound { kind: "cluster", id: c.id.clone() })?;
-                check_version("cluster", &c.id, version_of(&c.meta), version_of(&old.meta))?;
-                let mut c = c.clone();
-                stamp!(c, index, ts, Some(created_of(&old.meta)));
-                let c = Arc::new(c);
-                t.clusters.insert(c.id.clone(), c.clone());
-                events.push(Event::Updated { old: Object::Cluster(old), new: Object::Cluster(c) });
-            }
-            Action::CreateNode(n) => {
-                if t.nodes.contains_key(&n.id) {
-                    return Err(ApplyError::Exists { kind: "node", id: n.id.clone() });
-                }
-                let mut n = n.clone();
-                stamp!(n, index, ts, None::<i64>);
-                let n = Arc::new(n);
-                t.nodes.insert(n.id.clone(), n.clone());
-                events.push(Event::Created(Object::Node(n)));
-            }
-            Action::UpdateNode(n) => {
-                let old = t.nodes.get(&n.id).cloned().ok_or_else(|| ApplyError::NotFound { kind: "node", id: n.id.clone() })?;
-                check_version("node", &n.id, version_of(&n.meta), version_of(&old.meta))?;
-                let mut n = n.clone();
-                stamp!(n, index, ts, Some(created_of(&old.meta)));
-                let n = Arc::new(n);
-                t.nodes.insert(n.id.clone(), n.clone());
-                events.push(Event::Updated { old: Object::Node(old), new: Object::Node(n) });
-            }
-            Action::DeleteNode(id) => {
-                let old = t.nodes.remove(id).ok_or_else(|| ApplyError::NotFound { kind: "node", id: id.clone() })?;
-                events.push(Event::Deleted(Object::Node(old)));
-            }
+            Action::CreateCluster(c) => create(t, index, ts, c, events)?,
+            Action::UpdateCluster(c) => update(t, index, ts, c, events)?,
+            Action::CreateNode(n) => create(t, index, ts, n, events)?,
+            Action::UpdateNode(n) => update(t, index, ts, n, events)?,
+            Action::DeleteNode(id) => delete::<Node>(t, id, events)?,
             Action::CreateService(s) => {
-                if t.services.contains_key(&s.id) {
-                    return Err(ApplyError::Exists { kind: "service", id: s.id.clone() });
-                }
-                let name = s.spec.as_ref().map(|sp| sp.name.clone()).unwrap_or_default();
+                let name = service_name(s);
                 if t.service_names.contains_key(&name) {
-                    return Err(ApplyError::NameConflict { kind: "service", name });
+                    return Err(ApplyError::NameConflict {
+                        kind: "service",
+                        name,
+                    });
                 }
-                let mut s = s.clone();
-                stamp!(s, index, ts, None::<i64>);
-                let s = Arc::new(s);
-                t.insert_service(s.clone());
-                events.push(Event::Created(Object::Service(s)));
+                create(t, index, ts, s, events)?
             }
             Action::UpdateService(s) => {
-                let old = t.services.get(&s.id).cloned().ok_or_else(|| ApplyError::NotFound { kind: "service", id: s.id.clone() })?;
-                check_version("service", &s.id, version_of(&s.meta), version_of(&old.meta))?;
-                let new_name = s.spec.as_ref().map(|sp| sp.name.clone()).unwrap_or_default();
-                if t.service_names.get(&new_name).is_some_and(|id| id != &s.id) {
-                    return Err(ApplyError::NameConflict { kind: "service", name: new_name });
+                let name = service_name(s);
+                if t.service_names.get(&name).is_some_and(|id| id != &s.id) {
+                    return Err(ApplyError::NameConflict {
+                        kind: "service",
+                        name,
+                    });
                 }
-                let mut s = s.clone();
-                stamp!(s, index, ts, Some(created_of(&old.meta)));
-                let s = Arc::new(s);
-                t.remove_service(&s.id);
-                t.insert_service(s.clone());
-                events.push(Event::Updated { old: Object::Service(old), new: Object::Service(s) });
+                update(t, index, ts, s, events)?
             }
-            Action::DeleteService(id) => {
-                let old = t.remove_service(id).ok_or_else(|| ApplyError::NotFound { kind: "service", id: id.clone() })?;
-                events.push(Event::Deleted(Object::Service(old)));
-            }
-            Action::CreateTask(task) => {
-                if t.tasks.contains_key(&task.id) {
-                    return Err(ApplyError::Exists { kind: "task", id: task.id.clone() });
-                }
-                let mut task = task.clone();
-                stamp!(task, index, ts, None::<i64>);
-                let task = Arc::new(task);
-                t.insert_task(task.clone());
-                events.push(Event::Created(Object::Task(task)));
-            }
-            Action::UpdateTask(task) => {
-                let old = t.tasks.get(&task.id).cloned().ok_or_else(|| ApplyError::NotFound { kind: "task", id: task.id.clone() })?;
-                check_version("task", &task.id, version_of(&task.meta), version_of(&old.meta))?;
-                let mut task = task.clone();
-                stamp!(task, index, ts, Some(created_of(&old.meta)));
-                let task = Arc::new(task);
-                t.insert_task(task.clone());
-                events.push(Event::Updated { old: Object::Task(old), new: Object::Task(task) });
-            }
-            Action::DeleteTask(id) => {
-                let old = t.remove_task(id).ok_or_else(|| ApplyError::NotFound { kind: "task", id: id.clone() })?;
-                events.push(Event::Deleted(Object::Task(old)));
-            }
-            Action::TaskStatus(update) => {
-                // Agents report what they see; a report about a task that is gone, or an older
-                // state than the store has, is dropped without failing the batch.
-                let Some(old) = t.tasks.get(&update.task_id).cloned() else { continue };
-                let Some(status) = &update.status else { continue };
+            Action::DeleteService(id) => delete::<Service>(t, id, events)?,
+            Action::CreateTask(task) => create(t, index, ts, task, events)?,
+            Action::UpdateTask(task) => update(t, index, ts, task, events)?,
+            Action::DeleteTask(id) => delete::<Task>(t, id, events)?,
+            Action::TaskStatus(report) => {
+                // Agents report what they see; a report about a task that is gone, or an
+                // older state than the store has, is dropped without failing the batch.
+                let (Some(old), Some(status)) = (
+                    t.tasks.get(&report.task_id).cloned(),
+                    report.status.as_ref(),
+                ) else {
+                    continue;
+                };
                 let current = old.status.as_ref();
                 let cur_state = current.map_or(0, |s| s.state);
                 let newer = status.state > cur_state
-                    || (status.state == cur_state && current.is_some_and(|c| c != status && status.timestamp >= c.timestamp));
-                if !newer {
-                    continue;
+                    || (status.state == cur_state
+                        && current.is_some_and(|c| c != status && status.timestamp >= c.timestamp));
+                if newer {
+                    let mut task = (*old).clone();
+                    task.status = Some(status.clone());
+                    replace(t, index, ts, &old, task, events);
                 }
-                let mut task = (*old).clone();
-                task.status = Some(status.clone());
-                stamp!(task, index, ts, Some(created_of(&old.meta)));
-                let task = Arc::new(task);
-                t.insert_task(task.clone());
-                events.push(Event::Updated { old: Object::Task(old), new: Object::Task(task) });
             }
             Action::NodeStatus(change) => {
-                let Some(old) = t.nodes.get(&change.node_id).cloned() else { continue };
+                let Some(old) = t.nodes.get(&change.node_id).cloned() else {
+                    continue;
+                };
                 let mut n = (*old).clone();
                 if let Some(status) = &change.status {
                     n.status = Some(status.clone());
@@ -436,13 +583,9 @@ fn apply_txn(t: &mut Tables, index: u64, txn: &StoreTransaction, events: &mut Ve
                 if let Some(description) = &change.description {
                     n.description = Some(description.clone());
                 }
-                if *old == n {
-                    continue;
+                if *old != n {
+                    replace(t, index, ts, &old, n, events);
                 }
-                stamp!(n, index, ts, Some(created_of(&old.meta)));
-                let n = Arc::new(n);
-                t.nodes.insert(n.id.clone(), n.clone());
-                events.push(Event::Updated { old: Object::Node(old), new: Object::Node(n) });
             }
         }
     }
@@ -466,7 +609,11 @@ impl Store {
     pub fn new() -> Self {
         let (events, _) = broadcast::channel(4096);
         let (applied, _) = watch::channel(0);
-        Store { tables: RwLock::new(Tables::default()), events, applied }
+        Store {
+            tables: RwLock::new(Tables::default()),
+            events,
+            applied,
+        }
     }
 
     /// A consistent view of every table (O(1)).
@@ -512,7 +659,13 @@ impl Store {
     }
 
     /// Records a raft membership change on the member's node object (its manager status).
-    pub fn apply_member_change(&self, index: u64, member: &RaftMember, added: bool, timestamp: i64) {
+    pub fn apply_member_change(
+        &self,
+        index: u64,
+        member: &RaftMember,
+        added: bool,
+        timestamp: i64,
+    ) {
         let mut tables = self.tables.write();
         let mut events = Vec::new();
         let node_id = if added {
@@ -523,14 +676,15 @@ impl Store {
         if let Some(old) = node_id.and_then(|id| tables.nodes.get(&id).cloned()) {
             let mut n = (*old).clone();
             n.manager_status = if added {
-                Some(ManagerStatus { raft_id: member.raft_id, addr: member.addr.clone(), ..Default::default() })
+                Some(ManagerStatus {
+                    raft_id: member.raft_id,
+                    addr: member.addr.clone(),
+                    ..Default::default()
+                })
             } else {
                 None
             };
-            stamp!(n, index, timestamp, Some(created_of(&old.meta)));
-            let n = Arc::new(n);
-            tables.nodes.insert(n.id.clone(), n.clone());
-            events.push(Event::Updated { old: Object::Node(old), new: Object::Node(n) });
+            replace(&mut tables, index, timestamp, &old, n, &mut events);
         }
         tables.index = index;
         self.publish(&mut tables, index, events);
@@ -551,7 +705,10 @@ impl Store {
         let mut tables = self.tables.write();
         *tables = Tables::from_snapshot(index, snapshot);
         self.publish(&mut tables, index, Vec::new());
-        let _ = self.events.send(Arc::new(Change { index, events: vec![] }));
+        let _ = self.events.send(Arc::new(Change {
+            index,
+            events: vec![],
+        }));
     }
 
     fn publish(&self, tables: &mut Tables, index: u64, events: Vec<Event>) {
@@ -566,31 +723,52 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orch_api::pb::{Meta, NodeDescription, ServiceSpec, StoreAction};
+    use orch_api::pb::{NodeDescription, ServiceSpec, StoreAction};
 
     fn txn(actions: Vec<Action>) -> StoreTransaction {
-        StoreTransaction { actions: actions.into_iter().map(|a| StoreAction { action: Some(a) }).collect(), timestamp: 42 }
+        StoreTransaction {
+            actions: actions
+                .into_iter()
+                .map(|a| StoreAction { action: Some(a) })
+                .collect(),
+            timestamp: 42,
+        }
     }
 
     fn node(id: &str, hostname: &str) -> Node {
         Node {
             id: id.into(),
-            description: Some(NodeDescription { hostname: hostname.into(), ..Default::default() }),
+            description: Some(NodeDescription {
+                hostname: hostname.into(),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
 
     fn service(id: &str, name: &str) -> Service {
-        Service { id: id.into(), spec: Some(ServiceSpec { name: name.into(), ..Default::default() }), ..Default::default() }
+        Service {
+            id: id.into(),
+            spec: Some(ServiceSpec {
+                name: name.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn create_sets_version_and_watchers_see_it() {
         let store = Store::new();
         let (_, mut rx) = store.view_and_watch();
-        store.apply(5, &txn(vec![Action::CreateNode(node("n1", "a"))])).expect("apply");
+        store
+            .apply(5, &txn(vec![Action::CreateNode(node("n1", "a"))]))
+            .expect("apply");
         let view = store.view();
-        assert_eq!(view.node("n1").and_then(|n| n.meta.clone()).map(|m| m.version), Some(5));
+        assert_eq!(
+            view.node("n1").and_then(|n| n.meta).map(|m| m.version),
+            Some(5)
+        );
         let change = rx.try_recv().expect("event");
         assert_eq!(change.index, 5);
         assert!(matches!(change.events[0], Event::Created(Object::Node(_))));
@@ -599,11 +777,22 @@ mod tests {
     #[test]
     fn stale_update_rejects_whole_transaction() {
         let store = Store::new();
-        store.apply(1, &txn(vec![Action::CreateNode(node("n1", "a"))])).expect("create");
+        store
+            .apply(1, &txn(vec![Action::CreateNode(node("n1", "a"))]))
+            .expect("create");
         let mut stale = node("n1", "b");
-        stale.meta = Some(Meta { version: 0, ..Default::default() });
+        stale.meta = Some(Meta {
+            version: 0,
+            ..Default::default()
+        });
         let err = store
-            .apply(2, &txn(vec![Action::CreateNode(node("n2", "c")), Action::UpdateNode(stale)]))
+            .apply(
+                2,
+                &txn(vec![
+                    Action::CreateNode(node("n2", "c")),
+                    Action::UpdateNode(stale),
+                ]),
+            )
             .expect_err("conflict");
         assert!(matches!(err, ApplyError::VersionConflict { .. }));
         let view = store.view();
@@ -614,35 +803,79 @@ mod tests {
     #[test]
     fn service_names_are_unique() {
         let store = Store::new();
-        store.apply(1, &txn(vec![Action::CreateService(service("s1", "web"))])).expect("create");
-        let err = store.apply(2, &txn(vec![Action::CreateService(service("s2", "web"))])).expect_err("dup");
-        assert_eq!(err, ApplyError::NameConflict { kind: "service", name: "web".into() });
-        store.apply(3, &txn(vec![Action::DeleteService("s1".into())])).expect("delete");
-        store.apply(4, &txn(vec![Action::CreateService(service("s2", "web"))])).expect("reuse name");
+        store
+            .apply(1, &txn(vec![Action::CreateService(service("s1", "web"))]))
+            .expect("create");
+        let err = store
+            .apply(2, &txn(vec![Action::CreateService(service("s2", "web"))]))
+            .expect_err("dup");
+        assert_eq!(
+            err,
+            ApplyError::NameConflict {
+                kind: "service",
+                name: "web".into()
+            }
+        );
+        store
+            .apply(3, &txn(vec![Action::DeleteService("s1".into())]))
+            .expect("delete");
+        store
+            .apply(4, &txn(vec![Action::CreateService(service("s2", "web"))]))
+            .expect("reuse name");
     }
 
     #[test]
     fn find_node_by_id_prefix_and_hostname() {
         let store = Store::new();
         store
-            .apply(1, &txn(vec![Action::CreateNode(node("abc111", "alpha")), Action::CreateNode(node("abc222", "beta"))]))
+            .apply(
+                1,
+                &txn(vec![
+                    Action::CreateNode(node("abc111", "alpha")),
+                    Action::CreateNode(node("abc222", "beta")),
+                ]),
+            )
             .expect("create");
         let view = store.view();
-        assert_eq!(view.find_node("abc111").map(|n| n.id.clone()), Ok("abc111".into()));
-        assert_eq!(view.find_node("beta").map(|n| n.id.clone()), Ok("abc222".into()));
-        assert_eq!(view.find_node("abc2").map(|n| n.id.clone()), Ok("abc222".into()));
-        assert!(matches!(view.find_node("abc"), Err(LookupError::Ambiguous { count: 2, .. })));
-        assert!(matches!(view.find_node("zzz"), Err(LookupError::NotFound { .. })));
+        assert_eq!(
+            view.find_node("abc111").map(|n| n.id.clone()),
+            Ok("abc111".into())
+        );
+        assert_eq!(
+            view.find_node("beta").map(|n| n.id.clone()),
+            Ok("abc222".into())
+        );
+        assert_eq!(
+            view.find_node("abc2").map(|n| n.id.clone()),
+            Ok("abc222".into())
+        );
+        assert!(matches!(
+            view.find_node("abc"),
+            Err(LookupError::Ambiguous { count: 2, .. })
+        ));
+        assert!(matches!(
+            view.find_node("zzz"),
+            Err(LookupError::NotFound { .. })
+        ));
     }
 
     #[test]
     fn task_indexes_follow_updates_and_snapshots() {
         let store = Store::new();
-        let task = Task { id: "t1".into(), service_id: "s1".into(), node_id: "n1".into(), ..Default::default() };
-        store.apply(1, &txn(vec![Action::CreateTask(task)])).expect("create");
+        let task = Task {
+            id: "t1".into(),
+            service_id: "s1".into(),
+            node_id: "n1".into(),
+            ..Default::default()
+        };
+        store
+            .apply(1, &txn(vec![Action::CreateTask(task)]))
+            .expect("create");
         let mut moved = (**store.view().task("t1").expect("task")).clone();
         moved.node_id = "n2".into();
-        store.apply(2, &txn(vec![Action::UpdateTask(moved)])).expect("update");
+        store
+            .apply(2, &txn(vec![Action::UpdateTask(moved)]))
+            .expect("update");
         let view = store.view();
         assert_eq!(view.tasks_of_node("n1").count(), 0);
         assert_eq!(view.tasks_of_node("n2").count(), 1);
