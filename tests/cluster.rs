@@ -363,3 +363,88 @@ fn a_node_whose_engine_does_not_answer_joins_and_says_so() {
             > 0
     );
 }
+
+#[test]
+fn cluster_settings_listing_formats_and_catch_up_after_compaction() {
+    let mut c = Cluster::new();
+    c.init("m1", &["--snapshot-interval", "5"])
+        .expect_ok("init");
+    // Enough writes to take snapshots and compact the log.
+    for i in 0..30 {
+        c.orch(
+            "m1",
+            &["node", "update", "--label-add", &format!("n{i}=v"), "m1"],
+        )
+        .expect_ok("write");
+    }
+    // A manager joining now can only catch up by snapshot.
+    c.join("m2", "manager", "m1")
+        .expect_ok("manager join after compaction");
+    wait_for(Duration::from_secs(10), "m2 sees every label", || {
+        c.inspect("m2", "node", "m1").is_some_and(|n| {
+            n["Spec"]["Labels"]
+                .as_object()
+                .is_some_and(|l| l.len() == 30)
+        })
+    });
+    assert!(
+        c.log("m2").contains("installed raft snapshot"),
+        "m2 caught up without a snapshot?"
+    );
+
+    c.orch(
+        "m1",
+        &[
+            "cluster",
+            "update",
+            "--dispatcher-heartbeat",
+            "2s",
+            "--task-history-limit",
+            "3",
+        ],
+    )
+    .expect_ok("cluster update");
+    let info = c.orch("m2", &["info"]).stdout;
+    assert!(info.contains("Heartbeat Period: 2s"), "{info}");
+    assert!(info.contains("Task History Retention Limit: 3"), "{info}");
+    let run = c.orch("m1", &["cluster", "update", "--task-history-limit", "-1"]);
+    assert!(
+        !run.ok() && run.stderr.contains("must be 0 or more"),
+        "{}",
+        run.stderr
+    );
+    let run = c.orch("m1", &["cluster", "update", "--cert-expiry", "1s"]);
+    assert!(
+        !run.ok() && run.stderr.contains("minimum certificate expiry"),
+        "{}",
+        run.stderr
+    );
+
+    // -q prints IDs only; --pretty reads as docker's.
+    let ids = c.orch("m1", &["node", "ls", "-q"]).stdout;
+    assert_eq!(ids.lines().count(), 2);
+    assert!(ids.lines().all(|l| l.len() == 25), "{ids}");
+    let pretty = c.orch("m1", &["node", "inspect", "--pretty", "m2"]).stdout;
+    for field in [
+        "Hostname:",
+        "Status:",
+        "Manager Status:",
+        "Platform:",
+        "Engine Version:",
+    ] {
+        assert!(pretty.contains(field), "{field} missing in:\n{pretty}");
+    }
+    let templated = c
+        .orch(
+            "m1",
+            &[
+                "node",
+                "inspect",
+                "--format",
+                "{{.Spec.Role}} {{.Description.Hostname}}",
+                "m2",
+            ],
+        )
+        .stdout;
+    assert_eq!(templated.trim(), "manager m2");
+}

@@ -40,7 +40,7 @@ pub struct InitArgs {
     #[arg(long, default_value = "5s")]
     dispatcher_heartbeat: String,
     /// Task history retention limit
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, allow_negative_numbers = true)]
     task_history_limit: i64,
     /// Number of log entries between raft snapshots
     #[arg(long, default_value_t = 10_000)]
@@ -334,7 +334,7 @@ pub struct ClusterUpdateArgs {
     cert_expiry: Option<String>,
     #[arg(long)]
     dispatcher_heartbeat: Option<String>,
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     task_history_limit: Option<i64>,
     #[arg(long)]
     snapshot_interval: Option<u64>,
