@@ -2,4 +2,5 @@
 //! local Docker Engine.
 
 pub mod engine;
+pub mod exec;
 pub mod session;
