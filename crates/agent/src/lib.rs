@@ -4,3 +4,5 @@
 pub mod engine;
 pub mod exec;
 pub mod session;
+pub mod task;
+pub mod worker;

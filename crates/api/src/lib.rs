@@ -1,11 +1,13 @@
 //! The orch wire layer: generated protobuf types and gRPC services, object IDs, the task
 //! state order, the join token format, and the mTLS plumbing every node uses.
 
+pub mod constraint;
 pub mod ids;
 pub mod task_state;
 pub mod tls;
 pub mod token;
 pub mod transport;
+pub mod validate;
 
 /// Generated protobuf types and gRPC clients/servers (package `orch.v1`).
 #[allow(clippy::all, clippy::unwrap_used, missing_docs, rust_2018_idioms)]

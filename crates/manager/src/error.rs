@@ -17,6 +17,8 @@ pub enum ManagerError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    #[error("{0}")]
+    AlreadyExists(String),
     #[error(transparent)]
     Propose(#[from] ProposeError),
     #[error(transparent)]
@@ -31,6 +33,7 @@ impl From<ManagerError> for Status {
             ManagerError::NotFound(_) => Code::NotFound,
             ManagerError::Unavailable(_) => Code::Unavailable,
             ManagerError::Internal(_) => Code::Internal,
+            ManagerError::AlreadyExists(_) => Code::AlreadyExists,
             ManagerError::Lookup(LookupError::NotFound { .. }) => Code::NotFound,
             ManagerError::Lookup(LookupError::Ambiguous { .. }) => Code::InvalidArgument,
             ManagerError::Propose(p) => match p {

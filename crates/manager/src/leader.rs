@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::dispatcher::{assignments, heartbeat};
+use crate::dispatcher::{assignments, heartbeat, status};
 use crate::manager::ManagerCtx;
 use crate::raft::membership;
 
@@ -48,4 +48,7 @@ pub fn start(ctx: Arc<ManagerCtx>, token: CancellationToken) {
         "role_manager",
         membership::role_manager(ctx.clone(), token.clone()),
     );
+    spawn_component(&ctx, "status_writer", status::writer(ctx.clone(), token.clone()));
+    spawn_component(&ctx, "orchestrator", crate::orchestrator::run(ctx.clone(), token.clone()));
+    spawn_component(&ctx, "scheduler", crate::scheduler::run(ctx.clone(), token.clone()));
 }

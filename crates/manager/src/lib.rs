@@ -7,8 +7,12 @@ pub mod controlapi;
 pub mod dispatcher;
 pub mod error;
 pub mod leader;
+pub mod orchestrator;
 pub mod manager;
 pub mod raft;
+pub mod scheduler;
 pub mod state;
+#[cfg(test)]
+pub(crate) mod testkit;
 
 pub use manager::{Manager, ManagerCtx, ManagerExit, ManagerParams, ManagerSlot};

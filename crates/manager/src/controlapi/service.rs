@@ -1,39 +1,192 @@
-//! Service operations (the services issue fills these in).
+//! Service operations: create, inspect, list (with running/desired counts), update (including
+//! scale and rollback to the previous spec), remove, and the task list.
 
+use orch_api::pb::service_spec::Mode;
+use orch_api::pb::store_action::Action;
 use orch_api::pb::{
-    CreateServiceRequest, ListServicesResponse, ListTasksRequest, ListTasksResponse, Service,
-    UpdateServiceRequest,
+    CreateServiceRequest, JobStatus, ListServicesResponse, ListTasksRequest, ListTasksResponse, Service, TaskState,
+    UpdateServiceRequest, UpdateState, UpdateStatus,
 };
+use orch_api::validate::{is_job, normalize_service_spec};
+use rand::seq::IndexedRandom;
 
 use crate::error::{ManagerError, Result};
 use crate::manager::ManagerCtx;
+use crate::raft::node::ProposeError;
+use crate::state::store::ApplyError;
 
-fn unimplemented<T>() -> Result<T> {
-    Err(ManagerError::FailedPrecondition(
-        "services are not implemented yet".into(),
-    ))
+fn name_conflict(e: ManagerError, name: &str) -> ManagerError {
+    match e {
+        ManagerError::Propose(ProposeError::Rejected(ApplyError::NameConflict { .. })) => {
+            ManagerError::AlreadyExists(format!("name conflicts with an existing object: service {name} already exists"))
+        }
+        other => other,
+    }
 }
 
-pub async fn create(_ctx: &ManagerCtx, _req: CreateServiceRequest) -> Result<Service> {
-    unimplemented()
+/// A docker-style random name ("eager_turing") for a service created without --name.
+fn generated_name() -> String {
+    const ADJECTIVES: &[&str] = &["brave", "calm", "eager", "fervent", "gallant", "happy", "keen", "lucid", "nifty", "quirky", "serene", "vivid"];
+    const NAMES: &[&str] = &["babbage", "curie", "dijkstra", "hopper", "knuth", "lamport", "liskov", "lovelace", "noether", "ritchie", "turing", "wing"];
+    let mut rng = rand::rng();
+    format!("{}_{}", ADJECTIVES.choose(&mut rng).unwrap_or(&"calm"), NAMES.choose(&mut rng).unwrap_or(&"turing"))
 }
 
-pub async fn get(_ctx: &ManagerCtx, _reference: &str) -> Result<Service> {
-    unimplemented()
+pub async fn create(ctx: &ManagerCtx, req: CreateServiceRequest) -> Result<Service> {
+    let mut spec = req.spec.ok_or_else(|| ManagerError::InvalidArgument("a service spec is required".into()))?;
+    if spec.name.is_empty() {
+        spec.name = generated_name();
+    }
+    normalize_service_spec(&mut spec).map_err(|e| ManagerError::InvalidArgument(e.0))?;
+    let now = orch_api::now_nanos();
+    let service = Service {
+        id: orch_api::ids::new_id(),
+        job_status: is_job(&spec).then_some(JobStatus { job_iteration: 1, last_execution: now }),
+        spec_version: 1,
+        spec: Some(spec.clone()),
+        ..Default::default()
+    };
+    ctx.propose(vec![Action::CreateService(service.clone())]).await.map_err(|e| name_conflict(e, &spec.name))?;
+    let view = ctx.store.view();
+    Ok((**view.service(&service.id).ok_or_else(|| ManagerError::Internal("created service vanished".into()))?).clone())
 }
 
-pub async fn list(_ctx: &ManagerCtx) -> Result<ListServicesResponse> {
-    unimplemented()
+pub async fn get(ctx: &ManagerCtx, reference: &str) -> Result<Service> {
+    let view = ctx.read_view().await?;
+    Ok((*view.find_service(reference)?).clone())
 }
 
-pub async fn update(_ctx: &ManagerCtx, _req: UpdateServiceRequest) -> Result<Service> {
-    unimplemented()
+pub async fn list(ctx: &ManagerCtx) -> Result<ListServicesResponse> {
+    let view = ctx.read_view().await?;
+    let mut out = ListServicesResponse::default();
+    for service in view.services() {
+        let spec = service.spec.clone().unwrap_or_default();
+        let iteration = service.job_status.as_ref().map_or(0, |j| j.job_iteration);
+        let mut running = 0u64;
+        let mut wanted = 0u64;
+        let mut completed = 0u64;
+        for t in view.tasks_of_service(&service.id) {
+            let state = t.status.as_ref().map_or(0, |s| s.state);
+            if t.desired_state == TaskState::Running as i32 {
+                wanted += 1;
+                if state == TaskState::Running as i32 {
+                    running += 1;
+                }
+            }
+            if t.job_iteration == iteration && state == TaskState::Complete as i32 {
+                completed += 1;
+            }
+        }
+        let desired = match spec.mode {
+            Some(Mode::Replicated(r)) => r.replicas,
+            Some(Mode::ReplicatedJob(j)) => j.max_concurrent.min(j.total_completions.saturating_sub(completed)),
+            _ => wanted,
+        };
+        out.running.insert(service.id.clone(), running);
+        out.desired.insert(service.id.clone(), desired);
+        if is_job(&spec) {
+            out.completed.insert(service.id.clone(), completed);
+        }
+        out.services.push((**service).clone());
+    }
+    Ok(out)
 }
 
-pub async fn remove(_ctx: &ManagerCtx, _reference: &str) -> Result<()> {
-    unimplemented()
+fn mode_kind(mode: &Option<Mode>) -> &'static str {
+    match mode {
+        Some(Mode::Replicated(_)) | None => "replicated",
+        Some(Mode::Global(_)) => "global",
+        Some(Mode::ReplicatedJob(_)) => "replicated-job",
+        Some(Mode::GlobalJob(_)) => "global-job",
+    }
 }
 
-pub async fn list_tasks(_ctx: &ManagerCtx, _req: ListTasksRequest) -> Result<ListTasksResponse> {
-    unimplemented()
+pub async fn update(ctx: &ManagerCtx, req: UpdateServiceRequest) -> Result<Service> {
+    let view = ctx.read_view().await?;
+    let current = view.find_service(&req.service)?;
+    let read_version = current.meta.as_ref().map_or(0, |m| m.version);
+    if req.version != 0 && req.version != read_version {
+        return Err(ManagerError::Propose(ProposeError::Rejected(ApplyError::VersionConflict {
+            kind: "service",
+            id: current.id.clone(),
+            read: req.version,
+            current: read_version,
+        })));
+    }
+    let old_spec = current.spec.clone().unwrap_or_default();
+    let mut service = (*current).clone();
+    let now = orch_api::now_nanos();
+    if req.rollback {
+        let Some(previous) = current.previous_spec.clone() else {
+            return Err(ManagerError::FailedPrecondition(format!(
+                "service {} does not have a previous spec to roll back to",
+                old_spec.name
+            )));
+        };
+        service.previous_spec = Some(old_spec);
+        service.spec = Some(previous);
+        service.update_status = Some(UpdateStatus {
+            state: UpdateState::RollbackStarted as i32,
+            started_at: now,
+            message: "manually requested rollback".into(),
+            ..Default::default()
+        });
+    } else {
+        let mut spec = req.spec.ok_or_else(|| ManagerError::InvalidArgument("a service spec is required".into()))?;
+        normalize_service_spec(&mut spec).map_err(|e| ManagerError::InvalidArgument(e.0))?;
+        if spec.name != old_spec.name {
+            return Err(ManagerError::InvalidArgument("renaming services is not supported".into()));
+        }
+        if mode_kind(&spec.mode) != mode_kind(&old_spec.mode) {
+            return Err(ManagerError::InvalidArgument(format!(
+                "service mode change is not allowed ({} to {})",
+                mode_kind(&old_spec.mode),
+                mode_kind(&spec.mode)
+            )));
+        }
+        service.previous_spec = Some(old_spec);
+        service.spec = Some(spec);
+    }
+    service.spec_version += 1;
+    if let Some(job) = service.job_status.as_mut() {
+        // Updating a job runs it again.
+        job.job_iteration += 1;
+        job.last_execution = now;
+    }
+    ctx.propose(vec![Action::UpdateService(service.clone())]).await?;
+    let view = ctx.store.view();
+    Ok((**view.service(&service.id).ok_or_else(|| ManagerError::NotFound(format!("service {} not found", req.service)))?).clone())
+}
+
+pub async fn remove(ctx: &ManagerCtx, reference: &str) -> Result<()> {
+    let view = ctx.read_view().await?;
+    let service = view.find_service(reference)?;
+    let mut actions = vec![Action::DeleteService(service.id.clone())];
+    for t in view.tasks_of_service(&service.id) {
+        if t.desired_state < TaskState::Remove as i32 {
+            let mut t = (**t).clone();
+            t.desired_state = TaskState::Remove as i32;
+            actions.push(Action::UpdateTask(t));
+        }
+    }
+    ctx.propose(actions).await?;
+    Ok(())
+}
+
+pub async fn list_tasks(ctx: &ManagerCtx, req: ListTasksRequest) -> Result<ListTasksResponse> {
+    let view = ctx.read_view().await?;
+    let keep = |t: &orch_api::pb::Task| !req.desired_running || t.desired_state <= TaskState::Running as i32;
+    let mut tasks: Vec<orch_api::pb::Task> = Vec::new();
+    if !req.service_ids.is_empty() {
+        for id in &req.service_ids {
+            tasks.extend(view.tasks_of_service(id).filter(|t| keep(t)).filter(|t| req.node_ids.is_empty() || req.node_ids.contains(&t.node_id)).map(|t| (**t).clone()));
+        }
+    } else if !req.node_ids.is_empty() {
+        for id in &req.node_ids {
+            tasks.extend(view.tasks_of_node(id).filter(|t| keep(t)).map(|t| (**t).clone()));
+        }
+    } else {
+        tasks.extend(view.tasks().filter(|t| keep(t)).map(|t| (**t).clone()));
+    }
+    Ok(ListTasksResponse { tasks })
 }

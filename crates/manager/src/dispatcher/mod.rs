@@ -5,6 +5,7 @@
 
 pub mod assignments;
 pub mod heartbeat;
+pub mod status;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -292,8 +293,15 @@ impl DispatcherRpc for DispatcherService {
                             }
                         }
                         Some(AgentMsg::Statuses(batch)) => {
-                            if let Some(sink) = ctx.dispatcher.status_sink() {
-                                let _ = sink.send(batch.updates).await;
+                            // An agent reports only on its own node's tasks.
+                            let view = ctx.store.view();
+                            let updates: Vec<_> = batch
+                                .updates
+                                .into_iter()
+                                .filter(|u| view.task(&u.task_id).is_some_and(|t| t.node_id == node_id))
+                                .collect();
+                            if let (Some(sink), false) = (ctx.dispatcher.status_sink(), updates.is_empty()) {
+                                let _ = sink.send(updates).await;
                             }
                         }
                         Some(AgentMsg::Register(_)) | None => {}

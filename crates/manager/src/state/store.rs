@@ -80,6 +80,8 @@ pub struct Tables {
     service_names: OrdMap<String, String>,
     tasks_by_service: OrdMap<String, OrdSet<String>>,
     tasks_by_node: OrdMap<String, OrdSet<String>>,
+    /// Tasks waiting for the scheduler (status PENDING).
+    pending: OrdSet<String>,
 }
 
 /// What a lookup by user-given reference (ID, ID prefix, or name) found.
@@ -136,6 +138,16 @@ impl Tables {
 
     pub fn tasks(&self) -> impl Iterator<Item = &Arc<Task>> {
         self.tasks.values()
+    }
+
+    /// IDs of services that have tasks (including deleted services whose tasks remain).
+    pub fn services_with_tasks(&self) -> impl Iterator<Item = String> + '_ {
+        self.tasks_by_service.keys().cloned()
+    }
+
+    /// Tasks whose status is PENDING (waiting to be scheduled).
+    pub fn pending_tasks(&self) -> impl Iterator<Item = &Arc<Task>> {
+        self.pending.iter().filter_map(|id| self.tasks.get(id))
     }
 
     pub fn task_count(&self) -> usize {
@@ -289,10 +301,14 @@ impl Tables {
                 .or_default()
                 .insert(t.id.clone());
         }
+        if t.status.as_ref().is_some_and(|s| s.state == orch_api::pb::TaskState::Pending as i32) {
+            self.pending.insert(t.id.clone());
+        }
         self.tasks.insert(t.id.clone(), t);
     }
 
     fn unindex_task(&mut self, t: &Task) {
+        self.pending.remove(&t.id);
         for (index, key) in [
             (&mut self.tasks_by_service, &t.service_id),
             (&mut self.tasks_by_node, &t.node_id),

@@ -1,0 +1,349 @@
+//! The worker: keeps one task runner per assigned task. A full assignment set replaces what
+//! the node had (tasks missing from it are stopped and their containers removed); incremental
+//! sets add, update and remove tasks. At start it adopts the containers this node's agent left
+//! running, and removes those whose tasks the manager no longer assigns. Status reports from
+//! the runners go to the session in batches, and all of them again on every new session.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use orch_api::pb::{Assignments, Task, TaskStatusUpdate};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::exec::Executor;
+use crate::task;
+
+/// How long a status report may wait for others to share its message.
+const REPORT_LINGER: Duration = Duration::from_millis(10);
+
+struct Running {
+    task: watch::Sender<Task>,
+    cancel: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+pub struct WorkerParams {
+    pub exec: Arc<dyn Executor>,
+    pub assignments: mpsc::Receiver<Assignments>,
+    /// To the session (sent as batches).
+    pub statuses: mpsc::Sender<Vec<TaskStatusUpdate>>,
+    /// Bumped by the session on every new session: resend every status.
+    pub session_generation: watch::Receiver<u64>,
+}
+
+struct Worker {
+    exec: Arc<dyn Executor>,
+    running: HashMap<String, Running>,
+    reports_tx: mpsc::UnboundedSender<TaskStatusUpdate>,
+    /// Containers found at start whose task has not been assigned (yet).
+    unclaimed: Option<Vec<(String, String)>>,
+}
+
+impl Worker {
+    fn start(&mut self, task: Task) {
+        let (tx, rx) = watch::channel(task.clone());
+        let cancel = CancellationToken::new();
+        let handle = task::spawn(self.exec.clone(), rx, self.reports_tx.clone(), cancel.clone());
+        self.running.insert(task.id.clone(), Running { task: tx, cancel, handle });
+    }
+
+    fn upsert(&mut self, task: Task) {
+        match self.running.get(&task.id) {
+            Some(r) => {
+                r.task.send_if_modified(|current| {
+                    let changed = current.desired_state != task.desired_state || current.spec != task.spec;
+                    if changed {
+                        // Keep the runner's own view of the status; take the manager's intent.
+                        current.desired_state = task.desired_state;
+                        current.spec = task.spec.clone();
+                    }
+                    changed
+                });
+            }
+            None => self.start(task),
+        }
+    }
+
+    /// The task is gone from the node's assignments: stop its runner and remove its container.
+    fn remove(&mut self, task_id: &str) {
+        let Some(r) = self.running.remove(task_id) else { return };
+        r.cancel.cancel();
+        let task = r.task.borrow().clone();
+        let exec = self.exec.clone();
+        tokio::spawn(async move {
+            let _ = r.handle.await;
+            if let Err(e) = exec.stop(&task).await {
+                debug!(task = %task.id, error = %e, "stop before removal");
+            }
+            match exec.remove(&task).await {
+                Ok(()) => debug!(task = %task.id, "container removed"),
+                Err(e) => warn!(task = %task.id, error = %e, "could not remove the task's container"),
+            }
+        });
+    }
+
+    fn apply(&mut self, a: Assignments) {
+        if a.full {
+            let keep: HashSet<String> = a.tasks.iter().map(|t| t.id.clone()).collect();
+            let gone: Vec<String> = self.running.keys().filter(|id| !keep.contains(*id)).cloned().collect();
+            for id in gone {
+                self.remove(&id);
+            }
+            // Containers from before a restart whose task is not assigned any more.
+            if let Some(unclaimed) = self.unclaimed.take() {
+                for (task_id, container_id) in unclaimed {
+                    if !keep.contains(&task_id) {
+                        info!(task = %task_id, container = %container_id, "removing a container of a task this node no longer has");
+                        let exec = self.exec.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = exec.remove_container(&container_id).await {
+                                warn!(container = %container_id, error = %e, "could not remove an orphaned container");
+                            }
+                        });
+                    }
+                }
+            }
+        }
+        for t in a.tasks {
+            self.upsert(t);
+        }
+        for id in a.removed {
+            self.remove(&id);
+        }
+    }
+}
+
+/// Runs the worker until `shutdown`. Containers keep running when the agent stops.
+pub async fn run(p: WorkerParams, shutdown: CancellationToken) {
+    let WorkerParams { exec, mut assignments, statuses, mut session_generation } = p;
+    let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<TaskStatusUpdate>();
+    // What this node's agent already runs, for adoption and clean-up.
+    let unclaimed = loop {
+        match exec.list().await {
+            Ok(list) => break list.into_iter().map(|c| (c.task_id, c.id)).collect::<Vec<_>>(),
+            Err(e) => {
+                debug!(error = %e, "cannot list containers yet");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    };
+    if !unclaimed.is_empty() {
+        info!(containers = unclaimed.len(), "found containers from before; adopting those still assigned");
+    }
+    let mut worker = Worker { exec, running: HashMap::new(), reports_tx, unclaimed: Some(unclaimed) };
+    let mut latest: HashMap<String, TaskStatusUpdate> = HashMap::new();
+    let mut outbox: Vec<TaskStatusUpdate> = Vec::new();
+    loop {
+        let linger = if outbox.is_empty() { Duration::from_secs(3600) } else { REPORT_LINGER };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = assignments.recv() => {
+                let Some(a) = a else { break };
+                worker.apply(a);
+                latest.retain(|id, _| worker.running.contains_key(id));
+            }
+            report = reports_rx.recv() => {
+                let Some(report) = report else { break };
+                latest.insert(report.task_id.clone(), report.clone());
+                outbox.push(report);
+                while let Ok(more) = reports_rx.try_recv() {
+                    latest.insert(more.task_id.clone(), more.clone());
+                    outbox.push(more);
+                }
+            }
+            changed = session_generation.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                // A new session: the manager may have missed reports; send where every task is.
+                outbox = latest.values().cloned().collect();
+            }
+            _ = tokio::time::sleep(linger) => {
+                let batch = std::mem::take(&mut outbox);
+                if statuses.send(batch).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    for r in worker.running.values() {
+        r.cancel.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::fake::FakeExecutor;
+    use orch_api::pb::{ContainerSpec, TaskSpec, TaskState, TaskStatus};
+
+    fn task(id: &str, image: &str) -> Task {
+        Task {
+            id: id.into(),
+            service_name: "svc".into(),
+            slot: 1,
+            node_id: "n".into(),
+            desired_state: TaskState::Running as i32,
+            spec: Some(TaskSpec { container: Some(ContainerSpec { image: image.into(), ..Default::default() }), ..Default::default() }),
+            status: Some(TaskStatus { state: TaskState::Assigned as i32, ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    struct Harness {
+        exec: Arc<FakeExecutor>,
+        assign: mpsc::Sender<Assignments>,
+        statuses: mpsc::Receiver<Vec<TaskStatusUpdate>>,
+        generation: watch::Sender<u64>,
+        seen: HashMap<String, Vec<TaskState>>,
+        _shutdown: tokio_util::sync::DropGuard,
+    }
+
+    impl Harness {
+        fn new(exec: Arc<FakeExecutor>) -> Self {
+            let (assign, assignments) = mpsc::channel(16);
+            let (status_tx, statuses) = mpsc::channel(16);
+            let (generation, session_generation) = watch::channel(0);
+            let shutdown = CancellationToken::new();
+            let params = WorkerParams { exec: exec.clone(), assignments, statuses: status_tx, session_generation };
+            tokio::spawn(run(params, shutdown.clone()));
+            Harness { exec, assign, statuses, generation, seen: HashMap::new(), _shutdown: shutdown.drop_guard() }
+        }
+
+        async fn send(&self, full: bool, tasks: Vec<Task>, removed: Vec<&str>) {
+            let a = Assignments { full, tasks, removed: removed.into_iter().map(String::from).collect() };
+            self.assign.send(a).await.expect("worker running");
+        }
+
+        /// Collects reports until `task` reaches `state` (panics after 5 s).
+        async fn until(&mut self, task: &str, state: TaskState) -> Vec<TaskState> {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                if self.seen.get(task).is_some_and(|s| s.contains(&state)) {
+                    return self.seen[task].clone();
+                }
+                let batch = tokio::time::timeout_at(deadline, self.statuses.recv())
+                    .await
+                    .unwrap_or_else(|_| panic!("{task} never reached {state:?}: {:?}", self.seen.get(task)))
+                    .expect("worker alive");
+                for u in batch {
+                    let s = TaskState::try_from(u.status.expect("status").state).expect("state");
+                    let list = self.seen.entry(u.task_id).or_default();
+                    if list.last() != Some(&s) {
+                        list.push(s);
+                    }
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_task_runs_through_every_state_in_order() {
+        let mut h = Harness::new(FakeExecutor::new());
+        h.send(true, vec![task("t1", "busybox")], vec![]).await;
+        let states = h.until("t1", TaskState::Running).await;
+        assert_eq!(
+            states,
+            vec![TaskState::Accepted, TaskState::Preparing, TaskState::Ready, TaskState::Starting, TaskState::Running]
+        );
+    }
+
+    #[tokio::test]
+    async fn exit_codes_complete_or_fail_and_unpullable_images_reject() {
+        let mut h = Harness::new(FakeExecutor::new());
+        h.send(true, vec![task("ok", "exit:0"), task("bad", "exit:3"), task("nope", "missing:x")], vec![]).await;
+        h.until("ok", TaskState::Complete).await;
+        h.until("bad", TaskState::Failed).await;
+        let states = h.until("nope", TaskState::Rejected).await;
+        assert!(!states.contains(&TaskState::Ready), "{states:?}");
+        assert_eq!(h.exec.calls().start, 2);
+    }
+
+    #[tokio::test]
+    async fn unhealthy_containers_fail_healthy_ones_run() {
+        let mut h = Harness::new(FakeExecutor::new());
+        let mut sick = task("sick", "unhealthy");
+        let mut well = task("well", "healthy");
+        for t in [&mut sick, &mut well] {
+            if let Some(c) = t.spec.as_mut().and_then(|s| s.container.as_mut()) {
+                c.healthcheck = Some(orch_api::pb::HealthConfig { test: vec!["CMD-SHELL".into(), "true".into()], ..Default::default() });
+            }
+        }
+        h.send(true, vec![sick, well], vec![]).await;
+        h.until("sick", TaskState::Failed).await;
+        h.until("well", TaskState::Running).await;
+    }
+
+    #[tokio::test]
+    async fn desired_shutdown_stops_and_removal_removes_the_container() {
+        let mut h = Harness::new(FakeExecutor::new());
+        let t = task("t1", "busybox");
+        h.send(true, vec![t.clone()], vec![]).await;
+        h.until("t1", TaskState::Running).await;
+        let mut stop = t.clone();
+        stop.desired_state = TaskState::Shutdown as i32;
+        h.send(false, vec![stop], vec![]).await;
+        h.until("t1", TaskState::Shutdown).await;
+        assert!(h.exec.container("t1").is_some_and(|c| !c.running), "stopped, kept as history");
+        h.send(false, vec![], vec!["t1"]).await;
+        let exec = h.exec.clone();
+        tokio::time::timeout(Duration::from_secs(5), async move {
+            while exec.container("t1").is_some() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("container removed");
+    }
+
+    #[tokio::test]
+    async fn a_restarted_agent_adopts_running_containers_and_removes_strays() {
+        let exec = FakeExecutor::new();
+        let mut kept = task("kept", "busybox");
+        kept.status = Some(TaskStatus { state: TaskState::Running as i32, ..Default::default() });
+        exec.add_existing(&kept, true);
+        exec.add_existing(&task("stray", "busybox"), true);
+        let mut h = Harness::new(exec.clone());
+        h.send(true, vec![kept], vec![]).await;
+        // Adoption reports nothing new for a running container, and creates nothing.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(exec.calls().create, 0);
+        assert_eq!(exec.calls().start, 0);
+        assert!(exec.container("kept").is_some_and(|c| c.running));
+        assert!(exec.container("stray").is_none(), "the stray container was removed");
+        // The adopted task is still supervised: its exit is reported.
+        exec.exit("kept", 2);
+        h.until("kept", TaskState::Failed).await;
+    }
+
+    #[tokio::test]
+    async fn a_new_session_gets_every_status_again() {
+        let mut h = Harness::new(FakeExecutor::new());
+        h.send(true, vec![task("t1", "busybox")], vec![]).await;
+        h.until("t1", TaskState::Running).await;
+        h.generation.send_replace(1);
+        let batch = tokio::time::timeout(Duration::from_secs(2), h.statuses.recv()).await.expect("resent").expect("alive");
+        assert!(batch.iter().any(|u| u.task_id == "t1" && u.status.as_ref().is_some_and(|s| s.state == TaskState::Running as i32)));
+    }
+
+    #[tokio::test]
+    async fn an_engine_outage_delays_but_does_not_fail_tasks() {
+        let exec = FakeExecutor::new();
+        let mut h = Harness::new(exec.clone());
+        // Let the worker list containers first, then take the engine away.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        *exec.down.lock() = true;
+        h.send(true, vec![task("t1", "busybox")], vec![]).await;
+        h.until("t1", TaskState::Preparing).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        *exec.down.lock() = false;
+        let states = h.until("t1", TaskState::Running).await;
+        assert!(!states.contains(&TaskState::Failed) && !states.contains(&TaskState::Rejected), "{states:?}");
+    }
+}
