@@ -341,8 +341,160 @@ impl Drop for Cluster {
     }
 }
 
-/// Removes the containers nodes of this cluster created (labelled with their data dir).
-pub fn remove_containers_of(_root: &str) {}
+/// Removes every container the nodes under `root` created (labelled with their node IDs).
+pub fn remove_containers_of(root: &str) {
+    for id in node_ids_under(Path::new(root)) {
+        let ids = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("label=orch.node.id={id}")])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .arg("rm")
+                .arg("-f")
+                .args(&ids)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn node_ids_under(root: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            std::fs::read_to_string(e.path().join("node.json"))
+                .ok()
+                .or_else(|| std::fs::read_to_string(e.path().join("node-id")).ok())
+        })
+        .filter_map(|text| {
+            serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["node_id"].as_str().map(str::to_string))
+        })
+        .collect()
+}
+
+/// Builds the registry-free test images (orch-test/busybox:1 and :2) once per test binary.
+pub fn test_images() {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let result = BUILT.get_or_init(|| {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/build-test-images.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    });
+    if let Err(e) = result {
+        panic!("building the test images failed:\n{e}");
+    }
+}
+
+/// A container as the engine sees it.
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub running: bool,
+    pub node_id: String,
+    pub task_id: String,
+}
+
+impl Cluster {
+    /// Node ID of a node of this cluster.
+    pub fn node_id(&self, name: &str) -> String {
+        let text =
+            std::fs::read_to_string(self.node(name).dir.join("node.json")).unwrap_or_default();
+        serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["node_id"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    /// Every container of this cluster's nodes, running or not.
+    pub fn containers(&self) -> Vec<Container> {
+        let mut out = Vec::new();
+        for name in self.nodes.keys() {
+            let node_id = self.node_id(name);
+            if node_id.is_empty() {
+                continue;
+            }
+            let listed = Command::new("docker")
+                .args([
+                    "ps",
+                    "-a",
+                    "--filter",
+                    &format!("label=orch.node.id={node_id}"),
+                    "--format",
+                    "{{.ID}}|{{.Names}}|{{.State}}|{{.Label \"orch.task.id\"}}",
+                ])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            for line in listed.lines() {
+                let parts: Vec<&str> = line.split('|').collect();
+                if parts.len() == 4 {
+                    out.push(Container {
+                        id: parts[0].to_string(),
+                        name: parts[1].to_string(),
+                        running: parts[2] == "running",
+                        node_id: node_id.clone(),
+                        task_id: parts[3].to_string(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// `service ps --format json` rows.
+    pub fn service_ps(&self, from: &str, service: &str) -> Vec<Value> {
+        let run = self.orch(
+            from,
+            &["service", "ps", "--no-trunc", "--format", "json", service],
+        );
+        run.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Running tasks of `service` per node hostname, from `service ps`.
+    pub fn running_per_node(&self, from: &str, service: &str) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for row in self.service_ps(from, service) {
+            if row["DesiredState"] == "Running"
+                && row["CurrentState"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("Running"))
+            {
+                *out.entry(row["Node"].as_str().unwrap_or("").to_string())
+                    .or_default() += 1;
+            }
+        }
+        out
+    }
+}
 
 pub fn orch_in(dir: &Path, args: &[&str]) -> Run {
     let out = Command::new(orch_bin())

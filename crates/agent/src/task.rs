@@ -44,7 +44,13 @@ impl Runner {
     }
 
     /// Moves to `state` (forward only) and reports it.
-    fn report(&mut self, state: TaskState, message: &str, err: &str, container: Option<&ContainerInfo>) {
+    fn report(
+        &mut self,
+        state: TaskState,
+        message: &str,
+        err: &str,
+        container: Option<&ContainerInfo>,
+    ) {
         if state < self.state() {
             return;
         }
@@ -65,11 +71,17 @@ impl Runner {
             });
             status.health = c.health.as_str().to_string();
         }
-        if status.state == self.status.state && status.message == self.status.message && status.health == self.status.health {
+        if status.state == self.status.state
+            && status.message == self.status.message
+            && status.health == self.status.health
+        {
             return;
         }
         self.status = status.clone();
-        let _ = self.reports.send(TaskStatusUpdate { task_id: self.task_id.clone(), status: Some(status) });
+        let _ = self.reports.send(TaskStatusUpdate {
+            task_id: self.task_id.clone(),
+            status: Some(status),
+        });
     }
 
     fn wants_stop(&self) -> bool {
@@ -82,7 +94,11 @@ impl Runner {
 
     /// Runs `op` until it succeeds or fails for good; an unavailable engine is retried with
     /// backoff (returns None if the task was cancelled meanwhile).
-    async fn retry<T, F, Fut>(&mut self, cancel: &CancellationToken, mut op: F) -> Option<Result<T, ExecError>>
+    async fn retry<T, F, Fut>(
+        &mut self,
+        cancel: &CancellationToken,
+        mut op: F,
+    ) -> Option<Result<T, ExecError>>
     where
         F: FnMut(Arc<dyn Executor>, Task) -> Fut,
         Fut: std::future::Future<Output = Result<T, ExecError>>,
@@ -104,24 +120,35 @@ impl Runner {
     }
 
     async fn stop(&mut self, cancel: &CancellationToken) {
-        let _ = self.retry(cancel, |e, t| async move { e.stop(&t).await }).await;
+        let _ = self
+            .retry(cancel, |e, t| async move { e.stop(&t).await })
+            .await;
         let info = self.exec.inspect(&self.current()).await.ok().flatten();
         self.report(TaskState::Shutdown, "shutdown", "", info.as_ref());
     }
 
     /// Adopts an existing container (agent restart): resume from what it is doing now.
     async fn adopt(&mut self, cancel: &CancellationToken) {
-        let Some(Ok(info)) = self.retry(cancel, |e, t| async move { e.inspect(&t).await }).await else { return };
+        let Some(Ok(info)) = self
+            .retry(cancel, |e, t| async move { e.inspect(&t).await })
+            .await
+        else {
+            return;
+        };
         match info {
-            Some(info) if info.running => {
-                if self.state() < TaskState::Running {
-                    self.report(TaskState::Running, "started", "", Some(&info));
-                }
+            Some(info) if info.running && self.state() < TaskState::Running => {
+                self.report(TaskState::Running, "started", "", Some(&info));
             }
+            Some(info) if info.running => {}
             Some(info) if self.state() >= TaskState::Starting => self.exited(&info),
             Some(_) => {}
             None if self.state() >= TaskState::Starting && !self.state().is_terminal() => {
-                self.report(TaskState::Failed, "failed", "the task's container is gone", None);
+                self.report(
+                    TaskState::Failed,
+                    "failed",
+                    "the task's container is gone",
+                    None,
+                );
             }
             None => {}
         }
@@ -131,10 +158,19 @@ impl Runner {
         match info.exit_code {
             Some(0) => self.report(TaskState::Complete, "finished", "", Some(info)),
             Some(code) => {
-                let err = if info.error.is_empty() { format!("task: non-zero exit ({code})") } else { info.error.clone() };
+                let err = if info.error.is_empty() {
+                    format!("task: non-zero exit ({code})")
+                } else {
+                    info.error.clone()
+                };
                 self.report(TaskState::Failed, "failed", &err, Some(info));
             }
-            None => self.report(TaskState::Failed, "failed", "the container stopped without an exit code", Some(info)),
+            None => self.report(
+                TaskState::Failed,
+                "failed",
+                "the container stopped without an exit code",
+                Some(info),
+            ),
         }
     }
 
@@ -207,22 +243,39 @@ impl Runner {
                 continue;
             }
             match state {
-                TaskState::New | TaskState::Pending | TaskState::Assigned => self.report(TaskState::Accepted, "accepted", "", None),
+                TaskState::New | TaskState::Pending | TaskState::Assigned => {
+                    self.report(TaskState::Accepted, "accepted", "", None)
+                }
                 TaskState::Accepted => self.report(TaskState::Preparing, "preparing", "", None),
                 TaskState::Preparing => {
-                    let Some(prepared) = self.retry(&cancel, |e, t| async move { e.prepare(&t).await }).await else { return };
+                    let Some(prepared) = self
+                        .retry(&cancel, |e, t| async move { e.prepare(&t).await })
+                        .await
+                    else {
+                        return;
+                    };
                     if let Err(e) = prepared {
                         self.report(TaskState::Rejected, "rejected", &e.to_string(), None);
                         continue;
                     }
-                    match self.retry(&cancel, |e, t| async move { e.create(&t).await }).await {
+                    match self
+                        .retry(&cancel, |e, t| async move { e.create(&t).await })
+                        .await
+                    {
                         None => return,
                         Some(Ok(id)) => {
-                            let info = ContainerInfo { id, ..Default::default() };
+                            let info = ContainerInfo {
+                                id,
+                                ..Default::default()
+                            };
                             self.report(TaskState::Ready, "created", "", Some(&info));
                         }
-                        Some(Err(ExecError::Rejected(e))) => self.report(TaskState::Rejected, "rejected", &e, None),
-                        Some(Err(e)) => self.report(TaskState::Failed, "failed", &e.to_string(), None),
+                        Some(Err(ExecError::Rejected(e))) => {
+                            self.report(TaskState::Rejected, "rejected", &e, None)
+                        }
+                        Some(Err(e)) => {
+                            self.report(TaskState::Failed, "failed", &e.to_string(), None)
+                        }
                     }
                 }
                 TaskState::Ready => {
@@ -233,22 +286,40 @@ impl Runner {
                         }
                         continue;
                     }
-                    match self.retry(&cancel, |e, t| async move { e.start(&t).await }).await {
+                    match self
+                        .retry(&cancel, |e, t| async move { e.start(&t).await })
+                        .await
+                    {
                         None => return,
                         Some(Ok(())) => self.report(TaskState::Starting, "starting", "", None),
-                        Some(Err(e)) => self.report(TaskState::Failed, "failed", &e.to_string(), None),
+                        Some(Err(e)) => {
+                            self.report(TaskState::Failed, "failed", &e.to_string(), None)
+                        }
                     }
                 }
                 TaskState::Starting => {
-                    let Some(result) = self.retry(&cancel, |e, t| async move { e.inspect(&t).await }).await else { return };
+                    let Some(result) = self
+                        .retry(&cancel, |e, t| async move { e.inspect(&t).await })
+                        .await
+                    else {
+                        return;
+                    };
                     match result {
                         Ok(Some(info)) if !info.running => self.exited(&info),
-                        Ok(Some(info)) if !has_healthcheck(&self.current()) || info.health == Health::Healthy => {
+                        Ok(Some(info))
+                            if !has_healthcheck(&self.current())
+                                || info.health == Health::Healthy =>
+                        {
                             self.report(TaskState::Running, "started", "", Some(&info));
                         }
                         Ok(Some(info)) if info.health == Health::Unhealthy => {
                             let _ = self.exec.stop(&self.current()).await;
-                            self.report(TaskState::Failed, "failed", "task: container is unhealthy", Some(&info));
+                            self.report(
+                                TaskState::Failed,
+                                "failed",
+                                "task: container is unhealthy",
+                                Some(&info),
+                            );
                         }
                         Ok(Some(info)) => {
                             // Starting with a healthcheck: wait for it to pass.
@@ -261,7 +332,12 @@ impl Runner {
                                 _ = self.task.changed() => {}
                             }
                         }
-                        Ok(None) => self.report(TaskState::Failed, "failed", "the task's container is gone", None),
+                        Ok(None) => self.report(
+                            TaskState::Failed,
+                            "failed",
+                            "the task's container is gone",
+                            None,
+                        ),
                         Err(e) => self.report(TaskState::Failed, "failed", &e.to_string(), None),
                     }
                 }

@@ -46,15 +46,28 @@ impl Worker {
     fn start(&mut self, task: Task) {
         let (tx, rx) = watch::channel(task.clone());
         let cancel = CancellationToken::new();
-        let handle = task::spawn(self.exec.clone(), rx, self.reports_tx.clone(), cancel.clone());
-        self.running.insert(task.id.clone(), Running { task: tx, cancel, handle });
+        let handle = task::spawn(
+            self.exec.clone(),
+            rx,
+            self.reports_tx.clone(),
+            cancel.clone(),
+        );
+        self.running.insert(
+            task.id.clone(),
+            Running {
+                task: tx,
+                cancel,
+                handle,
+            },
+        );
     }
 
     fn upsert(&mut self, task: Task) {
         match self.running.get(&task.id) {
             Some(r) => {
                 r.task.send_if_modified(|current| {
-                    let changed = current.desired_state != task.desired_state || current.spec != task.spec;
+                    let changed =
+                        current.desired_state != task.desired_state || current.spec != task.spec;
                     if changed {
                         // Keep the runner's own view of the status; take the manager's intent.
                         current.desired_state = task.desired_state;
@@ -69,7 +82,9 @@ impl Worker {
 
     /// The task is gone from the node's assignments: stop its runner and remove its container.
     fn remove(&mut self, task_id: &str) {
-        let Some(r) = self.running.remove(task_id) else { return };
+        let Some(r) = self.running.remove(task_id) else {
+            return;
+        };
         r.cancel.cancel();
         let task = r.task.borrow().clone();
         let exec = self.exec.clone();
@@ -80,15 +95,28 @@ impl Worker {
             }
             match exec.remove(&task).await {
                 Ok(()) => debug!(task = %task.id, "container removed"),
-                Err(e) => warn!(task = %task.id, error = %e, "could not remove the task's container"),
+                Err(e) => {
+                    warn!(task = %task.id, error = %e, "could not remove the task's container")
+                }
             }
         });
     }
 
     fn apply(&mut self, a: Assignments) {
+        debug!(
+            full = a.full,
+            tasks = a.tasks.len(),
+            removed = a.removed.len(),
+            "assignments"
+        );
         if a.full {
             let keep: HashSet<String> = a.tasks.iter().map(|t| t.id.clone()).collect();
-            let gone: Vec<String> = self.running.keys().filter(|id| !keep.contains(*id)).cloned().collect();
+            let gone: Vec<String> = self
+                .running
+                .keys()
+                .filter(|id| !keep.contains(*id))
+                .cloned()
+                .collect();
             for id in gone {
                 self.remove(&id);
             }
@@ -118,12 +146,22 @@ impl Worker {
 
 /// Runs the worker until `shutdown`. Containers keep running when the agent stops.
 pub async fn run(p: WorkerParams, shutdown: CancellationToken) {
-    let WorkerParams { exec, mut assignments, statuses, mut session_generation } = p;
+    let WorkerParams {
+        exec,
+        mut assignments,
+        statuses,
+        mut session_generation,
+    } = p;
     let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<TaskStatusUpdate>();
     // What this node's agent already runs, for adoption and clean-up.
     let unclaimed = loop {
         match exec.list().await {
-            Ok(list) => break list.into_iter().map(|c| (c.task_id, c.id)).collect::<Vec<_>>(),
+            Ok(list) => {
+                break list
+                    .into_iter()
+                    .map(|c| (c.task_id, c.id))
+                    .collect::<Vec<_>>()
+            }
             Err(e) => {
                 debug!(error = %e, "cannot list containers yet");
                 tokio::select! {
@@ -134,13 +172,25 @@ pub async fn run(p: WorkerParams, shutdown: CancellationToken) {
         }
     };
     if !unclaimed.is_empty() {
-        info!(containers = unclaimed.len(), "found containers from before; adopting those still assigned");
+        info!(
+            containers = unclaimed.len(),
+            "found containers from before; adopting those still assigned"
+        );
     }
-    let mut worker = Worker { exec, running: HashMap::new(), reports_tx, unclaimed: Some(unclaimed) };
+    let mut worker = Worker {
+        exec,
+        running: HashMap::new(),
+        reports_tx,
+        unclaimed: Some(unclaimed),
+    };
     let mut latest: HashMap<String, TaskStatusUpdate> = HashMap::new();
     let mut outbox: Vec<TaskStatusUpdate> = Vec::new();
     loop {
-        let linger = if outbox.is_empty() { Duration::from_secs(3600) } else { REPORT_LINGER };
+        let linger = if outbox.is_empty() {
+            Duration::from_secs(3600)
+        } else {
+            REPORT_LINGER
+        };
         tokio::select! {
             _ = shutdown.cancelled() => break,
             a = assignments.recv() => {
@@ -190,8 +240,17 @@ mod tests {
             slot: 1,
             node_id: "n".into(),
             desired_state: TaskState::Running as i32,
-            spec: Some(TaskSpec { container: Some(ContainerSpec { image: image.into(), ..Default::default() }), ..Default::default() }),
-            status: Some(TaskStatus { state: TaskState::Assigned as i32, ..Default::default() }),
+            spec: Some(TaskSpec {
+                container: Some(ContainerSpec {
+                    image: image.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            status: Some(TaskStatus {
+                state: TaskState::Assigned as i32,
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -211,13 +270,29 @@ mod tests {
             let (status_tx, statuses) = mpsc::channel(16);
             let (generation, session_generation) = watch::channel(0);
             let shutdown = CancellationToken::new();
-            let params = WorkerParams { exec: exec.clone(), assignments, statuses: status_tx, session_generation };
+            let params = WorkerParams {
+                exec: exec.clone(),
+                assignments,
+                statuses: status_tx,
+                session_generation,
+            };
             tokio::spawn(run(params, shutdown.clone()));
-            Harness { exec, assign, statuses, generation, seen: HashMap::new(), _shutdown: shutdown.drop_guard() }
+            Harness {
+                exec,
+                assign,
+                statuses,
+                generation,
+                seen: HashMap::new(),
+                _shutdown: shutdown.drop_guard(),
+            }
         }
 
         async fn send(&self, full: bool, tasks: Vec<Task>, removed: Vec<&str>) {
-            let a = Assignments { full, tasks, removed: removed.into_iter().map(String::from).collect() };
+            let a = Assignments {
+                full,
+                tasks,
+                removed: removed.into_iter().map(String::from).collect(),
+            };
             self.assign.send(a).await.expect("worker running");
         }
 
@@ -230,7 +305,9 @@ mod tests {
                 }
                 let batch = tokio::time::timeout_at(deadline, self.statuses.recv())
                     .await
-                    .unwrap_or_else(|_| panic!("{task} never reached {state:?}: {:?}", self.seen.get(task)))
+                    .unwrap_or_else(|_| {
+                        panic!("{task} never reached {state:?}: {:?}", self.seen.get(task))
+                    })
                     .expect("worker alive");
                 for u in batch {
                     let s = TaskState::try_from(u.status.expect("status").state).expect("state");
@@ -250,14 +327,29 @@ mod tests {
         let states = h.until("t1", TaskState::Running).await;
         assert_eq!(
             states,
-            vec![TaskState::Accepted, TaskState::Preparing, TaskState::Ready, TaskState::Starting, TaskState::Running]
+            vec![
+                TaskState::Accepted,
+                TaskState::Preparing,
+                TaskState::Ready,
+                TaskState::Starting,
+                TaskState::Running
+            ]
         );
     }
 
     #[tokio::test]
     async fn exit_codes_complete_or_fail_and_unpullable_images_reject() {
         let mut h = Harness::new(FakeExecutor::new());
-        h.send(true, vec![task("ok", "exit:0"), task("bad", "exit:3"), task("nope", "missing:x")], vec![]).await;
+        h.send(
+            true,
+            vec![
+                task("ok", "exit:0"),
+                task("bad", "exit:3"),
+                task("nope", "missing:x"),
+            ],
+            vec![],
+        )
+        .await;
         h.until("ok", TaskState::Complete).await;
         h.until("bad", TaskState::Failed).await;
         let states = h.until("nope", TaskState::Rejected).await;
@@ -272,7 +364,10 @@ mod tests {
         let mut well = task("well", "healthy");
         for t in [&mut sick, &mut well] {
             if let Some(c) = t.spec.as_mut().and_then(|s| s.container.as_mut()) {
-                c.healthcheck = Some(orch_api::pb::HealthConfig { test: vec!["CMD-SHELL".into(), "true".into()], ..Default::default() });
+                c.healthcheck = Some(orch_api::pb::HealthConfig {
+                    test: vec!["CMD-SHELL".into(), "true".into()],
+                    ..Default::default()
+                });
             }
         }
         h.send(true, vec![sick, well], vec![]).await;
@@ -290,7 +385,10 @@ mod tests {
         stop.desired_state = TaskState::Shutdown as i32;
         h.send(false, vec![stop], vec![]).await;
         h.until("t1", TaskState::Shutdown).await;
-        assert!(h.exec.container("t1").is_some_and(|c| !c.running), "stopped, kept as history");
+        assert!(
+            h.exec.container("t1").is_some_and(|c| !c.running),
+            "stopped, kept as history"
+        );
         h.send(false, vec![], vec!["t1"]).await;
         let exec = h.exec.clone();
         tokio::time::timeout(Duration::from_secs(5), async move {
@@ -306,7 +404,10 @@ mod tests {
     async fn a_restarted_agent_adopts_running_containers_and_removes_strays() {
         let exec = FakeExecutor::new();
         let mut kept = task("kept", "busybox");
-        kept.status = Some(TaskStatus { state: TaskState::Running as i32, ..Default::default() });
+        kept.status = Some(TaskStatus {
+            state: TaskState::Running as i32,
+            ..Default::default()
+        });
         exec.add_existing(&kept, true);
         exec.add_existing(&task("stray", "busybox"), true);
         let mut h = Harness::new(exec.clone());
@@ -316,7 +417,10 @@ mod tests {
         assert_eq!(exec.calls().create, 0);
         assert_eq!(exec.calls().start, 0);
         assert!(exec.container("kept").is_some_and(|c| c.running));
-        assert!(exec.container("stray").is_none(), "the stray container was removed");
+        assert!(
+            exec.container("stray").is_none(),
+            "the stray container was removed"
+        );
         // The adopted task is still supervised: its exit is reported.
         exec.exit("kept", 2);
         h.until("kept", TaskState::Failed).await;
@@ -328,8 +432,14 @@ mod tests {
         h.send(true, vec![task("t1", "busybox")], vec![]).await;
         h.until("t1", TaskState::Running).await;
         h.generation.send_replace(1);
-        let batch = tokio::time::timeout(Duration::from_secs(2), h.statuses.recv()).await.expect("resent").expect("alive");
-        assert!(batch.iter().any(|u| u.task_id == "t1" && u.status.as_ref().is_some_and(|s| s.state == TaskState::Running as i32)));
+        let batch = tokio::time::timeout(Duration::from_secs(2), h.statuses.recv())
+            .await
+            .expect("resent")
+            .expect("alive");
+        assert!(batch.iter().any(|u| u.task_id == "t1"
+            && u.status
+                .as_ref()
+                .is_some_and(|s| s.state == TaskState::Running as i32)));
     }
 
     #[tokio::test]
@@ -344,6 +454,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(400)).await;
         *exec.down.lock() = false;
         let states = h.until("t1", TaskState::Running).await;
-        assert!(!states.contains(&TaskState::Failed) && !states.contains(&TaskState::Rejected), "{states:?}");
+        assert!(
+            !states.contains(&TaskState::Failed) && !states.contains(&TaskState::Rejected),
+            "{states:?}"
+        );
     }
 }

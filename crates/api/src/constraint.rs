@@ -34,7 +34,10 @@ pub struct ConstraintError {
 
 impl Constraint {
     pub fn parse(text: &str) -> Result<Self, ConstraintError> {
-        let err = |reason: &str| ConstraintError { text: text.to_string(), reason: reason.to_string() };
+        let err = |reason: &str| ConstraintError {
+            text: text.to_string(),
+            reason: reason.to_string(),
+        };
         let (left, right, equal) = if let Some((l, r)) = text.split_once("!=") {
             (l, r, false)
         } else if let Some((l, r)) = text.split_once("==") {
@@ -58,9 +61,15 @@ impl Constraint {
             "node.platform.os" => Key::Os,
             "node.platform.arch" => Key::Arch,
             lower => {
-                if let Some(label) = key_text.strip_prefix("node.labels.").filter(|_| lower.starts_with("node.labels.")) {
+                if let Some(label) = key_text
+                    .strip_prefix("node.labels.")
+                    .filter(|_| lower.starts_with("node.labels."))
+                {
                     Key::NodeLabel(label.to_string())
-                } else if let Some(label) = key_text.strip_prefix("engine.labels.").filter(|_| lower.starts_with("engine.labels.")) {
+                } else if let Some(label) = key_text
+                    .strip_prefix("engine.labels.")
+                    .filter(|_| lower.starts_with("engine.labels."))
+                {
                     Key::EngineLabel(label.to_string())
                 } else {
                     return Err(err(
@@ -70,9 +79,15 @@ impl Constraint {
             }
         };
         match &key {
-            Key::NodeLabel(l) | Key::EngineLabel(l) if l.is_empty() => return Err(err("the label name is empty")),
-            Key::Role if value != "manager" && value != "worker" => return Err(err("node.role is manager or worker")),
-            Key::Ip if parse_ip_or_cidr(&value).is_none() => return Err(err("node.ip takes an IP address or a CIDR range")),
+            Key::NodeLabel(l) | Key::EngineLabel(l) if l.is_empty() => {
+                return Err(err("the label name is empty"))
+            }
+            Key::Role if value != "manager" && value != "worker" => {
+                return Err(err("node.role is manager or worker"))
+            }
+            Key::Ip if parse_ip_or_cidr(&value).is_none() => {
+                return Err(err("node.ip takes an IP address or a CIDR range"))
+            }
             _ => {}
         }
         Ok(Constraint { key, equal, value })
@@ -84,10 +99,24 @@ impl Constraint {
         let found: Option<String> = match &self.key {
             Key::Id => Some(node.id.clone()),
             Key::Hostname => desc.map(|d| d.hostname.clone()),
-            Key::Role => Some(if node.role == NodeRole::Manager as i32 { "manager" } else { "worker" }.to_string()),
+            Key::Role => Some(
+                if node.role == NodeRole::Manager as i32 {
+                    "manager"
+                } else {
+                    "worker"
+                }
+                .to_string(),
+            ),
             Key::Ip => {
-                let addr = node.status.as_ref().map(|s| s.addr.clone()).unwrap_or_default();
-                let ip = addr.parse::<IpAddr>().ok().or_else(|| addr.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()));
+                let addr = node
+                    .status
+                    .as_ref()
+                    .map(|s| s.addr.clone())
+                    .unwrap_or_default();
+                let ip = addr
+                    .parse::<IpAddr>()
+                    .ok()
+                    .or_else(|| addr.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()));
                 let hit = match (ip, parse_ip_or_cidr(&self.value)) {
                     (Some(ip), Some((net, prefix))) => in_network(ip, net, prefix),
                     _ => false,
@@ -95,9 +124,13 @@ impl Constraint {
                 return hit == self.equal;
             }
             Key::Os => desc.and_then(|d| d.platform.as_ref()).map(|p| p.os.clone()),
-            Key::Arch => desc.and_then(|d| d.platform.as_ref()).map(|p| p.architecture.clone()),
+            Key::Arch => desc
+                .and_then(|d| d.platform.as_ref())
+                .map(|p| p.architecture.clone()),
             Key::NodeLabel(l) => node.spec.as_ref().and_then(|s| s.labels.get(l).cloned()),
-            Key::EngineLabel(l) => desc.and_then(|d| d.engine.as_ref()).and_then(|e| e.labels.get(l).cloned()),
+            Key::EngineLabel(l) => desc
+                .and_then(|d| d.engine.as_ref())
+                .and_then(|e| e.labels.get(l).cloned()),
         };
         // Values compare case-insensitively, as swarm's; a missing label never equals.
         let equal = found.is_some_and(|f| f.eq_ignore_ascii_case(&self.value));
@@ -117,7 +150,12 @@ impl fmt::Display for Constraint {
             Key::NodeLabel(l) => format!("node.labels.{l}"),
             Key::EngineLabel(l) => format!("engine.labels.{l}"),
         };
-        write!(f, "{key}{}{}", if self.equal { "==" } else { "!=" }, self.value)
+        write!(
+            f,
+            "{key}{}{}",
+            if self.equal { "==" } else { "!=" },
+            self.value
+        )
     }
 }
 
@@ -139,11 +177,19 @@ fn parse_ip_or_cidr(s: &str) -> Option<(IpAddr, u8)> {
 fn in_network(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(b)) => {
-            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(prefix))
+            };
             (u32::from(a) & mask) == (u32::from(b) & mask)
         }
         (IpAddr::V6(a), IpAddr::V6(b)) => {
-            let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
+            let mask = if prefix == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(prefix))
+            };
             (u128::from(a) & mask) == (u128::from(b) & mask)
         }
         _ => false,
@@ -164,14 +210,26 @@ mod tests {
         Node {
             id: "abc123".into(),
             role: NodeRole::Worker as i32,
-            spec: Some(NodeSpec { labels: [("zone".to_string(), "east".to_string())].into(), ..Default::default() }),
-            description: Some(NodeDescription {
-                hostname: "web1".into(),
-                platform: Some(Platform { architecture: "x86_64".into(), os: "linux".into() }),
-                engine: Some(EngineDescription { labels: [("gpu".to_string(), "true".to_string())].into(), ..Default::default() }),
+            spec: Some(NodeSpec {
+                labels: [("zone".to_string(), "east".to_string())].into(),
                 ..Default::default()
             }),
-            status: Some(NodeStatus { addr: "10.1.2.3".into(), ..Default::default() }),
+            description: Some(NodeDescription {
+                hostname: "web1".into(),
+                platform: Some(Platform {
+                    architecture: "x86_64".into(),
+                    os: "linux".into(),
+                }),
+                engine: Some(EngineDescription {
+                    labels: [("gpu".to_string(), "true".to_string())].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                addr: "10.1.2.3".into(),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -219,7 +277,10 @@ mod tests {
             "",
         ];
         for text in cases {
-            assert!(Constraint::parse(text).is_err(), "{text:?} should be refused");
+            assert!(
+                Constraint::parse(text).is_err(),
+                "{text:?} should be refused"
+            );
         }
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::constraint::Constraint;
 use crate::pb::service_spec::Mode;
 use crate::pb::{
-    ContainerSpec, EndpointSpec, FailureAction, PublishMode, ReplicatedJob, ReplicatedService, RestartCondition,
-    RestartPolicy, ServiceSpec, TaskSpec, UpdateConfig, UpdateOrder,
+    ContainerSpec, EndpointSpec, FailureAction, PublishMode, ReplicatedJob, ReplicatedService,
+    RestartCondition, RestartPolicy, ServiceSpec, TaskSpec, UpdateConfig, UpdateOrder,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -39,7 +39,10 @@ pub fn default_update_config() -> UpdateConfig {
 }
 
 pub fn is_job(spec: &ServiceSpec) -> bool {
-    matches!(spec.mode, Some(Mode::ReplicatedJob(_)) | Some(Mode::GlobalJob(_)))
+    matches!(
+        spec.mode,
+        Some(Mode::ReplicatedJob(_)) | Some(Mode::GlobalJob(_))
+    )
 }
 
 /// Service names are DNS labels: letters, digits, `-` and `_` inside, at most 63.
@@ -49,7 +52,9 @@ pub fn valid_service_name(name: &str) -> bool {
         && name.len() <= 63
         && bytes[0].is_ascii_alphanumeric()
         && bytes[bytes.len() - 1].is_ascii_alphanumeric()
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
 }
 
 /// Fills in swarm's defaults and checks everything components rely on.
@@ -69,7 +74,10 @@ pub fn normalize_service_spec(spec: &mut ServiceSpec) -> Result<(), SpecError> {
     let job = is_job(spec);
     let task = spec.task.get_or_insert_with(TaskSpec::default);
     validate_task(task, job)?;
-    for (name, config) in [("update", &mut spec.update), ("rollback", &mut spec.rollback)] {
+    for (name, config) in [
+        ("update", &mut spec.update),
+        ("rollback", &mut spec.rollback),
+    ] {
         let c = config.get_or_insert_with(default_update_config);
         validate_update(name, c)?;
     }
@@ -91,7 +99,11 @@ fn validate_task(task: &mut TaskSpec, job: bool) -> Result<(), SpecError> {
     let container = task.container.get_or_insert_with(ContainerSpec::default);
     validate_container(container)?;
     let restart = task.restart.get_or_insert_with(|| RestartPolicy {
-        condition: if job { RestartCondition::OnFailure } else { RestartCondition::Any } as i32,
+        condition: if job {
+            RestartCondition::OnFailure
+        } else {
+            RestartCondition::Any
+        } as i32,
         delay: nanos(DEFAULT_RESTART_DELAY),
         max_attempts: 0,
         window: 0,
@@ -103,7 +115,10 @@ fn validate_task(task: &mut TaskSpec, job: bool) -> Result<(), SpecError> {
         return invalid("restart delay and window must not be negative");
     }
     if let Some(resources) = &task.resources {
-        for limits in [&resources.limits, &resources.reservations].into_iter().flatten() {
+        for limits in [&resources.limits, &resources.reservations]
+            .into_iter()
+            .flatten()
+        {
             if limits.nano_cpus < 0 || limits.memory_bytes < 0 {
                 return invalid("resource limits and reservations must not be negative");
             }
@@ -115,7 +130,9 @@ fn validate_task(task: &mut TaskSpec, job: bool) -> Result<(), SpecError> {
         }
         for p in &placement.preferences {
             let d = &p.spread_descriptor;
-            if !(d.starts_with("node.labels.") || d.starts_with("engine.labels.")) || d.ends_with('.') {
+            if !(d.starts_with("node.labels.") || d.starts_with("engine.labels."))
+                || d.ends_with('.')
+            {
                 return invalid(format!(
                     "invalid placement preference spread={d}: spread over node.labels.<label> or engine.labels.<label>"
                 ));
@@ -150,13 +167,23 @@ fn validate_container(c: &mut ContainerSpec) -> Result<(), SpecError> {
     for m in &c.mounts {
         match m.r#type.as_str() {
             "bind" | "volume" | "tmpfs" => {}
-            other => return invalid(format!("invalid mount type {other:?}: bind, volume or tmpfs")),
+            other => {
+                return invalid(format!(
+                    "invalid mount type {other:?}: bind, volume or tmpfs"
+                ))
+            }
         }
         if !m.target.starts_with('/') {
-            return invalid(format!("invalid mount target {:?}: must be an absolute path", m.target));
+            return invalid(format!(
+                "invalid mount target {:?}: must be an absolute path",
+                m.target
+            ));
         }
         if m.r#type == "bind" && !m.source.starts_with('/') {
-            return invalid(format!("invalid bind mount source {:?}: must be an absolute path", m.source));
+            return invalid(format!(
+                "invalid bind mount source {:?}: must be an absolute path",
+                m.source
+            ));
         }
         if m.r#type == "tmpfs" && !m.source.is_empty() {
             return invalid("a tmpfs mount takes no source");
@@ -175,10 +202,16 @@ fn validate_update(name: &str, c: &UpdateConfig) -> Result<(), SpecError> {
         return invalid(format!("{name} delay and monitor must not be negative"));
     }
     if !(0.0..=1.0).contains(&c.max_failure_ratio) || c.max_failure_ratio.is_nan() {
-        return invalid(format!("{name} max failure ratio must be between 0 and 1, not {}", c.max_failure_ratio));
+        return invalid(format!(
+            "{name} max failure ratio must be between 0 and 1, not {}",
+            c.max_failure_ratio
+        ));
     }
     if FailureAction::try_from(c.failure_action).is_err() {
-        return invalid(format!("invalid {name} failure action {}", c.failure_action));
+        return invalid(format!(
+            "invalid {name} failure action {}",
+            c.failure_action
+        ));
     }
     if UpdateOrder::try_from(c.order).is_err() {
         return invalid(format!("invalid {name} order {}", c.order));
@@ -199,7 +232,10 @@ fn validate_endpoint(e: &mut EndpointSpec) -> Result<(), SpecError> {
             p.protocol = "tcp".into();
         }
         if !["tcp", "udp", "sctp"].contains(&p.protocol.as_str()) {
-            return invalid(format!("invalid protocol {:?}: tcp, udp or sctp", p.protocol));
+            return invalid(format!(
+                "invalid protocol {:?}: tcp, udp or sctp",
+                p.protocol
+            ));
         }
         if p.target_port == 0 || p.target_port > 65535 || p.published_port > 65535 {
             return invalid("ports must be between 1 and 65535");
@@ -210,7 +246,10 @@ fn validate_endpoint(e: &mut EndpointSpec) -> Result<(), SpecError> {
             );
         }
         if p.published_port != 0 && !seen.insert((p.protocol.clone(), p.published_port)) {
-            return invalid(format!("port {}/{} is published twice", p.published_port, p.protocol));
+            return invalid(format!(
+                "port {}/{} is published twice",
+                p.published_port, p.protocol
+            ));
         }
     }
     Ok(())
@@ -224,7 +263,13 @@ mod tests {
     fn spec(name: &str) -> ServiceSpec {
         ServiceSpec {
             name: name.into(),
-            task: Some(TaskSpec { container: Some(ContainerSpec { image: "busybox".into(), ..Default::default() }), ..Default::default() }),
+            task: Some(TaskSpec {
+                container: Some(ContainerSpec {
+                    image: "busybox".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
             ..Default::default()
         }
     }
@@ -233,21 +278,42 @@ mod tests {
     fn defaults_are_swarms() {
         let mut s = spec("web");
         normalize_service_spec(&mut s).expect("valid");
-        assert_eq!(s.mode, Some(Mode::Replicated(ReplicatedService { replicas: 1 })));
+        assert_eq!(
+            s.mode,
+            Some(Mode::Replicated(ReplicatedService { replicas: 1 }))
+        );
         let task = s.task.as_ref().expect("task");
         let restart = task.restart.as_ref().expect("restart");
         assert_eq!(restart.condition, RestartCondition::Any as i32);
         assert_eq!(restart.delay, 5_000_000_000);
-        assert_eq!(task.container.as_ref().expect("c").stop_grace_period, 10_000_000_000);
+        assert_eq!(
+            task.container.as_ref().expect("c").stop_grace_period,
+            10_000_000_000
+        );
         let update = s.update.as_ref().expect("update");
-        assert_eq!((update.parallelism, update.failure_action, update.monitor), (1, FailureAction::Pause as i32, 5_000_000_000));
+        assert_eq!(
+            (update.parallelism, update.failure_action, update.monitor),
+            (1, FailureAction::Pause as i32, 5_000_000_000)
+        );
         assert_eq!(s.endpoint.as_ref().expect("endpoint").mode, "vip");
 
         let mut job = spec("job");
-        job.mode = Some(Mode::ReplicatedJob(ReplicatedJob { max_concurrent: 0, total_completions: 4 }));
+        job.mode = Some(Mode::ReplicatedJob(ReplicatedJob {
+            max_concurrent: 0,
+            total_completions: 4,
+        }));
         normalize_service_spec(&mut job).expect("valid");
-        assert_eq!(job.mode, Some(Mode::ReplicatedJob(ReplicatedJob { max_concurrent: 4, total_completions: 4 })));
-        assert_eq!(job.task.expect("task").restart.expect("restart").condition, RestartCondition::OnFailure as i32);
+        assert_eq!(
+            job.mode,
+            Some(Mode::ReplicatedJob(ReplicatedJob {
+                max_concurrent: 4,
+                total_completions: 4
+            }))
+        );
+        assert_eq!(
+            job.task.expect("task").restart.expect("restart").condition,
+            RestartCondition::OnFailure as i32
+        );
     }
 
     #[test]
@@ -257,40 +323,87 @@ mod tests {
             ("empty name", |s| s.name.clear()),
             ("bad name", |s| s.name = "-web".into()),
             ("long name", |s| s.name = "a".repeat(64)),
-            ("no image", |s| s.task.as_mut().and_then(|t| t.container.as_mut()).expect("c").image.clear()),
-            ("bad constraint", |s| {
-                s.task.as_mut().expect("t").placement = Some(Placement { constraints: vec!["node.color==red".into()], ..Default::default() })
+            ("no image", |s| {
+                s.task
+                    .as_mut()
+                    .and_then(|t| t.container.as_mut())
+                    .expect("c")
+                    .image
+                    .clear()
             }),
-            ("bad preference", |s| {
+            ("bad constraint", |s| {
                 s.task.as_mut().expect("t").placement = Some(Placement {
-                    preferences: vec![PlacementPreference { spread_descriptor: "zone".into() }],
+                    constraints: vec!["node.color==red".into()],
                     ..Default::default()
                 })
             }),
-            ("failure ratio", |s| s.update = Some(UpdateConfig { max_failure_ratio: 1.5, ..default_update_config() })),
-            ("failure action", |s| s.update = Some(UpdateConfig { failure_action: 9, ..default_update_config() })),
+            ("bad preference", |s| {
+                s.task.as_mut().expect("t").placement = Some(Placement {
+                    preferences: vec![PlacementPreference {
+                        spread_descriptor: "zone".into(),
+                    }],
+                    ..Default::default()
+                })
+            }),
+            ("failure ratio", |s| {
+                s.update = Some(UpdateConfig {
+                    max_failure_ratio: 1.5,
+                    ..default_update_config()
+                })
+            }),
+            ("failure action", |s| {
+                s.update = Some(UpdateConfig {
+                    failure_action: 9,
+                    ..default_update_config()
+                })
+            }),
             ("relative mount", |s| {
-                s.task.as_mut().and_then(|t| t.container.as_mut()).expect("c").mounts =
-                    vec![Mount { r#type: "bind".into(), source: "/tmp".into(), target: "data".into(), ..Default::default() }]
+                s.task
+                    .as_mut()
+                    .and_then(|t| t.container.as_mut())
+                    .expect("c")
+                    .mounts = vec![Mount {
+                    r#type: "bind".into(),
+                    source: "/tmp".into(),
+                    target: "data".into(),
+                    ..Default::default()
+                }]
             }),
             ("mount type", |s| {
-                s.task.as_mut().and_then(|t| t.container.as_mut()).expect("c").mounts =
-                    vec![Mount { r#type: "nfs".into(), target: "/d".into(), ..Default::default() }]
+                s.task
+                    .as_mut()
+                    .and_then(|t| t.container.as_mut())
+                    .expect("c")
+                    .mounts = vec![Mount {
+                    r#type: "nfs".into(),
+                    target: "/d".into(),
+                    ..Default::default()
+                }]
             }),
             ("ingress port", |s| {
                 s.endpoint = Some(EndpointSpec {
-                    ports: vec![PortConfig { target_port: 80, published_port: 8080, ..Default::default() }],
+                    ports: vec![PortConfig {
+                        target_port: 80,
+                        published_port: 8080,
+                        ..Default::default()
+                    }],
                     ..Default::default()
                 })
             }),
             ("restart condition", |s| {
-                s.task.as_mut().expect("t").restart = Some(RestartPolicy { condition: 7, ..Default::default() })
+                s.task.as_mut().expect("t").restart = Some(RestartPolicy {
+                    condition: 7,
+                    ..Default::default()
+                })
             }),
         ];
         for (name, edit) in cases {
             let mut s = spec("web");
             edit(&mut s);
-            assert!(normalize_service_spec(&mut s).is_err(), "{name} should be refused");
+            assert!(
+                normalize_service_spec(&mut s).is_err(),
+                "{name} should be refused"
+            );
         }
         let mut global = spec("g");
         global.mode = Some(Mode::Global(GlobalService {}));

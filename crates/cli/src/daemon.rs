@@ -192,9 +192,38 @@ pub async fn run(dd: DataDir, docker_host_override: Option<String>) -> Result<()
         },
         engine_error: engine_error.unwrap_or_default(),
     }));
-    let (assign_tx, mut assign_rx) = mpsc::channel(64);
-    let (_status_tx, status_rx) = mpsc::channel(64);
-    tokio::spawn(async move { while assign_rx.recv().await.is_some() {} });
+    let (assign_tx, assign_rx) = mpsc::channel(64);
+    let (status_tx, status_rx) = mpsc::channel(64);
+    let exec: Arc<dyn orch_agent::exec::Executor> = match docker {
+        Some(docker) => Arc::new(orch_agent::exec::docker::DockerExecutor::new(
+            docker,
+            &config.node_id,
+        )),
+        None => Arc::new(orch_agent::exec::NoEngine(format!(
+            "the Docker Engine at {} did not answer",
+            config.docker_host
+        ))),
+    };
+    let (generation_tx, generation_rx) = watch::channel(0u64);
+    let mut generations = node.session.clone();
+    tokio::spawn(async move {
+        while generations.changed().await.is_ok() {
+            let g = generations.borrow_and_update().generation;
+            generation_tx.send_if_modified(|current| std::mem::replace(current, g) != g);
+        }
+    });
+    tokio::spawn(
+        orch_agent::worker::run(
+            orch_agent::worker::WorkerParams {
+                exec,
+                assignments: assign_rx,
+                statuses: status_tx,
+                session_generation: generation_rx,
+            },
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("worker")),
+    );
     tokio::spawn(
         session::run(
             session::SessionParams {

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::client::{DaemonError, Target};
-use crate::commands::{cluster, node};
+use crate::commands::{cluster, node, service};
 use crate::datadir::{default_data_dir, DataDir};
 
 #[derive(Parser, Debug)]
@@ -57,6 +57,19 @@ enum Command {
     /// Manage swarm nodes
     #[command(subcommand)]
     Node(node::NodeCmd),
+    /// Manage services
+    #[command(subcommand)]
+    Service(Box<service::ServiceCmd>),
+    /// Return low-level information on services, nodes or tasks
+    Inspect {
+        /// Only objects of this type (service, node, task)
+        #[arg(long = "type")]
+        kind: Option<String>,
+        #[arg(short, long)]
+        format: Option<String>,
+        #[arg(required = true)]
+        objects: Vec<String>,
+    },
     /// Run this node's process in the foreground (init and join start it in the background)
     Daemon {
         /// Docker Engine to run containers on (overrides the node's setting)
@@ -99,6 +112,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info => cluster::info(&target).await,
         Command::Cluster(ClusterCmd::Update(args)) => cluster::cluster_update(&target, args).await,
         Command::Node(cmd) => node::run(&target, cmd).await,
+        Command::Service(cmd) => service::run(&target, *cmd).await,
+        Command::Inspect {
+            kind,
+            format,
+            objects,
+        } => service::inspect_any(&target, kind.as_deref(), format.as_deref(), &objects).await,
         Command::Daemon { docker_host } => daemon::run(target.dd, docker_host).await,
     }
 }

@@ -48,7 +48,19 @@ pub fn start(ctx: Arc<ManagerCtx>, token: CancellationToken) {
         "role_manager",
         membership::role_manager(ctx.clone(), token.clone()),
     );
-    spawn_component(&ctx, "status_writer", status::writer(ctx.clone(), token.clone()));
-    spawn_component(&ctx, "orchestrator", crate::orchestrator::run(ctx.clone(), token.clone()));
-    spawn_component(&ctx, "scheduler", crate::scheduler::run(ctx.clone(), token.clone()));
+    spawn_component(
+        &ctx,
+        "status_writer",
+        status::writer(ctx.clone(), token.clone()),
+    );
+    spawn_component(
+        &ctx,
+        "orchestrator",
+        crate::orchestrator::run(ctx.clone(), token.clone()),
+    );
+    spawn_component(
+        &ctx,
+        "scheduler",
+        crate::scheduler::run(ctx.clone(), token.clone()),
+    );
 }

@@ -61,7 +61,14 @@ impl FakeExecutor {
             pid: 1,
             ..Default::default()
         };
-        self.containers.lock().insert(task.id.clone(), FakeContainer { info, image: image_of(task), starts: 1 });
+        self.containers.lock().insert(
+            task.id.clone(),
+            FakeContainer {
+                info,
+                image: image_of(task),
+                starts: 1,
+            },
+        );
     }
 
     /// Makes a running container exit with `code` (as if its process ended).
@@ -86,14 +93,23 @@ impl FakeExecutor {
 }
 
 fn image_of(task: &Task) -> String {
-    task.spec.as_ref().and_then(|s| s.container.as_ref()).map(|c| c.image.clone()).unwrap_or_default()
+    task.spec
+        .as_ref()
+        .and_then(|s| s.container.as_ref())
+        .map(|c| c.image.clone())
+        .unwrap_or_default()
 }
 
 #[tonic::async_trait]
 impl Executor for FakeExecutor {
     async fn list(&self) -> Result<Vec<ContainerInfo>, ExecError> {
         self.check_up()?;
-        Ok(self.containers.lock().values().map(|c| c.info.clone()).collect())
+        Ok(self
+            .containers
+            .lock()
+            .values()
+            .map(|c| c.info.clone())
+            .collect())
     }
 
     async fn prepare(&self, task: &Task) -> Result<(), ExecError> {
@@ -101,7 +117,9 @@ impl Executor for FakeExecutor {
         self.calls.lock().prepare += 1;
         let image = image_of(task);
         if image.starts_with("missing") {
-            return Err(ExecError::Rejected(format!("pull access denied for {image}, repository does not exist")));
+            return Err(ExecError::Rejected(format!(
+                "pull access denied for {image}, repository does not exist"
+            )));
         }
         Ok(())
     }
@@ -110,11 +128,17 @@ impl Executor for FakeExecutor {
         self.check_up()?;
         self.calls.lock().create += 1;
         let mut containers = self.containers.lock();
-        let c = containers.entry(task.id.clone()).or_insert_with(|| FakeContainer {
-            info: ContainerInfo { id: format!("c-{}", task.id), task_id: task.id.clone(), ..Default::default() },
-            image: image_of(task),
-            starts: 0,
-        });
+        let c = containers
+            .entry(task.id.clone())
+            .or_insert_with(|| FakeContainer {
+                info: ContainerInfo {
+                    id: format!("c-{}", task.id),
+                    task_id: task.id.clone(),
+                    ..Default::default()
+                },
+                image: image_of(task),
+                starts: 0,
+            });
         Ok(c.info.id.clone())
     }
 
@@ -123,7 +147,9 @@ impl Executor for FakeExecutor {
         self.calls.lock().start += 1;
         {
             let mut containers = self.containers.lock();
-            let c = containers.get_mut(&task.id).ok_or_else(|| ExecError::Failed("no such container".into()))?;
+            let c = containers
+                .get_mut(&task.id)
+                .ok_or_else(|| ExecError::Failed("no such container".into()))?;
             c.starts += 1;
             c.info.running = true;
             c.info.exit_code = None;
@@ -182,7 +208,9 @@ impl Executor for FakeExecutor {
 
     async fn remove_container(&self, container_id: &str) -> Result<(), ExecError> {
         self.check_up()?;
-        self.containers.lock().retain(|_, c| c.info.id != container_id);
+        self.containers
+            .lock()
+            .retain(|_, c| c.info.id != container_id);
         self.changed.notify_waiters();
         Ok(())
     }

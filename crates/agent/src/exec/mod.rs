@@ -113,6 +113,44 @@ pub trait Executor: Send + Sync + 'static {
     async fn logs(&self, task: &Task, options: LogOptions) -> Result<LogStream, ExecError>;
 }
 
+/// The executor of a node whose engine did not answer at start: every call is unavailable,
+/// so assigned tasks wait (the scheduler does not place tasks on such a node).
+pub struct NoEngine(pub String);
+
+#[tonic::async_trait]
+impl Executor for NoEngine {
+    async fn list(&self) -> Result<Vec<ContainerInfo>, ExecError> {
+        Ok(Vec::new())
+    }
+    async fn prepare(&self, _task: &Task) -> Result<(), ExecError> {
+        Err(ExecError::Unavailable(self.0.clone()))
+    }
+    async fn create(&self, _task: &Task) -> Result<String, ExecError> {
+        Err(ExecError::Unavailable(self.0.clone()))
+    }
+    async fn start(&self, _task: &Task) -> Result<(), ExecError> {
+        Err(ExecError::Unavailable(self.0.clone()))
+    }
+    async fn inspect(&self, _task: &Task) -> Result<Option<ContainerInfo>, ExecError> {
+        Err(ExecError::Unavailable(self.0.clone()))
+    }
+    async fn wait(&self, _task: &Task) -> Result<ContainerInfo, ExecError> {
+        Err(ExecError::Unavailable(self.0.clone()))
+    }
+    async fn stop(&self, _task: &Task) -> Result<(), ExecError> {
+        Err(ExecError::Unavailable(self.0.clone()))
+    }
+    async fn remove(&self, _task: &Task) -> Result<(), ExecError> {
+        Err(ExecError::Unavailable(self.0.clone()))
+    }
+    async fn remove_container(&self, _container_id: &str) -> Result<(), ExecError> {
+        Err(ExecError::Unavailable(self.0.clone()))
+    }
+    async fn logs(&self, _task: &Task, _options: LogOptions) -> Result<LogStream, ExecError> {
+        Err(ExecError::Unavailable(self.0.clone()))
+    }
+}
+
 /// Labels every orch container carries, so an agent only ever touches its own, even when
 /// several nodes share one engine.
 pub mod labels {
@@ -125,7 +163,11 @@ pub mod labels {
 
 /// `<service>.<slot>.<task id>` (global services: `<service>.<node id>.<task id>`).
 pub fn container_name(task: &Task) -> String {
-    let slot = if task.slot == 0 { task.node_id.clone() } else { task.slot.to_string() };
+    let slot = if task.slot == 0 {
+        task.node_id.clone()
+    } else {
+        task.slot.to_string()
+    };
     format!("{}.{}.{}", task.service_name, slot, task.id)
 }
 
@@ -135,7 +177,13 @@ mod tests {
 
     #[test]
     fn container_names_follow_swarm() {
-        let mut t = Task { id: "t1".into(), service_name: "web".into(), slot: 3, node_id: "n1".into(), ..Default::default() };
+        let mut t = Task {
+            id: "t1".into(),
+            service_name: "web".into(),
+            slot: 3,
+            node_id: "n1".into(),
+            ..Default::default()
+        };
         assert_eq!(container_name(&t), "web.3.t1");
         t.slot = 0;
         assert_eq!(container_name(&t), "web.n1.t1");

@@ -1,16 +1,81 @@
-//! `orch service ...` and `orch node ps` (filled in by the services work).
+//! `orch service create|ls|ps|inspect|scale|rm` and `orch node ps`.
+
+use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
-use clap::Args;
+use clap::{Args, Subcommand};
+use orch_api::ids::short;
+use orch_api::pb::control_client::ControlClient;
+use orch_api::pb::service_spec::Mode;
+use orch_api::pb::{
+    CreateServiceRequest, GetServiceRequest, ListNodesRequest, ListServicesRequest,
+    ListTasksRequest, PublishMode, Service, Task, TaskState, UpdateServiceRequest,
+};
+use serde_json::{json, Value};
+use tonic::transport::Channel;
 
-use crate::client::Target;
+use super::spec_flags::{build_spec, timeout, SpecFlags};
+use crate::client::{rpc, DaemonError, Target};
+use crate::output::{self, json, progress, Format};
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCmd {
+    /// Create a new service
+    Create(Box<CreateArgs>),
+    /// List services
+    #[command(alias = "list")]
+    Ls(LsArgs),
+    /// List the tasks of one or more services
+    Ps(PsArgs),
+    /// Display detailed information on one or more services
+    Inspect(InspectArgs),
+    /// Scale one or multiple replicated services
+    Scale(ScaleArgs),
+    /// Remove one or more services
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub flags: SpecFlags,
+    /// Exit immediately instead of waiting for the service to converge
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Suppress progress output
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Give up waiting after this long (e.g. 2m)
+    #[arg(long)]
+    pub timeout: Option<String>,
+    pub image: String,
+    /// COMMAND and ARG...: the container's Args, as docker's
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    #[arg(short, long)]
+    quiet: bool,
+    #[arg(short, long)]
+    filter: Vec<String>,
+    #[arg(long)]
+    format: Option<String>,
+}
 
 #[derive(Args, Debug)]
 pub struct PsArgs {
     #[arg(short, long)]
     pub quiet: bool,
+    /// Do not truncate output
     #[arg(long)]
     pub no_trunc: bool,
+    /// Filter output (desired-state=running|shutdown|accepted, node=, name=, id=)
     #[arg(short, long)]
     pub filter: Vec<String>,
     #[arg(long)]
@@ -18,6 +83,664 @@ pub struct PsArgs {
     pub targets: Vec<String>,
 }
 
-pub async fn node_ps(_target: &Target, _args: PsArgs) -> Result<()> {
-    bail!("services are not implemented yet")
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    #[arg(long)]
+    pretty: bool,
+    #[arg(short, long)]
+    format: Option<String>,
+    #[arg(required = true)]
+    services: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ScaleArgs {
+    #[arg(short, long)]
+    detach: bool,
+    #[arg(long)]
+    timeout: Option<String>,
+    /// SERVICE=REPLICAS...
+    #[arg(required = true)]
+    pairs: Vec<String>,
+}
+
+pub async fn run(target: &Target, cmd: ServiceCmd) -> Result<()> {
+    match cmd {
+        ServiceCmd::Create(args) => create(target, *args).await,
+        ServiceCmd::Ls(args) => ls(target, args).await,
+        ServiceCmd::Ps(args) => ps(target, args).await,
+        ServiceCmd::Inspect(args) => inspect(target, args).await,
+        ServiceCmd::Scale(args) => scale(target, args).await,
+        ServiceCmd::Rm { services } => rm(target, services).await,
+    }
+}
+
+async fn hostnames(control: &mut ControlClient<Channel>) -> Result<BTreeMap<String, String>> {
+    let nodes = control
+        .list_nodes(ListNodesRequest {})
+        .await
+        .map_err(rpc)?
+        .into_inner()
+        .nodes;
+    Ok(nodes
+        .into_iter()
+        .map(|n| {
+            (
+                n.id.clone(),
+                n.description.map(|d| d.hostname).unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
+/// Waits for convergence unless `detach`; used after create, update, scale and rollback.
+pub async fn follow(
+    control: &mut ControlClient<Channel>,
+    service_id: &str,
+    detach: bool,
+    quiet: bool,
+    timeout_flag: &Option<String>,
+) -> Result<()> {
+    if detach {
+        return Ok(());
+    }
+    let names = hostnames(control).await?;
+    progress::wait(control, service_id, timeout(timeout_flag)?, quiet, &names).await
+}
+
+async fn create(target: &Target, args: CreateArgs) -> Result<()> {
+    let spec = build_spec(&args.flags, &args.image, &args.args)?;
+    let mut control = target.control()?;
+    let service = control
+        .create_service(CreateServiceRequest { spec: Some(spec) })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    println!("{}", service.id);
+    follow(
+        &mut control,
+        &service.id,
+        args.detach,
+        args.quiet,
+        &args.timeout,
+    )
+    .await
+}
+
+pub fn mode_name(s: &Service) -> &'static str {
+    match s.spec.as_ref().and_then(|sp| sp.mode.as_ref()) {
+        Some(Mode::Global(_)) => "global",
+        Some(Mode::ReplicatedJob(_)) => "replicated job",
+        Some(Mode::GlobalJob(_)) => "global job",
+        _ => "replicated",
+    }
+}
+
+fn ports(endpoint: Option<&orch_api::pb::EndpointSpec>, host_only: bool) -> String {
+    endpoint
+        .map(|e| {
+            e.ports
+                .iter()
+                .filter(|p| !host_only || p.publish_mode == PublishMode::Host as i32)
+                .map(|p| format!("*:{}->{}/{}", p.published_port, p.target_port, p.protocol))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+async fn ls(target: &Target, args: LsArgs) -> Result<()> {
+    let format = Format::parse(args.format.as_deref())?;
+    let list = target
+        .control()?
+        .list_services(ListServicesRequest {})
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let mut services = list.services.clone();
+    for f in &args.filter {
+        let Some((k, v)) = f.split_once('=') else {
+            bail!("bad format of filter (expected name=value)")
+        };
+        services.retain(|s| {
+            let spec = s.spec.clone().unwrap_or_default();
+            match k {
+                "name" => spec.name.starts_with(v),
+                "id" => s.id.starts_with(v),
+                "mode" => mode_name(s).replace(' ', "-") == v,
+                "label" => match v.split_once('=') {
+                    Some((lk, lv)) => spec.labels.get(lk).is_some_and(|x| x == lv),
+                    None => spec.labels.contains_key(v),
+                },
+                _ => true,
+            }
+        });
+    }
+    services.sort_by(|a, b| {
+        a.spec
+            .as_ref()
+            .map(|s| &s.name)
+            .cmp(&b.spec.as_ref().map(|s| &s.name))
+    });
+    if args.quiet {
+        for s in &services {
+            println!("{}", s.id);
+        }
+        return Ok(());
+    }
+    let rows: Vec<Value> = services
+        .iter()
+        .map(|s| {
+            let spec = s.spec.clone().unwrap_or_default();
+            let running = list.running.get(&s.id).copied().unwrap_or(0);
+            let desired = list.desired.get(&s.id).copied().unwrap_or(0);
+            let mut replicas = format!("{running}/{desired}");
+            if let Some(max) = spec
+                .task
+                .as_ref()
+                .and_then(|t| t.placement.as_ref())
+                .map(|p| p.max_replicas)
+                .filter(|m| *m > 0)
+            {
+                replicas.push_str(&format!(" (max {max} per node)"));
+            }
+            if let (Some(done), Some(Mode::ReplicatedJob(j))) =
+                (list.completed.get(&s.id), spec.mode.as_ref())
+            {
+                replicas.push_str(&format!(" ({done}/{} completed)", j.total_completions));
+            }
+            json!({
+                "ID": short(&s.id),
+                "Name": spec.name,
+                "Mode": mode_name(s),
+                "Replicas": replicas,
+                "Image": spec.task.and_then(|t| t.container).map(|c| c.image).unwrap_or_default(),
+                "Ports": ports(spec.endpoint.as_ref(), false),
+            })
+        })
+        .collect();
+    output::print_list(
+        &format,
+        &["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"],
+        &["ID", "Name", "Mode", "Replicas", "Image", "Ports"],
+        &rows,
+    )
+}
+
+fn task_name(t: &Task) -> String {
+    if t.slot > 0 {
+        format!("{}.{}", t.service_name, t.slot)
+    } else {
+        format!("{}.{}", t.service_name, t.node_id)
+    }
+}
+
+fn matches_filter(t: &Task, filter: &str, hostnames: &BTreeMap<String, String>) -> Result<bool> {
+    let Some((k, v)) = filter.split_once('=') else {
+        bail!("bad format of filter (expected name=value)")
+    };
+    Ok(match k {
+        "desired-state" => match v {
+            "running" => t.desired_state <= TaskState::Running as i32,
+            "shutdown" => t.desired_state >= TaskState::Shutdown as i32,
+            "accepted" => t.desired_state <= TaskState::Accepted as i32,
+            other => bail!("invalid desired-state filter {other:?}: running, shutdown or accepted"),
+        },
+        "node" => t.node_id.starts_with(v) || hostnames.get(&t.node_id).is_some_and(|h| h == v),
+        "name" => task_name(t).starts_with(v),
+        "id" => t.id.starts_with(v),
+        other => bail!("invalid filter '{other}'"),
+    })
+}
+
+/// Orders tasks as docker's `service ps`: by slot (or node), the current task first, then
+/// its history, newest first; history rows are marked with ` \_ `.
+fn ps_rows(
+    mut tasks: Vec<Task>,
+    hostnames: &BTreeMap<String, String>,
+    no_trunc: bool,
+) -> Vec<Value> {
+    let created = |t: &Task| t.meta.as_ref().map_or(0, |m| m.created_at);
+    tasks.sort_by(|a, b| {
+        (
+            a.service_name.as_str(),
+            a.slot,
+            if a.slot == 0 { a.node_id.as_str() } else { "" },
+        )
+            .cmp(&(
+                b.service_name.as_str(),
+                b.slot,
+                if b.slot == 0 { b.node_id.as_str() } else { "" },
+            ))
+            .then(
+                (b.desired_state <= TaskState::Running as i32)
+                    .cmp(&(a.desired_state <= TaskState::Running as i32)),
+            )
+            .then(created(b).cmp(&created(a)))
+    });
+    let mut rows = Vec::new();
+    let mut previous_group: Option<String> = None;
+    for t in &tasks {
+        let name = task_name(t);
+        let first = previous_group.as_deref() != Some(&name);
+        previous_group = Some(name.clone());
+        let status = t.status.clone().unwrap_or_default();
+        let state = TaskState::try_from(status.state)
+            .map(|s| s.display())
+            .unwrap_or("Unknown");
+        let desired = TaskState::try_from(t.desired_state)
+            .map(|s| s.display())
+            .unwrap_or("Unknown");
+        let mut error = status.err.clone();
+        if !no_trunc && error.chars().count() > 30 {
+            error = format!("{}…", error.chars().take(29).collect::<String>());
+        }
+        rows.push(json!({
+            "ID": if no_trunc { t.id.clone() } else { short(&t.id).to_string() },
+            "Name": if first { name } else { format!(" \\_ {name}") },
+            "Image": t.spec.as_ref().and_then(|s| s.container.as_ref()).map(|c| c.image.clone()).unwrap_or_default(),
+            "Node": hostnames.get(&t.node_id).cloned().unwrap_or_default(),
+            "DesiredState": desired,
+            "CurrentState": format!("{state} {}", output::ago(status.timestamp)),
+            "Error": if error.is_empty() { String::new() } else { format!("\"{error}\"") },
+            "Ports": ports(t.endpoint.as_ref(), true),
+        }));
+    }
+    rows
+}
+
+async fn print_tasks(target: &Target, request: ListTasksRequest, args: &PsArgs) -> Result<()> {
+    let format = Format::parse(args.format.as_deref())?;
+    let mut control = target.control()?;
+    let names = hostnames(&mut control).await?;
+    let mut tasks = control
+        .list_tasks(request)
+        .await
+        .map_err(rpc)?
+        .into_inner()
+        .tasks;
+    for f in &args.filter {
+        let mut kept = Vec::new();
+        for t in tasks {
+            if matches_filter(&t, f, &names)? {
+                kept.push(t);
+            }
+        }
+        tasks = kept;
+    }
+    if args.quiet {
+        for t in &tasks {
+            println!(
+                "{}",
+                if args.no_trunc {
+                    t.id.as_str()
+                } else {
+                    short(&t.id)
+                }
+            );
+        }
+        return Ok(());
+    }
+    let rows = ps_rows(tasks, &names, args.no_trunc);
+    output::print_list(
+        &format,
+        &[
+            "ID",
+            "NAME",
+            "IMAGE",
+            "NODE",
+            "DESIRED STATE",
+            "CURRENT STATE",
+            "ERROR",
+            "PORTS",
+        ],
+        &[
+            "ID",
+            "Name",
+            "Image",
+            "Node",
+            "DesiredState",
+            "CurrentState",
+            "Error",
+            "Ports",
+        ],
+        &rows,
+    )
+}
+
+async fn ps(target: &Target, args: PsArgs) -> Result<()> {
+    if args.targets.is_empty() {
+        bail!("\"orch service ps\" requires at least 1 argument");
+    }
+    let mut control = target.control()?;
+    let mut ids = Vec::new();
+    for s in &args.targets {
+        let service = control
+            .get_service(GetServiceRequest { service: s.clone() })
+            .await
+            .map_err(rpc)?
+            .into_inner();
+        ids.push(service.id);
+    }
+    print_tasks(
+        target,
+        ListTasksRequest {
+            service_ids: ids,
+            ..Default::default()
+        },
+        &args,
+    )
+    .await
+}
+
+/// `orch inspect [--type service|node|task] ID...`: services, nodes and tasks alike.
+pub async fn inspect_any(
+    target: &Target,
+    kind: Option<&str>,
+    format: Option<&str>,
+    refs: &[String],
+) -> Result<()> {
+    let mut control = target.control()?;
+    let mut objects = Vec::new();
+    for r in refs {
+        if matches!(kind, None | Some("service")) {
+            if let Ok(s) = control
+                .get_service(GetServiceRequest { service: r.clone() })
+                .await
+            {
+                objects.push(json::service(&s.into_inner()));
+                continue;
+            }
+        }
+        if matches!(kind, None | Some("node")) {
+            if let Ok(n) = control
+                .get_node(orch_api::pb::GetNodeRequest { node: r.clone() })
+                .await
+            {
+                objects.push(json::node(&n.into_inner()));
+                continue;
+            }
+        }
+        if matches!(kind, None | Some("task")) {
+            let tasks = control
+                .list_tasks(ListTasksRequest::default())
+                .await
+                .map_err(rpc)?
+                .into_inner()
+                .tasks;
+            let found: Vec<&Task> = tasks
+                .iter()
+                .filter(|t| t.id.starts_with(r.as_str()))
+                .collect();
+            if let [t] = found.as_slice() {
+                objects.push(json::task(t));
+                continue;
+            }
+        }
+        bail!(DaemonError(format!("No such object: {r}")));
+    }
+    output::print_inspect(format, &objects)
+}
+
+pub async fn node_ps(target: &Target, args: PsArgs) -> Result<()> {
+    let mut control = target.control()?;
+    let refs = if args.targets.is_empty() {
+        vec![target.self_node_id()]
+    } else {
+        args.targets.clone()
+    };
+    let mut ids = Vec::new();
+    for r in refs {
+        let node = control
+            .get_node(orch_api::pb::GetNodeRequest { node: r })
+            .await
+            .map_err(rpc)?
+            .into_inner();
+        ids.push(node.id);
+    }
+    print_tasks(
+        target,
+        ListTasksRequest {
+            node_ids: ids,
+            ..Default::default()
+        },
+        &args,
+    )
+    .await
+}
+
+async fn inspect(target: &Target, args: InspectArgs) -> Result<()> {
+    let mut control = target.control()?;
+    let mut services = Vec::new();
+    for s in &args.services {
+        services.push(
+            control
+                .get_service(GetServiceRequest { service: s.clone() })
+                .await
+                .map_err(rpc)?
+                .into_inner(),
+        );
+    }
+    if args.pretty {
+        for (i, s) in services.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            print_pretty(s);
+        }
+        return Ok(());
+    }
+    let objects: Vec<Value> = services.iter().map(json::service).collect();
+    output::print_inspect(args.format.as_deref(), &objects)
+}
+
+fn print_pretty(s: &Service) {
+    let spec = s.spec.clone().unwrap_or_default();
+    let task = spec.task.clone().unwrap_or_default();
+    let c = task.container.clone().unwrap_or_default();
+    println!("\nID:\t\t{}", s.id);
+    println!("Name:\t\t{}", spec.name);
+    if !spec.labels.is_empty() {
+        println!("Labels:");
+        let mut labels: Vec<_> = spec.labels.iter().collect();
+        labels.sort();
+        for (k, v) in labels {
+            println!(" {k}={v}");
+        }
+    }
+    match &spec.mode {
+        Some(Mode::Replicated(r)) => {
+            println!("Service Mode:\tReplicated\n Replicas:\t{}", r.replicas)
+        }
+        Some(Mode::Global(_)) => println!("Service Mode:\tGlobal"),
+        Some(Mode::ReplicatedJob(j)) => println!(
+            "Service Mode:\tReplicated Job\n Max Concurrent Tasks:\t{}\n Total Completions:\t{}",
+            j.max_concurrent, j.total_completions
+        ),
+        Some(Mode::GlobalJob(_)) => println!("Service Mode:\tGlobal Job"),
+        None => {}
+    }
+    if let Some(u) = &s.update_status {
+        println!(
+            "UpdateStatus:\n State:\t\t{}",
+            json::update_state_name(u.state)
+        );
+        if u.started_at > 0 {
+            println!(" Started:\t{}", output::ago(u.started_at));
+        }
+        if u.completed_at > 0 {
+            println!(" Completed:\t{}", output::ago(u.completed_at));
+        }
+        println!(" Message:\t{}", u.message);
+    }
+    if let Some(p) = &task.placement {
+        if !p.constraints.is_empty() {
+            println!("Placement:\n Constraints:\t{:?}", p.constraints);
+        }
+        for pref in &p.preferences {
+            println!(" Preferences:\tSpread={}", pref.spread_descriptor);
+        }
+        if p.max_replicas > 0 {
+            println!(" Max Replicas Per Node:\t{}", p.max_replicas);
+        }
+    }
+    for (title, u) in [
+        ("UpdateConfig", &spec.update),
+        ("RollbackConfig", &spec.rollback),
+    ] {
+        let u = u.unwrap_or_default();
+        println!("{title}:\n Parallelism:\t{}", u.parallelism);
+        if u.delay > 0 {
+            println!(
+                " Delay:\t\t{}",
+                output::format_duration(std::time::Duration::from_nanos(u.delay as u64))
+            );
+        }
+        println!(
+            " On failure:\t{}",
+            json::failure_action_name(u.failure_action)
+        );
+        println!(
+            " Monitoring Period: {}",
+            output::format_duration(std::time::Duration::from_nanos(u.monitor.max(0) as u64))
+        );
+        println!(" Max failure ratio: {}", u.max_failure_ratio);
+        println!(" Update order:      {}", json::update_order_name(u.order));
+    }
+    println!("ContainerSpec:\n Image:\t\t{}", c.image);
+    if !c.args.is_empty() {
+        println!(" Args:\t\t{}", c.args.join(" "));
+    }
+    if !c.env.is_empty() {
+        println!(" Env:\t\t{}", c.env.join(" "));
+    }
+    if let Some(r) = &task.restart {
+        println!(
+            "RestartPolicy:\n Condition:\t{}",
+            json::restart_condition_name(r.condition)
+        );
+        println!(
+            " Delay:\t\t{}",
+            output::format_duration(std::time::Duration::from_nanos(r.delay.max(0) as u64))
+        );
+        println!(" Max attempts:\t{}", r.max_attempts);
+    }
+    if let Some(r) = &task.resources {
+        println!("Resources:");
+        if let Some(l) = &r.reservations {
+            println!(
+                " Reservations:\n  CPU:\t\t{}\n  Memory:\t{}",
+                l.nano_cpus as f64 / 1e9,
+                output::bytes(l.memory_bytes)
+            );
+        }
+        if let Some(l) = &r.limits {
+            println!(
+                " Limits:\n  CPU:\t\t{}\n  Memory:\t{}",
+                l.nano_cpus as f64 / 1e9,
+                output::bytes(l.memory_bytes)
+            );
+        }
+    }
+    println!(
+        "Endpoint Mode:\t{}",
+        spec.endpoint
+            .as_ref()
+            .map(|e| e.mode.clone())
+            .unwrap_or_else(|| "vip".into())
+    );
+    let ports = ports(spec.endpoint.as_ref(), false);
+    if !ports.is_empty() {
+        println!("Ports:\t\t{ports}");
+    }
+}
+
+async fn scale(target: &Target, args: ScaleArgs) -> Result<()> {
+    let mut control = target.control()?;
+    let mut errors = Vec::new();
+    let mut scaled = Vec::new();
+    for pair in &args.pairs {
+        let Some((name, n)) = pair.split_once('=') else {
+            errors.push(format!(
+                "invalid scale specifier '{pair}': expected SERVICE=REPLICAS"
+            ));
+            continue;
+        };
+        let Ok(replicas) = n.parse::<u64>() else {
+            errors.push(format!(
+                "invalid replicas value {n}: must be a non-negative number"
+            ));
+            continue;
+        };
+        let service = match control
+            .get_service(GetServiceRequest {
+                service: name.to_string(),
+            })
+            .await
+        {
+            Ok(s) => s.into_inner(),
+            Err(status) => {
+                errors.push(status.message().to_string());
+                continue;
+            }
+        };
+        let mut spec = service.spec.clone().unwrap_or_default();
+        match spec.mode.as_mut() {
+            Some(Mode::Replicated(r)) => r.replicas = replicas,
+            Some(Mode::ReplicatedJob(j)) => {
+                j.total_completions = replicas;
+                j.max_concurrent = j.max_concurrent.min(replicas.max(1));
+            }
+            _ => {
+                errors.push(format!(
+                    "scale can only be used with replicated or replicated-job mode ({name} is {})",
+                    mode_name(&service)
+                ));
+                continue;
+            }
+        }
+        let req = UpdateServiceRequest {
+            service: service.id.clone(),
+            version: service.meta.as_ref().map_or(0, |m| m.version),
+            spec: Some(spec),
+            rollback: false,
+        };
+        match control.update_service(req).await {
+            Ok(_) => {
+                println!("{name} scaled to {replicas}");
+                scaled.push(service.id.clone());
+            }
+            Err(status) => errors.push(status.message().to_string()),
+        }
+    }
+    for id in scaled {
+        follow(&mut control, &id, args.detach, false, &args.timeout).await?;
+    }
+    if !errors.is_empty() {
+        bail!(DaemonError(errors.join("\n")));
+    }
+    Ok(())
+}
+
+async fn rm(target: &Target, services: Vec<String>) -> Result<()> {
+    let mut control = target.control()?;
+    let mut errors = Vec::new();
+    for name in services {
+        match control
+            .remove_service(GetServiceRequest {
+                service: name.clone(),
+            })
+            .await
+        {
+            Ok(_) => println!("{name}"),
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                errors.push(format!("No such service: {name}"))
+            }
+            Err(status) => errors.push(status.message().to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        bail!(DaemonError(errors.join("\n")));
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! How results are printed: tables, `-q`, `--format json`, Go templates, inspect JSON.
 
 pub mod json;
+pub mod progress;
 pub mod table;
 pub mod template;
 
@@ -181,8 +182,6 @@ pub fn rfc3339(nanos: i64) -> String {
     humantime::format_rfc3339_nanos(t).to_string()
 }
 
-// Used by `service ps` (CURRENT STATE reads "Running 5 seconds ago").
-#[allow(dead_code)]
 /// docker's `units.HumanDuration`: "Less than a second", "5 seconds", "About a minute", ...
 pub fn human_duration(d: Duration) -> String {
     let secs = d.as_secs();
@@ -213,7 +212,6 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
-#[allow(dead_code)]
 /// How long ago `nanos` (unix) was.
 pub fn ago(nanos: i64) -> String {
     let then = UNIX_EPOCH + Duration::from_nanos(nanos.max(0) as u64);

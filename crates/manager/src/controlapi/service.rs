@@ -4,8 +4,8 @@
 use orch_api::pb::service_spec::Mode;
 use orch_api::pb::store_action::Action;
 use orch_api::pb::{
-    CreateServiceRequest, JobStatus, ListServicesResponse, ListTasksRequest, ListTasksResponse, Service, TaskState,
-    UpdateServiceRequest, UpdateState, UpdateStatus,
+    CreateServiceRequest, JobStatus, ListServicesResponse, ListTasksRequest, ListTasksResponse,
+    Service, TaskState, UpdateServiceRequest, UpdateState, UpdateStatus,
 };
 use orch_api::validate::{is_job, normalize_service_spec};
 use rand::seq::IndexedRandom;
@@ -18,7 +18,9 @@ use crate::state::store::ApplyError;
 fn name_conflict(e: ManagerError, name: &str) -> ManagerError {
     match e {
         ManagerError::Propose(ProposeError::Rejected(ApplyError::NameConflict { .. })) => {
-            ManagerError::AlreadyExists(format!("name conflicts with an existing object: service {name} already exists"))
+            ManagerError::AlreadyExists(format!(
+                "name conflicts with an existing object: service {name} already exists"
+            ))
         }
         other => other,
     }
@@ -26,14 +28,26 @@ fn name_conflict(e: ManagerError, name: &str) -> ManagerError {
 
 /// A docker-style random name ("eager_turing") for a service created without --name.
 fn generated_name() -> String {
-    const ADJECTIVES: &[&str] = &["brave", "calm", "eager", "fervent", "gallant", "happy", "keen", "lucid", "nifty", "quirky", "serene", "vivid"];
-    const NAMES: &[&str] = &["babbage", "curie", "dijkstra", "hopper", "knuth", "lamport", "liskov", "lovelace", "noether", "ritchie", "turing", "wing"];
+    const ADJECTIVES: &[&str] = &[
+        "brave", "calm", "eager", "fervent", "gallant", "happy", "keen", "lucid", "nifty",
+        "quirky", "serene", "vivid",
+    ];
+    const NAMES: &[&str] = &[
+        "babbage", "curie", "dijkstra", "hopper", "knuth", "lamport", "liskov", "lovelace",
+        "noether", "ritchie", "turing", "wing",
+    ];
     let mut rng = rand::rng();
-    format!("{}_{}", ADJECTIVES.choose(&mut rng).unwrap_or(&"calm"), NAMES.choose(&mut rng).unwrap_or(&"turing"))
+    format!(
+        "{}_{}",
+        ADJECTIVES.choose(&mut rng).unwrap_or(&"calm"),
+        NAMES.choose(&mut rng).unwrap_or(&"turing")
+    )
 }
 
 pub async fn create(ctx: &ManagerCtx, req: CreateServiceRequest) -> Result<Service> {
-    let mut spec = req.spec.ok_or_else(|| ManagerError::InvalidArgument("a service spec is required".into()))?;
+    let mut spec = req
+        .spec
+        .ok_or_else(|| ManagerError::InvalidArgument("a service spec is required".into()))?;
     if spec.name.is_empty() {
         spec.name = generated_name();
     }
@@ -41,14 +55,22 @@ pub async fn create(ctx: &ManagerCtx, req: CreateServiceRequest) -> Result<Servi
     let now = orch_api::now_nanos();
     let service = Service {
         id: orch_api::ids::new_id(),
-        job_status: is_job(&spec).then_some(JobStatus { job_iteration: 1, last_execution: now }),
+        job_status: is_job(&spec).then_some(JobStatus {
+            job_iteration: 1,
+            last_execution: now,
+        }),
         spec_version: 1,
         spec: Some(spec.clone()),
         ..Default::default()
     };
-    ctx.propose(vec![Action::CreateService(service.clone())]).await.map_err(|e| name_conflict(e, &spec.name))?;
+    ctx.propose(vec![Action::CreateService(service.clone())])
+        .await
+        .map_err(|e| name_conflict(e, &spec.name))?;
     let view = ctx.store.view();
-    Ok((**view.service(&service.id).ok_or_else(|| ManagerError::Internal("created service vanished".into()))?).clone())
+    Ok((**view
+        .service(&service.id)
+        .ok_or_else(|| ManagerError::Internal("created service vanished".into()))?)
+    .clone())
 }
 
 pub async fn get(ctx: &ManagerCtx, reference: &str) -> Result<Service> {
@@ -79,7 +101,9 @@ pub async fn list(ctx: &ManagerCtx) -> Result<ListServicesResponse> {
         }
         let desired = match spec.mode {
             Some(Mode::Replicated(r)) => r.replicas,
-            Some(Mode::ReplicatedJob(j)) => j.max_concurrent.min(j.total_completions.saturating_sub(completed)),
+            Some(Mode::ReplicatedJob(j)) => j
+                .max_concurrent
+                .min(j.total_completions.saturating_sub(completed)),
             _ => wanted,
         };
         out.running.insert(service.id.clone(), running);
@@ -106,12 +130,14 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateServiceRequest) -> Result<Servi
     let current = view.find_service(&req.service)?;
     let read_version = current.meta.as_ref().map_or(0, |m| m.version);
     if req.version != 0 && req.version != read_version {
-        return Err(ManagerError::Propose(ProposeError::Rejected(ApplyError::VersionConflict {
-            kind: "service",
-            id: current.id.clone(),
-            read: req.version,
-            current: read_version,
-        })));
+        return Err(ManagerError::Propose(ProposeError::Rejected(
+            ApplyError::VersionConflict {
+                kind: "service",
+                id: current.id.clone(),
+                read: req.version,
+                current: read_version,
+            },
+        )));
     }
     let old_spec = current.spec.clone().unwrap_or_default();
     let mut service = (*current).clone();
@@ -132,10 +158,14 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateServiceRequest) -> Result<Servi
             ..Default::default()
         });
     } else {
-        let mut spec = req.spec.ok_or_else(|| ManagerError::InvalidArgument("a service spec is required".into()))?;
+        let mut spec = req
+            .spec
+            .ok_or_else(|| ManagerError::InvalidArgument("a service spec is required".into()))?;
         normalize_service_spec(&mut spec).map_err(|e| ManagerError::InvalidArgument(e.0))?;
         if spec.name != old_spec.name {
-            return Err(ManagerError::InvalidArgument("renaming services is not supported".into()));
+            return Err(ManagerError::InvalidArgument(
+                "renaming services is not supported".into(),
+            ));
         }
         if mode_kind(&spec.mode) != mode_kind(&old_spec.mode) {
             return Err(ManagerError::InvalidArgument(format!(
@@ -153,9 +183,13 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateServiceRequest) -> Result<Servi
         job.job_iteration += 1;
         job.last_execution = now;
     }
-    ctx.propose(vec![Action::UpdateService(service.clone())]).await?;
+    ctx.propose(vec![Action::UpdateService(service.clone())])
+        .await?;
     let view = ctx.store.view();
-    Ok((**view.service(&service.id).ok_or_else(|| ManagerError::NotFound(format!("service {} not found", req.service)))?).clone())
+    Ok((**view
+        .service(&service.id)
+        .ok_or_else(|| ManagerError::NotFound(format!("service {} not found", req.service)))?)
+    .clone())
 }
 
 pub async fn remove(ctx: &ManagerCtx, reference: &str) -> Result<()> {
@@ -175,15 +209,26 @@ pub async fn remove(ctx: &ManagerCtx, reference: &str) -> Result<()> {
 
 pub async fn list_tasks(ctx: &ManagerCtx, req: ListTasksRequest) -> Result<ListTasksResponse> {
     let view = ctx.read_view().await?;
-    let keep = |t: &orch_api::pb::Task| !req.desired_running || t.desired_state <= TaskState::Running as i32;
+    let keep = |t: &orch_api::pb::Task| {
+        !req.desired_running || t.desired_state <= TaskState::Running as i32
+    };
     let mut tasks: Vec<orch_api::pb::Task> = Vec::new();
     if !req.service_ids.is_empty() {
         for id in &req.service_ids {
-            tasks.extend(view.tasks_of_service(id).filter(|t| keep(t)).filter(|t| req.node_ids.is_empty() || req.node_ids.contains(&t.node_id)).map(|t| (**t).clone()));
+            tasks.extend(
+                view.tasks_of_service(id)
+                    .filter(|t| keep(t))
+                    .filter(|t| req.node_ids.is_empty() || req.node_ids.contains(&t.node_id))
+                    .map(|t| (**t).clone()),
+            );
         }
     } else if !req.node_ids.is_empty() {
         for id in &req.node_ids {
-            tasks.extend(view.tasks_of_node(id).filter(|t| keep(t)).map(|t| (**t).clone()));
+            tasks.extend(
+                view.tasks_of_node(id)
+                    .filter(|t| keep(t))
+                    .map(|t| (**t).clone()),
+            );
         }
     } else {
         tasks.extend(view.tasks().filter(|t| keep(t)).map(|t| (**t).clone()));

@@ -84,6 +84,7 @@ pub async fn streamer(ctx: Arc<ManagerCtx>, token: CancellationToken) {
             continue;
         }
         for (node, c) in changes {
+            tracing::debug!(node = %node, updated = c.updated.len(), removed = c.removed.len(), "sending assignment changes");
             let message = Assignments {
                 full: false,
                 tasks: c.updated.into_values().collect(),

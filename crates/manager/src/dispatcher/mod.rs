@@ -241,7 +241,11 @@ impl DispatcherRpc for DispatcherService {
         let message = if register.engine_error.is_empty() {
             String::new()
         } else {
-            format!("engine unavailable: {}", register.engine_error)
+            format!(
+                "{}: {}",
+                crate::scheduler::plan::ENGINE_UNAVAILABLE,
+                register.engine_error
+            )
         };
         let change = NodeStatusChange {
             node_id: node_id.clone(),
@@ -298,9 +302,13 @@ impl DispatcherRpc for DispatcherService {
                             let updates: Vec<_> = batch
                                 .updates
                                 .into_iter()
-                                .filter(|u| view.task(&u.task_id).is_some_and(|t| t.node_id == node_id))
+                                .filter(|u| {
+                                    view.task(&u.task_id).is_some_and(|t| t.node_id == node_id)
+                                })
                                 .collect();
-                            if let (Some(sink), false) = (ctx.dispatcher.status_sink(), updates.is_empty()) {
+                            if let (Some(sink), false) =
+                                (ctx.dispatcher.status_sink(), updates.is_empty())
+                            {
                                 let _ = sink.send(updates).await;
                             }
                         }

@@ -13,28 +13,51 @@ use super::{is_current, new_task, node_fit, state, with_desired, Change, Decisio
 use crate::state::store::Tables;
 
 fn eligible(service: &Service, node: &Node) -> bool {
-    let placement = service.spec.as_ref().and_then(|s| s.task.as_ref()).and_then(|t| t.placement.clone()).unwrap_or_default();
-    let constraints_ok = placement.constraints.iter().filter_map(|c| Constraint::parse(c).ok()).all(|c| c.matches(node));
-    let platform = node.description.as_ref().and_then(|d| d.platform.clone()).unwrap_or_default();
+    let placement = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.task.as_ref())
+        .and_then(|t| t.placement.clone())
+        .unwrap_or_default();
+    let constraints_ok = placement
+        .constraints
+        .iter()
+        .filter_map(|c| Constraint::parse(c).ok())
+        .all(|c| c.matches(node));
+    let platform = node
+        .description
+        .as_ref()
+        .and_then(|d| d.platform.clone())
+        .unwrap_or_default();
     let platform_ok = placement.platforms.is_empty()
         || placement.platforms.iter().any(|p| {
             (p.os.is_empty() || p.os.eq_ignore_ascii_case(&platform.os))
-                && (p.architecture.is_empty() || p.architecture.eq_ignore_ascii_case(&platform.architecture))
+                && (p.architecture.is_empty()
+                    || p.architecture.eq_ignore_ascii_case(&platform.architecture))
         });
     constraints_ok && platform_ok
 }
 
-pub fn reconcile(service: &Service, tasks: &[Arc<Task>], view: &Tables, now: i64, job: bool) -> Decision {
+pub fn reconcile(
+    service: &Service,
+    tasks: &[Arc<Task>],
+    view: &Tables,
+    now: i64,
+    job: bool,
+) -> Decision {
     let mut d = Decision::default();
     let iteration = service.job_status.as_ref().map_or(0, |j| j.job_iteration);
-    let mut by_node: HashMap<String, Vec<&Task>> = split_slots(tasks, |t| t.node_id.clone()).into_iter().collect();
+    let mut by_node: HashMap<String, Vec<&Task>> = split_slots(tasks, |t| t.node_id.clone())
+        .into_iter()
+        .collect();
     for node in view.nodes() {
         let list = by_node.remove(&node.id).unwrap_or_default();
         let current: Vec<&Task> = list.iter().copied().filter(|t| is_current(t)).collect();
         let fit = node_fit(Some(node));
         let stop_all = |d: &mut Decision| {
             for t in &current {
-                d.changes.push(Change::Update(with_desired(t, TaskState::Shutdown)));
+                d.changes
+                    .push(Change::Update(with_desired(t, TaskState::Shutdown)));
             }
         };
         match fit {
@@ -51,7 +74,8 @@ pub fn reconcile(service: &Service, tasks: &[Arc<Task>], view: &Tables, now: i64
         }
         if let Some((newest, older)) = current.split_last() {
             for extra in older {
-                d.changes.push(Change::Update(with_desired(extra, TaskState::Shutdown)));
+                d.changes
+                    .push(Change::Update(with_desired(extra, TaskState::Shutdown)));
             }
             if job && state(newest) == TaskState::Complete as i32 {
                 continue;
@@ -65,13 +89,15 @@ pub fn reconcile(service: &Service, tasks: &[Arc<Task>], view: &Tables, now: i64
                 .iter()
                 .any(|t| t.job_iteration == iteration && state(t) == TaskState::Complete as i32);
         if fit == NodeFit::Active && !job_done {
-            d.changes.push(Change::Create(new_task(service, 0, &node.id, now)));
+            d.changes
+                .push(Change::Create(new_task(service, 0, &node.id, now)));
         }
     }
     // Tasks on nodes that no longer exist.
     for list in by_node.values() {
         for t in list.iter().filter(|t| is_current(t)) {
-            d.changes.push(Change::Update(with_desired(t, TaskState::Shutdown)));
+            d.changes
+                .push(Change::Update(with_desired(t, TaskState::Shutdown)));
         }
     }
     d

@@ -107,7 +107,9 @@ pub enum NodeFit {
 }
 
 pub fn node_fit(node: Option<&Node>) -> NodeFit {
-    let Some(node) = node else { return NodeFit::Drained };
+    let Some(node) = node else {
+        return NodeFit::Drained;
+    };
     let availability = node.spec.as_ref().map_or(0, |s| s.availability);
     if availability == NodeAvailability::Drain as i32 {
         return NodeFit::Drained;
@@ -124,7 +126,13 @@ pub fn node_fit(node: Option<&Node>) -> NodeFit {
 }
 
 /// Reconciles one service (any mode) with its tasks.
-pub fn reconcile(service: &Service, tasks: &[Arc<Task>], view: &Tables, history_limit: usize, now: i64) -> Decision {
+pub fn reconcile(
+    service: &Service,
+    tasks: &[Arc<Task>],
+    view: &Tables,
+    history_limit: usize,
+    now: i64,
+) -> Decision {
     let mut decision = match service.spec.as_ref().and_then(|s| s.mode.as_ref()) {
         Some(Mode::Replicated(r)) => replicated::reconcile(service, r.replicas, tasks, view, now),
         Some(Mode::Global(_)) => global::reconcile(service, tasks, view, now, false),
@@ -132,8 +140,13 @@ pub fn reconcile(service: &Service, tasks: &[Arc<Task>], view: &Tables, history_
         Some(Mode::GlobalJob(_)) => global::reconcile(service, tasks, view, now, true),
         None => Decision::default(),
     };
-    let global = matches!(service.spec.as_ref().and_then(|s| s.mode.as_ref()), Some(Mode::Global(_) | Mode::GlobalJob(_)));
-    decision.changes.extend(reaper::reap_history(tasks, global, history_limit, view));
+    let global = matches!(
+        service.spec.as_ref().and_then(|s| s.mode.as_ref()),
+        Some(Mode::Global(_) | Mode::GlobalJob(_))
+    );
+    decision
+        .changes
+        .extend(reaper::reap_history(tasks, global, history_limit, view));
     decision
 }
 
@@ -156,7 +169,10 @@ pub async fn run(ctx: Arc<ManagerCtx>, token: CancellationToken) {
         let services: Vec<Arc<Service>> = if everything || wake.is_some_and(|w| w <= now) {
             view.services().cloned().collect()
         } else {
-            dirty.iter().filter_map(|id| view.service(id).cloned()).collect()
+            dirty
+                .iter()
+                .filter_map(|id| view.service(id).cloned())
+                .collect()
         };
         everything = false;
         dirty.clear();
@@ -175,10 +191,16 @@ pub async fn run(ctx: Arc<ManagerCtx>, token: CancellationToken) {
                 Change::Delete(id) => Action::DeleteTask(id),
             }));
         }
-        actions.extend(reaper::reap_orphans(&view).into_iter().map(Action::DeleteTask));
+        actions.extend(
+            reaper::reap_orphans(&view)
+                .into_iter()
+                .map(Action::DeleteTask),
+        );
         commit(&ctx, actions).await;
 
-        let sleep = wake.map(|w| Duration::from_nanos((w - orch_api::now_nanos()).max(0) as u64)).unwrap_or(Duration::from_secs(5));
+        let sleep = wake
+            .map(|w| Duration::from_nanos((w - orch_api::now_nanos()).max(0) as u64))
+            .unwrap_or(Duration::from_secs(5));
         tokio::select! {
             _ = token.cancelled() => return,
             _ = tokio::time::sleep(sleep) => everything = true,

@@ -15,13 +15,22 @@ fn settled(t: &Task, view: &Tables) -> bool {
     is_terminal(t)
         || state(t) < TaskState::Assigned as i32
         || t.node_id.is_empty()
-        || matches!(node_fit(view.node(&t.node_id).map(|n| n.as_ref())), NodeFit::Down)
+        || matches!(
+            node_fit(view.node(&t.node_id).map(|n| n.as_ref())),
+            NodeFit::Down
+        )
         || view.node(&t.node_id).is_none()
 }
 
 pub fn reap_history(tasks: &[Arc<Task>], global: bool, limit: usize, view: &Tables) -> Vec<Change> {
     let mut out = Vec::new();
-    let slots = split_slots(tasks, |t| if global { t.node_id.clone() } else { t.slot.to_string() });
+    let slots = split_slots(tasks, |t| {
+        if global {
+            t.node_id.clone()
+        } else {
+            t.slot.to_string()
+        }
+    });
     for list in slots.values() {
         let mut history: Vec<&Task> = Vec::new();
         for t in list {
@@ -35,7 +44,12 @@ pub fn reap_history(tasks: &[Arc<Task>], global: bool, limit: usize, view: &Tabl
         }
         // `list` is oldest first: keep the newest `limit`.
         let excess = history.len().saturating_sub(limit);
-        out.extend(history.into_iter().take(excess).map(|t| Change::Delete(t.id.clone())));
+        out.extend(
+            history
+                .into_iter()
+                .take(excess)
+                .map(|t| Change::Delete(t.id.clone())),
+        );
     }
     out
 }
@@ -44,6 +58,11 @@ pub fn reap_history(tasks: &[Arc<Task>], global: bool, limit: usize, view: &Tabl
 pub fn reap_orphans(view: &Tables) -> Vec<String> {
     view.services_with_tasks()
         .filter(|id| view.service(id).is_none())
-        .flat_map(|id| view.tasks_of_service(&id).filter(|t| settled(t, view)).map(|t| t.id.clone()).collect::<Vec<_>>())
+        .flat_map(|id| {
+            view.tasks_of_service(&id)
+                .filter(|t| settled(t, view))
+                .map(|t| t.id.clone())
+                .collect::<Vec<_>>()
+        })
         .collect()
 }

@@ -9,11 +9,16 @@ use std::sync::Arc;
 use orch_api::pb::{Service, Task, TaskState};
 
 use super::restart::{self, Restart};
-use super::{is_current, is_terminal, new_task, node_fit, state, with_desired, Change, Decision, NodeFit};
+use super::{
+    is_current, is_terminal, new_task, node_fit, state, with_desired, Change, Decision, NodeFit,
+};
 use crate::state::store::Tables;
 
 /// The tasks of one slot: the current one (if any) and the rest (history).
-pub(crate) fn split_slots<'a>(tasks: &'a [Arc<Task>], key: impl Fn(&Task) -> String) -> BTreeMap<String, Vec<&'a Task>> {
+pub(crate) fn split_slots(
+    tasks: &[Arc<Task>],
+    key: impl Fn(&Task) -> String,
+) -> BTreeMap<String, Vec<&Task>> {
     let mut slots: BTreeMap<String, Vec<&Task>> = BTreeMap::new();
     for t in tasks {
         slots.entry(key(t)).or_default().push(t);
@@ -34,17 +39,34 @@ pub(crate) fn keep_current(
     now: i64,
     d: &mut Decision,
 ) -> bool {
-    if !current.node_id.is_empty() && matches!(node_fit(view.node(&current.node_id).map(|n| n.as_ref())), NodeFit::Drained | NodeFit::Down) {
-        d.changes.push(Change::Update(with_desired(current, TaskState::Shutdown)));
+    if !current.node_id.is_empty()
+        && matches!(
+            node_fit(view.node(&current.node_id).map(|n| n.as_ref())),
+            NodeFit::Drained | NodeFit::Down
+        )
+    {
+        d.changes
+            .push(Change::Update(with_desired(current, TaskState::Shutdown)));
         return false;
     }
     if is_terminal(current) {
-        let policy = service.spec.as_ref().and_then(|s| s.task.as_ref()).and_then(|t| t.restart.clone()).unwrap_or_default();
+        let policy = service
+            .spec
+            .as_ref()
+            .and_then(|s| s.task.as_ref())
+            .and_then(|t| t.restart)
+            .unwrap_or_default();
         match restart::decide(&policy, current, history, now) {
             Restart::No => {}
             Restart::At(at) if at <= now => {
-                d.changes.push(Change::Update(with_desired(current, TaskState::Shutdown)));
-                d.changes.push(Change::Create(new_task(service, current.slot, restart_node(current), now)));
+                d.changes
+                    .push(Change::Update(with_desired(current, TaskState::Shutdown)));
+                d.changes.push(Change::Create(new_task(
+                    service,
+                    current.slot,
+                    restart_node(current),
+                    now,
+                )));
             }
             Restart::At(at) => d.wake(at),
         }
@@ -61,17 +83,26 @@ fn restart_node(t: &Task) -> &str {
     }
 }
 
-pub fn reconcile(service: &Service, replicas: u64, tasks: &[Arc<Task>], view: &Tables, now: i64) -> Decision {
+pub fn reconcile(
+    service: &Service,
+    replicas: u64,
+    tasks: &[Arc<Task>],
+    view: &Tables,
+    now: i64,
+) -> Decision {
     let mut d = Decision::default();
     let slots = split_slots(tasks, |t| t.slot.to_string());
     // slot number -> its current task
     let mut occupied: BTreeMap<u64, &Task> = BTreeMap::new();
     for list in slots.values() {
         let current: Vec<&Task> = list.iter().copied().filter(|t| is_current(t)).collect();
-        let Some((newest, older)) = current.split_last() else { continue };
+        let Some((newest, older)) = current.split_last() else {
+            continue;
+        };
         // More than one current task in a slot: keep the newest, stop the rest.
         for extra in older {
-            d.changes.push(Change::Update(with_desired(extra, TaskState::Shutdown)));
+            d.changes
+                .push(Change::Update(with_desired(extra, TaskState::Shutdown)));
         }
         let history: Vec<&Task> = list.iter().copied().filter(|t| t.id != newest.id).collect();
         if keep_current(service, newest, &history, view, now, &mut d) {
@@ -84,7 +115,8 @@ pub fn reconcile(service: &Service, replicas: u64, tasks: &[Arc<Task>], view: &T
         let mut missing = replicas - count;
         while missing > 0 {
             if !occupied.contains_key(&slot) {
-                d.changes.push(Change::Create(new_task(service, slot, "", now)));
+                d.changes
+                    .push(Change::Create(new_task(service, slot, "", now)));
                 missing -= 1;
             }
             slot += 1;
@@ -99,7 +131,11 @@ pub fn reconcile(service: &Service, replicas: u64, tasks: &[Arc<Task>], view: &T
             // Not running first, then the most crowded node, then the highest slot.
             let Some((pos, _)) = candidates.iter().enumerate().max_by_key(|(_, t)| {
                 let running = state(t) == TaskState::Running as i32;
-                (!running, crowd.get(t.node_id.as_str()).copied().unwrap_or(0), t.slot)
+                (
+                    !running,
+                    crowd.get(t.node_id.as_str()).copied().unwrap_or(0),
+                    t.slot,
+                )
             }) else {
                 break;
             };
@@ -107,7 +143,8 @@ pub fn reconcile(service: &Service, replicas: u64, tasks: &[Arc<Task>], view: &T
             if let Some(n) = crowd.get_mut(victim.node_id.as_str()) {
                 *n -= 1;
             }
-            d.changes.push(Change::Update(with_desired(victim, TaskState::Remove)));
+            d.changes
+                .push(Change::Update(with_desired(victim, TaskState::Remove)));
         }
     }
     d

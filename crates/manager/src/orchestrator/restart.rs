@@ -16,16 +16,21 @@ pub enum Restart {
 /// tasks of its slot (its history).
 pub fn decide(policy: &RestartPolicy, task: &Task, earlier: &[&Task], now: i64) -> Restart {
     let failed = state(task) != TaskState::Complete as i32;
-    let restart = match RestartCondition::try_from(policy.condition).unwrap_or(RestartCondition::Any) {
-        RestartCondition::None => false,
-        RestartCondition::OnFailure => failed,
-        RestartCondition::Any => true,
-    };
+    let restart =
+        match RestartCondition::try_from(policy.condition).unwrap_or(RestartCondition::Any) {
+            RestartCondition::None => false,
+            RestartCondition::OnFailure => failed,
+            RestartCondition::Any => true,
+        };
     if !restart {
         return Restart::No;
     }
     if policy.max_attempts > 0 {
-        let since = if policy.window > 0 { now - policy.window } else { i64::MIN };
+        let since = if policy.window > 0 {
+            now - policy.window
+        } else {
+            i64::MIN
+        };
         let attempts = earlier
             .iter()
             .filter(|t| t.id != task.id && t.status.as_ref().is_some_and(|s| s.timestamp >= since))
@@ -46,11 +51,24 @@ mod tests {
     const S: i64 = 1_000_000_000;
 
     fn task(id: &str, state: TaskState, at: i64) -> Task {
-        Task { id: id.into(), status: Some(TaskStatus { state: state as i32, timestamp: at, ..Default::default() }), ..Default::default() }
+        Task {
+            id: id.into(),
+            status: Some(TaskStatus {
+                state: state as i32,
+                timestamp: at,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
     }
 
     fn policy(condition: RestartCondition, delay: i64, max: u64, window: i64) -> RestartPolicy {
-        RestartPolicy { condition: condition as i32, delay, max_attempts: max, window }
+        RestartPolicy {
+            condition: condition as i32,
+            delay,
+            max_attempts: max,
+            window,
+        }
     }
 
     #[test]
@@ -60,14 +78,62 @@ mod tests {
         let old1 = task("a", TaskState::Failed, 50 * S);
         let old2 = task("b", TaskState::Failed, 90 * S);
         let cases: Vec<(&str, RestartPolicy, &Task, Vec<&Task>, Restart)> = vec![
-            ("any restarts a failure after the delay", policy(RestartCondition::Any, 5 * S, 0, 0), &failed, vec![], Restart::At(105 * S)),
-            ("any restarts a completed task", policy(RestartCondition::Any, 0, 0, 0), &done, vec![], Restart::At(100 * S)),
-            ("on-failure restarts a failure", policy(RestartCondition::OnFailure, S, 0, 0), &failed, vec![], Restart::At(101 * S)),
-            ("on-failure leaves a completed task", policy(RestartCondition::OnFailure, S, 0, 0), &done, vec![], Restart::No),
-            ("none never restarts", policy(RestartCondition::None, 0, 0, 0), &failed, vec![], Restart::No),
-            ("max attempts reached", policy(RestartCondition::Any, 0, 2, 0), &failed, vec![&old1, &old2], Restart::No),
-            ("max attempts not reached", policy(RestartCondition::Any, 0, 3, 0), &failed, vec![&old1, &old2], Restart::At(100 * S)),
-            ("window forgets old attempts", policy(RestartCondition::Any, 0, 2, 30 * S), &failed, vec![&old1, &old2], Restart::At(100 * S)),
+            (
+                "any restarts a failure after the delay",
+                policy(RestartCondition::Any, 5 * S, 0, 0),
+                &failed,
+                vec![],
+                Restart::At(105 * S),
+            ),
+            (
+                "any restarts a completed task",
+                policy(RestartCondition::Any, 0, 0, 0),
+                &done,
+                vec![],
+                Restart::At(100 * S),
+            ),
+            (
+                "on-failure restarts a failure",
+                policy(RestartCondition::OnFailure, S, 0, 0),
+                &failed,
+                vec![],
+                Restart::At(101 * S),
+            ),
+            (
+                "on-failure leaves a completed task",
+                policy(RestartCondition::OnFailure, S, 0, 0),
+                &done,
+                vec![],
+                Restart::No,
+            ),
+            (
+                "none never restarts",
+                policy(RestartCondition::None, 0, 0, 0),
+                &failed,
+                vec![],
+                Restart::No,
+            ),
+            (
+                "max attempts reached",
+                policy(RestartCondition::Any, 0, 2, 0),
+                &failed,
+                vec![&old1, &old2],
+                Restart::No,
+            ),
+            (
+                "max attempts not reached",
+                policy(RestartCondition::Any, 0, 3, 0),
+                &failed,
+                vec![&old1, &old2],
+                Restart::At(100 * S),
+            ),
+            (
+                "window forgets old attempts",
+                policy(RestartCondition::Any, 0, 2, 30 * S),
+                &failed,
+                vec![&old1, &old2],
+                Restart::At(100 * S),
+            ),
         ];
         for (name, p, t, earlier, want) in cases {
             assert_eq!(decide(&p, t, &earlier, 110 * S), want, "{name}");

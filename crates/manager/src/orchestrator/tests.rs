@@ -17,9 +17,14 @@ fn summary(d: &Decision, before: &[orch_api::pb::Task]) -> Vec<String> {
             Change::Create(t) if t.node_id.is_empty() => format!("create slot {}", t.slot),
             Change::Create(t) => format!("create on {}", t.node_id),
             Change::Update(t) => {
-                let old = before.iter().find(|o| o.id == t.id).map_or(0, |o| o.desired_state);
+                let old = before
+                    .iter()
+                    .find(|o| o.id == t.id)
+                    .map_or(0, |o| o.desired_state);
                 match TaskState::try_from(t.desired_state) {
-                    Ok(TaskState::Shutdown) if old != t.desired_state => format!("shutdown {}", t.id),
+                    Ok(TaskState::Shutdown) if old != t.desired_state => {
+                        format!("shutdown {}", t.id)
+                    }
                     Ok(TaskState::Remove) if old != t.desired_state => format!("remove {}", t.id),
                     _ => format!("update {}", t.id),
                 }
@@ -61,7 +66,17 @@ fn nodes3() -> Vec<orch_api::pb::Node> {
 fn replicated_cases() {
     let web3 = replicated("web", 3);
     let web1 = replicated("web", 1);
-    let failed_at = |id: &str, slot, at| task(id, &web3, slot, "n1", TaskState::Failed, TaskState::Running, at);
+    let failed_at = |id: &str, slot, at| {
+        task(
+            id,
+            &web3,
+            slot,
+            "n1",
+            TaskState::Failed,
+            TaskState::Running,
+            at,
+        )
+    };
     check(vec![
         Case {
             name: "a new service gets slots 1..=replicas",
@@ -87,7 +102,11 @@ fn replicated_cases() {
             name: "scale down removes tasks that are not running first",
             service: web1.clone(),
             nodes: nodes3(),
-            tasks: vec![running("a", &web1, 1, "n1"), running("b", &web1, 2, "n2"), pending("c", &web1, 3)],
+            tasks: vec![
+                running("a", &web1, 1, "n1"),
+                running("b", &web1, 2, "n2"),
+                pending("c", &web1, 3),
+            ],
             history_limit: 5,
             now: 10 * S,
             want: vec!["remove b", "remove c"],
@@ -97,7 +116,11 @@ fn replicated_cases() {
             name: "scale down removes from the most crowded node",
             service: replicated("web", 2),
             nodes: nodes3(),
-            tasks: vec![running("a", &web1, 1, "n1"), running("b", &web1, 2, "n1"), running("c", &web1, 3, "n2")],
+            tasks: vec![
+                running("a", &web1, 1, "n1"),
+                running("b", &web1, 2, "n1"),
+                running("c", &web1, 3, "n2"),
+            ],
             history_limit: 5,
             now: 10 * S,
             want: vec!["remove b"],
@@ -106,7 +129,10 @@ fn replicated_cases() {
         Case {
             name: "a task on a drained node is replaced in its slot",
             service: web1.clone(),
-            nodes: vec![with_availability(node("n1"), NodeAvailability::Drain), node("n2")],
+            nodes: vec![
+                with_availability(node("n1"), NodeAvailability::Drain),
+                node("n2"),
+            ],
             tasks: vec![running("a", &web1, 1, "n1")],
             history_limit: 5,
             now: 10 * S,
@@ -168,10 +194,42 @@ fn replicated_cases() {
             service: web1.clone(),
             nodes: nodes3(),
             tasks: vec![
-                task("h1", &web1, 1, "n1", TaskState::Failed, TaskState::Shutdown, 1),
-                task("h2", &web1, 1, "n1", TaskState::Failed, TaskState::Shutdown, 2),
-                task("h3", &web1, 1, "n1", TaskState::Failed, TaskState::Shutdown, 3),
-                task("cur", &web1, 1, "n1", TaskState::Running, TaskState::Running, 4),
+                task(
+                    "h1",
+                    &web1,
+                    1,
+                    "n1",
+                    TaskState::Failed,
+                    TaskState::Shutdown,
+                    1,
+                ),
+                task(
+                    "h2",
+                    &web1,
+                    1,
+                    "n1",
+                    TaskState::Failed,
+                    TaskState::Shutdown,
+                    2,
+                ),
+                task(
+                    "h3",
+                    &web1,
+                    1,
+                    "n1",
+                    TaskState::Failed,
+                    TaskState::Shutdown,
+                    3,
+                ),
+                task(
+                    "cur",
+                    &web1,
+                    1,
+                    "n1",
+                    TaskState::Running,
+                    TaskState::Running,
+                    4,
+                ),
             ],
             history_limit: 2,
             now: 10 * S,
@@ -184,8 +242,24 @@ fn replicated_cases() {
             nodes: nodes3(),
             tasks: vec![
                 running("cur", &web1, 1, "n1"),
-                task("gone", &web1, 2, "n2", TaskState::Shutdown, TaskState::Remove, 1),
-                task("stopping", &web1, 3, "n3", TaskState::Running, TaskState::Remove, 1),
+                task(
+                    "gone",
+                    &web1,
+                    2,
+                    "n2",
+                    TaskState::Shutdown,
+                    TaskState::Remove,
+                    1,
+                ),
+                task(
+                    "stopping",
+                    &web1,
+                    3,
+                    "n3",
+                    TaskState::Running,
+                    TaskState::Remove,
+                    1,
+                ),
             ],
             history_limit: 5,
             now: 10 * S,
@@ -219,14 +293,19 @@ fn global_cases() {
                 down(node("n3")),
                 with_availability(node("n4"), NodeAvailability::Pause),
             ],
-            tasks: vec![running("a", &g, 0, "n1"), running("b", &g, 0, "n2"), running("c", &g, 0, "n3")],
+            tasks: vec![
+                running("a", &g, 0, "n1"),
+                running("b", &g, 0, "n2"),
+                running("c", &g, 0, "n3"),
+            ],
             history_limit: 5,
             now: 10 * S,
             want: vec!["shutdown a"],
             want_wake: None,
         },
         Case {
-            name: "a node that no longer satisfies the constraints loses its task; removed nodes too",
+            name:
+                "a node that no longer satisfies the constraints loses its task; removed nodes too",
             service: g.clone(),
             nodes: vec![labelled(node("n1"), "kind", "db")],
             tasks: vec![running("a", &g, 0, "n1"), running("b", &g, 0, "gone")],
@@ -239,7 +318,15 @@ fn global_cases() {
             name: "a global job runs once per node",
             service: gj.clone(),
             nodes: vec![node("n1"), node("n2")],
-            tasks: vec![task("a", &gj, 0, "n1", TaskState::Complete, TaskState::Running, 1)],
+            tasks: vec![task(
+                "a",
+                &gj,
+                0,
+                "n1",
+                TaskState::Complete,
+                TaskState::Running,
+                1,
+            )],
             history_limit: 5,
             now: 10 * S,
             want: vec!["create on n2"],
@@ -251,7 +338,17 @@ fn global_cases() {
 #[test]
 fn replicated_job_cases() {
     let job = replicated_job("job", 2, 5);
-    let done = |id: &str, slot| task(id, &job, slot, "n1", TaskState::Complete, TaskState::Running, 1);
+    let done = |id: &str, slot| {
+        task(
+            id,
+            &job,
+            slot,
+            "n1",
+            TaskState::Complete,
+            TaskState::Running,
+            1,
+        )
+    };
     check(vec![
         Case {
             name: "at most max-concurrent at once",

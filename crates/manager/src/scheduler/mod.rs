@@ -52,7 +52,9 @@ async fn schedule_once(ctx: &ManagerCtx) {
     let now = orch_api::now_nanos();
     let mut actions = Vec::with_capacity(plan.assignments.len());
     for (task_id, node_id) in &plan.assignments {
-        let Some(task) = view.task(task_id) else { continue };
+        let Some(task) = view.task(task_id) else {
+            continue;
+        };
         let mut t = (**task).clone();
         t.node_id = node_id.clone();
         t.status = Some(TaskStatus {
@@ -64,7 +66,9 @@ async fn schedule_once(ctx: &ManagerCtx) {
         actions.push(Action::UpdateTask(t));
     }
     for (task_id, reason) in &plan.unschedulable {
-        let Some(task) = view.task(task_id) else { continue };
+        let Some(task) = view.task(task_id) else {
+            continue;
+        };
         if task.status.as_ref().is_some_and(|s| &s.err == reason) {
             continue;
         }
@@ -93,5 +97,10 @@ async fn schedule_once(ctx: &ManagerCtx) {
             }
         }
     }
-    debug!(assigned = plan.assignments.len(), unschedulable = plan.unschedulable.len(), actions = total, "scheduled");
+    debug!(
+        assigned = plan.assignments.len(),
+        unschedulable = plan.unschedulable.len(),
+        actions = total,
+        "scheduled"
+    );
 }

@@ -14,6 +14,9 @@ use orch_api::pb::{Node, NodeAvailability, NodeState, PublishMode, Task, TaskSta
 
 use crate::state::store::Tables;
 
+/// The node status message of a node whose engine does not answer.
+pub const ENGINE_UNAVAILABLE: &str = "engine unavailable";
+
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Plan {
     /// (task ID, node ID)
@@ -35,7 +38,11 @@ enum Reason {
 
 impl Reason {
     fn describe(self, n: usize) -> String {
-        let nodes = if n == 1 { "1 node".to_string() } else { format!("{n} nodes") };
+        let nodes = if n == 1 {
+            "1 node".to_string()
+        } else {
+            format!("{n} nodes")
+        };
         match self {
             Reason::NotAvailable => format!("{nodes} not available for new tasks"),
             Reason::Resources => format!("insufficient resources on {nodes}"),
@@ -60,7 +67,9 @@ struct NodeInfo {
 
 fn occupies_node(t: &Task) -> bool {
     let state = t.status.as_ref().map_or(0, |s| s.state);
-    !t.node_id.is_empty() && t.desired_state <= TaskState::Running as i32 && state < TaskState::Complete as i32
+    !t.node_id.is_empty()
+        && t.desired_state <= TaskState::Running as i32
+        && state < TaskState::Complete as i32
 }
 
 fn reservation(t: &Task) -> (i64, i64) {
@@ -88,8 +97,12 @@ fn node_infos(view: &Tables) -> Vec<NodeInfo> {
     let mut infos: Vec<NodeInfo> = view
         .nodes()
         .map(|n| {
-            let ready = n.status.as_ref().is_some_and(|s| s.state == NodeState::Ready as i32);
-            let active = n.spec.as_ref().map_or(0, |s| s.availability) == NodeAvailability::Active as i32;
+            // A node whose engine does not answer is up but cannot run containers.
+            let ready = n.status.as_ref().is_some_and(|s| {
+                s.state == NodeState::Ready as i32 && !s.message.starts_with(ENGINE_UNAVAILABLE)
+            });
+            let active =
+                n.spec.as_ref().map_or(0, |s| s.availability) == NodeAvailability::Active as i32;
             let resources = n.description.as_ref().and_then(|d| d.resources.as_ref());
             NodeInfo {
                 node: n.clone(),
@@ -102,7 +115,11 @@ fn node_infos(view: &Tables) -> Vec<NodeInfo> {
             }
         })
         .collect();
-    let index: HashMap<String, usize> = infos.iter().enumerate().map(|(i, n)| (n.node.id.clone(), i)).collect();
+    let index: HashMap<String, usize> = infos
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.node.id.clone(), i))
+        .collect();
     for (id, i) in &index {
         for t in view.tasks_of_node(id) {
             if !occupies_node(t) {
@@ -134,18 +151,34 @@ struct Demand {
 
 impl Demand {
     fn of(t: &Task) -> Self {
-        let placement = t.spec.as_ref().and_then(|s| s.placement.clone()).unwrap_or_default();
+        let placement = t
+            .spec
+            .as_ref()
+            .and_then(|s| s.placement.clone())
+            .unwrap_or_default();
         let (cpu, memory) = reservation(t);
         Demand {
             service_id: t.service_id.clone(),
             cpu,
             memory,
             // Specs are validated at the API edge; a constraint that no longer parses matches nothing.
-            constraints: placement.constraints.iter().filter_map(|c| Constraint::parse(c).ok()).collect(),
-            platforms: placement.platforms.iter().map(|p| (p.os.clone(), p.architecture.clone())).collect(),
+            constraints: placement
+                .constraints
+                .iter()
+                .filter_map(|c| Constraint::parse(c).ok())
+                .collect(),
+            platforms: placement
+                .platforms
+                .iter()
+                .map(|p| (p.os.clone(), p.architecture.clone()))
+                .collect(),
             ports: host_ports(t),
             max_replicas: placement.max_replicas,
-            preferences: placement.preferences.iter().map(|p| p.spread_descriptor.clone()).collect(),
+            preferences: placement
+                .preferences
+                .iter()
+                .map(|p| p.spread_descriptor.clone())
+                .collect(),
         }
     }
 
@@ -161,9 +194,15 @@ impl Demand {
             return Some(Reason::Constraints);
         }
         if !self.platforms.is_empty() {
-            let p = info.node.description.as_ref().and_then(|d| d.platform.clone()).unwrap_or_default();
+            let p = info
+                .node
+                .description
+                .as_ref()
+                .and_then(|d| d.platform.clone())
+                .unwrap_or_default();
             let fits = self.platforms.iter().any(|(os, arch)| {
-                (os.is_empty() || os.eq_ignore_ascii_case(&p.os)) && (arch.is_empty() || arch.eq_ignore_ascii_case(&p.architecture))
+                (os.is_empty() || os.eq_ignore_ascii_case(&p.os))
+                    && (arch.is_empty() || arch.eq_ignore_ascii_case(&p.architecture))
             });
             if !fits {
                 return Some(Reason::Platform);
@@ -172,7 +211,10 @@ impl Demand {
         if self.ports.iter().any(|p| info.host_ports.contains(p)) {
             return Some(Reason::HostPort);
         }
-        if self.max_replicas > 0 && info.by_service.get(&self.service_id).copied().unwrap_or(0) as u64 >= self.max_replicas {
+        if self.max_replicas > 0
+            && info.by_service.get(&self.service_id).copied().unwrap_or(0) as u64
+                >= self.max_replicas
+        {
             return Some(Reason::MaxReplicas);
         }
         None
@@ -188,7 +230,11 @@ impl Demand {
 
     fn label_value(&self, descriptor: &str, node: &Node) -> String {
         if let Some(label) = descriptor.strip_prefix("node.labels.") {
-            return node.spec.as_ref().and_then(|s| s.labels.get(label).cloned()).unwrap_or_default();
+            return node
+                .spec
+                .as_ref()
+                .and_then(|s| s.labels.get(label).cloned())
+                .unwrap_or_default();
         }
         if let Some(label) = descriptor.strip_prefix("engine.labels.") {
             return node
@@ -216,12 +262,19 @@ fn explain(reasons: &BTreeMap<Reason, usize>) -> String {
 /// Places `pending` tasks (each with status PENDING) on the nodes of `view`.
 pub fn plan(view: &Tables, pending: &[Arc<Task>]) -> Plan {
     let mut nodes = node_infos(view);
-    let by_id: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.node.id.clone(), i)).collect();
+    let by_id: HashMap<String, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.node.id.clone(), i))
+        .collect();
     let mut out = Plan::default();
     // Identical tasks of one service share a demand; order groups for determinism.
     let mut groups: BTreeMap<(String, u64), Vec<&Arc<Task>>> = BTreeMap::new();
     for t in pending {
-        groups.entry((t.service_id.clone(), t.spec_version)).or_default().push(t);
+        groups
+            .entry((t.service_id.clone(), t.spec_version))
+            .or_default()
+            .push(t);
     }
     for tasks in groups.values_mut() {
         tasks.sort_by_key(|t| (t.slot, t.id.clone()));
@@ -247,7 +300,9 @@ pub fn plan(view: &Tables, pending: &[Arc<Task>]) -> Plan {
                     None => true,
                     Some(k) => match key.cmp(k) {
                         Ordering::Less => true,
-                        Ordering::Equal => best.is_some_and(|b| nodes[i].node.id < nodes[b].node.id),
+                        Ordering::Equal => {
+                            best.is_some_and(|b| nodes[i].node.id < nodes[b].node.id)
+                        }
                         Ordering::Greater => false,
                     },
                 };
@@ -259,7 +314,8 @@ pub fn plan(view: &Tables, pending: &[Arc<Task>]) -> Plan {
             match best {
                 Some(i) => {
                     demand.take(&mut nodes[i]);
-                    out.assignments.push((task.id.clone(), nodes[i].node.id.clone()));
+                    out.assignments
+                        .push((task.id.clone(), nodes[i].node.id.clone()));
                 }
                 None => out.unschedulable.push((task.id.clone(), explain(&reasons))),
             }
@@ -274,8 +330,15 @@ fn preference_counts(demand: &Demand, nodes: &[NodeInfo]) -> Vec<HashMap<Vec<Str
     for depth in 1..=demand.preferences.len() {
         let mut counts: HashMap<Vec<String>, usize> = HashMap::new();
         for info in nodes.iter().filter(|n| n.available) {
-            let key: Vec<String> = demand.preferences[..depth].iter().map(|d| demand.label_value(d, &info.node)).collect();
-            *counts.entry(key).or_default() += info.by_service.get(&demand.service_id).copied().unwrap_or(0);
+            let key: Vec<String> = demand.preferences[..depth]
+                .iter()
+                .map(|d| demand.label_value(d, &info.node))
+                .collect();
+            *counts.entry(key).or_default() += info
+                .by_service
+                .get(&demand.service_id)
+                .copied()
+                .unwrap_or(0);
         }
         levels.push(counts);
     }
@@ -287,10 +350,18 @@ fn preference_counts(demand: &Demand, nodes: &[NodeInfo]) -> Vec<HashMap<Vec<Str
 fn rank(demand: &Demand, info: &NodeInfo, groups: &[HashMap<Vec<String>, usize>]) -> Vec<usize> {
     let mut key = Vec::with_capacity(groups.len() + 2);
     for (depth, counts) in groups.iter().enumerate() {
-        let group: Vec<String> = demand.preferences[..=depth].iter().map(|d| demand.label_value(d, &info.node)).collect();
+        let group: Vec<String> = demand.preferences[..=depth]
+            .iter()
+            .map(|d| demand.label_value(d, &info.node))
+            .collect();
         key.push(counts.get(&group).copied().unwrap_or(0));
     }
-    key.push(info.by_service.get(&demand.service_id).copied().unwrap_or(0));
+    key.push(
+        info.by_service
+            .get(&demand.service_id)
+            .copied()
+            .unwrap_or(0),
+    );
     key.push(info.total);
     key
 }
@@ -316,7 +387,9 @@ mod tests {
     }
 
     fn run(case: Case) {
-        let pending: Vec<Task> = (0..case.pending).map(|i| pending(&format!("p{i}"), &case.service, 100 + i as u64)).collect();
+        let pending: Vec<Task> = (0..case.pending)
+            .map(|i| pending(&format!("p{i}"), &case.service, 100 + i as u64))
+            .collect();
         let mut all = case.existing.clone();
         all.extend(pending.clone());
         let v = view(case.nodes.clone(), vec![case.service.clone()], all);
@@ -329,12 +402,26 @@ mod tests {
             *per_node.entry(node.clone()).or_default() += 1;
         }
         for (node, want) in &case.want_per_node {
-            assert_eq!(per_node.get(*node).copied().unwrap_or(0), *want, "{}: tasks on {node} ({per_node:?})", case.name);
+            assert_eq!(
+                per_node.get(*node).copied().unwrap_or(0),
+                *want,
+                "{}: tasks on {node} ({per_node:?})",
+                case.name
+            );
         }
         match case.want_unschedulable {
-            None => assert!(plan.unschedulable.is_empty(), "{}: {:?}", case.name, plan.unschedulable),
+            None => assert!(
+                plan.unschedulable.is_empty(),
+                "{}: {:?}",
+                case.name,
+                plan.unschedulable
+            ),
             Some(why) => {
-                assert!(!plan.unschedulable.is_empty(), "{}: expected unschedulable tasks", case.name);
+                assert!(
+                    !plan.unschedulable.is_empty(),
+                    "{}: expected unschedulable tasks",
+                    case.name
+                );
                 assert_eq!(plan.unschedulable[0].1, why, "{}", case.name);
             }
         }
@@ -450,10 +537,18 @@ mod tests {
         let mut web = replicated("web", 3);
         let endpoint = EndpointSpec {
             mode: "vip".into(),
-            ports: vec![PortConfig { protocol: "tcp".into(), target_port: 80, published_port: 8080, publish_mode: PublishMode::Host as i32, ..Default::default() }],
+            ports: vec![PortConfig {
+                protocol: "tcp".into(),
+                target_port: 80,
+                published_port: 8080,
+                publish_mode: PublishMode::Host as i32,
+                ..Default::default()
+            }],
         };
         web.spec.as_mut().expect("spec").endpoint = Some(endpoint.clone());
-        let mut tasks: Vec<Task> = (0..3).map(|i| pending(&format!("p{i}"), &web, i + 1)).collect();
+        let mut tasks: Vec<Task> = (0..3)
+            .map(|i| pending(&format!("p{i}"), &web, i + 1))
+            .collect();
         for t in &mut tasks {
             t.endpoint = Some(endpoint.clone());
         }
@@ -461,7 +556,10 @@ mod tests {
         let plan = plan(&v, &arcs(&tasks));
         assert_eq!(plan.assignments.len(), 2);
         assert_ne!(plan.assignments[0].1, plan.assignments[1].1);
-        assert_eq!(plan.unschedulable[0].1, "no suitable node (host-mode port already in use on 2 nodes)");
+        assert_eq!(
+            plan.unschedulable[0].1,
+            "no suitable node (host-mode port already in use on 2 nodes)"
+        );
     }
 
     #[test]
@@ -472,6 +570,9 @@ mod tests {
         let v = view(vec![node("n1"), down(node("n2"))], vec![g], vec![t.clone()]);
         let plan = plan(&v, &arcs(&[t]));
         assert!(plan.assignments.is_empty());
-        assert_eq!(plan.unschedulable[0].1, "no suitable node (1 node not available for new tasks)");
+        assert_eq!(
+            plan.unschedulable[0].1,
+            "no suitable node (1 node not available for new tasks)"
+        );
     }
 }

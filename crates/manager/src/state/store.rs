@@ -301,7 +301,10 @@ impl Tables {
                 .or_default()
                 .insert(t.id.clone());
         }
-        if t.status.as_ref().is_some_and(|s| s.state == orch_api::pb::TaskState::Pending as i32) {
+        if t.status
+            .as_ref()
+            .is_some_and(|s| s.state == orch_api::pb::TaskState::Pending as i32)
+        {
             self.pending.insert(t.id.clone());
         }
         self.tasks.insert(t.id.clone(), t);
