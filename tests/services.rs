@@ -458,3 +458,105 @@ fn bad_input_is_refused_and_changes_nothing() {
         run.stderr
     );
 }
+
+#[test]
+fn logs_and_agents_that_follow_a_new_leader_keep_their_containers() {
+    test_images();
+    let c = Cluster::with_nodes(3, 2, &["--dispatcher-heartbeat", "1s"]);
+    c.orch(
+        "m1",
+        &[
+            "service",
+            "create",
+            "--name",
+            "talk",
+            "--replicas",
+            "4",
+            "--constraint",
+            "node.role==worker",
+            "--stop-grace-period",
+            "1s",
+            "--timeout",
+            "60s",
+            IMAGE,
+            "sh",
+            "-c",
+            "echo hello from $(hostname); echo oops >&2; sleep 3600",
+        ],
+    )
+    .expect_ok("create");
+    let logs = c.orch("m2", &["service", "logs", "talk"]);
+    logs.expect_ok("logs through a follower");
+    let lines: Vec<&str> = logs
+        .stdout
+        .lines()
+        .filter(|l| l.contains("hello from"))
+        .collect();
+    assert_eq!(lines.len(), 4, "{}", logs.stdout);
+    for l in &lines {
+        assert!(
+            l.starts_with("talk.") && (l.contains("@w1    | ") || l.contains("@w2    | ")),
+            "{l}"
+        );
+    }
+    assert_eq!(
+        logs.stderr.lines().filter(|l| l.contains("| oops")).count(),
+        4,
+        "stderr lines: {}",
+        logs.stderr
+    );
+    let one_task = c.service_ps("m1", "talk")[0]["ID"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let single = c.orch("m1", &["service", "logs", "--raw", &one_task]);
+    assert_eq!(
+        single
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("hello from"))
+            .count(),
+        1,
+        "{}",
+        single.stdout
+    );
+
+    // The leader dies: the workers' agents move to the new leader without touching containers.
+    let before: BTreeSet<String> = c
+        .containers()
+        .into_iter()
+        .filter(|k| k.running)
+        .map(|k| k.id)
+        .collect();
+    let leader = c.leader("m1").expect("leader");
+    let survivor = ["m1", "m2", "m3"]
+        .into_iter()
+        .find(|m| *m != leader)
+        .expect("survivor");
+    c.kill(&leader);
+    wait_for(Duration::from_secs(15), "a new leader", || {
+        c.leader(survivor).is_some_and(|l| l != leader)
+    });
+    wait_for(
+        Duration::from_secs(15),
+        "workers Ready under the new leader",
+        || {
+            c.node_rows(survivor)
+                .is_some_and(|r| r["w1"]["Status"] == "Ready" && r["w2"]["Status"] == "Ready")
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let after: BTreeSet<String> = c
+        .containers()
+        .into_iter()
+        .filter(|k| k.running)
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(before, after, "containers were restarted or duplicated");
+    assert_eq!(total(&c.running_per_node(survivor, "talk")), 4);
+    assert_eq!(
+        c.service_ps(survivor, "talk").len(),
+        4,
+        "new tasks were created"
+    );
+}

@@ -3,6 +3,7 @@
 
 pub mod engine;
 pub mod exec;
+pub mod logs;
 pub mod session;
 pub mod task;
 pub mod worker;

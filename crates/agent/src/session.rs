@@ -3,6 +3,7 @@
 //! the managers it knows (the leader first, as the last session said), following a follower's
 //! redirect to the leader, with backoff.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +46,9 @@ pub struct Registration {
 
 pub struct SessionParams {
     pub tls: Arc<ClientConfig>,
+    /// For log subscriptions: the executor and the tasks the worker holds.
+    pub exec: Arc<dyn crate::exec::Executor>,
+    pub tasks: crate::worker::TaskRegistry,
     /// Manager addresses to try, best first; updated from session info.
     pub managers: Arc<Mutex<Vec<String>>>,
     pub registration: Arc<Mutex<Registration>>,
@@ -123,9 +127,13 @@ async fn session(p: &mut SessionParams, addr: &str, generation: u64) -> Ended {
         Ok(c) => c,
         Err(e) => return Ended::Failed(e.to_string()),
     };
-    let mut client = DispatcherClient::new(channel)
+    let mut client = DispatcherClient::new(channel.clone())
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(64 << 20);
+    // Log publishers of this session, by subscription; they stop with it.
+    let session_done = CancellationToken::new();
+    let _stop_publishers = session_done.clone().drop_guard();
+    let mut publishers: HashMap<String, CancellationToken> = HashMap::new();
     let (out_tx, out_rx) = mpsc::channel::<AgentMessage>(64);
     let registration = p.registration.lock().clone();
     let register = AgentMessage {
@@ -201,6 +209,21 @@ async fn session(p: &mut SessionParams, addr: &str, generation: u64) -> Ended {
                         let delivered = p.assignments.send(assignments).await;
                         if delivered.is_err() {
                             return Ended::Failed("agent stopped".into());
+                        }
+                    }
+                    Some(ManagerMsg::Logs(sub)) => {
+                        if sub.close {
+                            if let Some(token) = publishers.remove(&sub.id) {
+                                token.cancel();
+                            }
+                        } else {
+                            let token = session_done.child_token();
+                            publishers.insert(sub.id.clone(), token.clone());
+                            let tasks: Vec<_> = {
+                                let registry = p.tasks.lock();
+                                sub.task_ids.iter().filter_map(|id| registry.get(id).cloned()).collect()
+                            };
+                            tokio::spawn(crate::logs::publish(channel.clone(), p.exec.clone(), tasks, sub, token));
                         }
                     }
                     Some(ManagerMsg::HeartbeatAck(ack)) => {

@@ -16,6 +16,9 @@ use tracing::{debug, info, warn};
 use crate::exec::Executor;
 use crate::task;
 
+/// The tasks this node's worker holds, by ID (for log subscriptions).
+pub type TaskRegistry = Arc<parking_lot::Mutex<HashMap<String, Task>>>;
+
 /// How long a status report may wait for others to share its message.
 const REPORT_LINGER: Duration = Duration::from_millis(10);
 
@@ -32,9 +35,11 @@ pub struct WorkerParams {
     pub statuses: mpsc::Sender<Vec<TaskStatusUpdate>>,
     /// Bumped by the session on every new session: resend every status.
     pub session_generation: watch::Receiver<u64>,
+    pub registry: TaskRegistry,
 }
 
 struct Worker {
+    registry: TaskRegistry,
     exec: Arc<dyn Executor>,
     running: HashMap<String, Running>,
     reports_tx: mpsc::UnboundedSender<TaskStatusUpdate>,
@@ -44,6 +49,7 @@ struct Worker {
 
 impl Worker {
     fn start(&mut self, task: Task) {
+        self.registry.lock().insert(task.id.clone(), task.clone());
         let (tx, rx) = watch::channel(task.clone());
         let cancel = CancellationToken::new();
         let handle = task::spawn(
@@ -151,6 +157,7 @@ pub async fn run(p: WorkerParams, shutdown: CancellationToken) {
         mut assignments,
         statuses,
         mut session_generation,
+        registry,
     } = p;
     let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<TaskStatusUpdate>();
     // What this node's agent already runs, for adoption and clean-up.
@@ -178,6 +185,7 @@ pub async fn run(p: WorkerParams, shutdown: CancellationToken) {
         );
     }
     let mut worker = Worker {
+        registry,
         exec,
         running: HashMap::new(),
         reports_tx,

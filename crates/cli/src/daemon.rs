@@ -204,6 +204,7 @@ pub async fn run(dd: DataDir, docker_host_override: Option<String>) -> Result<()
             config.docker_host
         ))),
     };
+    let registry: orch_agent::worker::TaskRegistry = Default::default();
     let (generation_tx, generation_rx) = watch::channel(0u64);
     let mut generations = node.session.clone();
     tokio::spawn(async move {
@@ -215,7 +216,8 @@ pub async fn run(dd: DataDir, docker_host_override: Option<String>) -> Result<()
     tokio::spawn(
         orch_agent::worker::run(
             orch_agent::worker::WorkerParams {
-                exec,
+                exec: exec.clone(),
+                registry: registry.clone(),
                 assignments: assign_rx,
                 statuses: status_tx,
                 session_generation: generation_rx,
@@ -227,6 +229,8 @@ pub async fn run(dd: DataDir, docker_host_override: Option<String>) -> Result<()
     tokio::spawn(
         session::run(
             session::SessionParams {
+                exec,
+                tasks: registry,
                 tls: client_tls.clone(),
                 managers: managers.clone(),
                 registration: registration.clone(),

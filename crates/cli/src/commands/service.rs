@@ -31,6 +31,8 @@ pub enum ServiceCmd {
     Inspect(InspectArgs),
     /// Scale one or multiple replicated services
     Scale(ScaleArgs),
+    /// Fetch the logs of a service or task
+    Logs(LogsArgs),
     /// Remove one or more services
     #[command(alias = "remove")]
     Rm {
@@ -94,6 +96,30 @@ pub struct InspectArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Follow log output
+    #[arg(short, long)]
+    follow: bool,
+    /// Number of lines to show from the end of the logs ("all" or a number)
+    #[arg(short = 'n', long, default_value = "all")]
+    tail: String,
+    /// Show logs since a timestamp (unix seconds) or relative (e.g. 42m for 42 minutes)
+    #[arg(long)]
+    since: Option<String>,
+    /// Show timestamps
+    #[arg(short, long)]
+    timestamps: bool,
+    /// Do not include task IDs in the prefix
+    #[arg(long)]
+    no_task_ids: bool,
+    /// Do not add any prefix
+    #[arg(long)]
+    raw: bool,
+    /// SERVICE or TASK
+    target: String,
+}
+
+#[derive(Args, Debug)]
 pub struct ScaleArgs {
     #[arg(short, long)]
     detach: bool,
@@ -112,6 +138,7 @@ pub async fn run(target: &Target, cmd: ServiceCmd) -> Result<()> {
         ServiceCmd::Inspect(args) => inspect(target, args).await,
         ServiceCmd::Scale(args) => scale(target, args).await,
         ServiceCmd::Rm { services } => rm(target, services).await,
+        ServiceCmd::Logs(args) => logs(target, args).await,
     }
 }
 
@@ -741,6 +768,99 @@ async fn rm(target: &Target, services: Vec<String>) -> Result<()> {
     }
     if !errors.is_empty() {
         bail!(DaemonError(errors.join("\n")));
+    }
+    Ok(())
+}
+
+fn parse_since(s: &str) -> Result<i64> {
+    if let Ok(secs) = s.parse::<i64>() {
+        return Ok(secs);
+    }
+    let d = output::parse_duration(s).map_err(|_| {
+        anyhow::anyhow!("invalid --since {s:?}: unix seconds or a duration like 10m")
+    })?;
+    Ok(orch_api::now_nanos() / 1_000_000_000 - d.as_secs() as i64)
+}
+
+async fn logs(target: &Target, args: LogsArgs) -> Result<()> {
+    use std::io::Write;
+    let tail = match args.tail.as_str() {
+        "all" => -1,
+        n => n
+            .parse::<i64>()
+            .map_err(|_| anyhow::anyhow!("invalid --tail {n:?}: a number or \"all\""))?,
+    };
+    let since = args
+        .since
+        .as_deref()
+        .map(parse_since)
+        .transpose()?
+        .unwrap_or(0);
+    let mut control = target.control()?;
+    let names = hostnames(&mut control).await?;
+    // A TARGET that is not a service may be a task.
+    let (service, task) = match control
+        .get_service(GetServiceRequest {
+            service: args.target.clone(),
+        })
+        .await
+    {
+        Ok(_) => (args.target.clone(), String::new()),
+        Err(_) => (String::new(), args.target.clone()),
+    };
+    let request = orch_api::pb::ServiceLogsRequest {
+        service,
+        task,
+        follow: args.follow,
+        tail,
+        since,
+        timestamps: args.timestamps,
+    };
+    let mut stream = control
+        .service_logs(request)
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr().lock();
+    while let Some(m) = stream.message().await.map_err(rpc)? {
+        let slot = if m.slot > 0 {
+            m.slot.to_string()
+        } else {
+            m.node_id.clone()
+        };
+        let prefix = if args.raw {
+            String::new()
+        } else if args.no_task_ids {
+            format!(
+                "{}.{}@{}    | ",
+                m.service_name,
+                slot,
+                names.get(&m.node_id).cloned().unwrap_or_default()
+            )
+        } else {
+            format!(
+                "{}.{}.{}@{}    | ",
+                m.service_name,
+                slot,
+                short(&m.task_id),
+                names.get(&m.node_id).cloned().unwrap_or_default()
+            )
+        };
+        let time = if args.timestamps && m.timestamp > 0 {
+            format!("{} ", output::rfc3339(m.timestamp))
+        } else {
+            String::new()
+        };
+        let text = String::from_utf8_lossy(&m.data);
+        for line in text.lines() {
+            let out: &mut dyn Write = if m.stream == 2 {
+                &mut stderr
+            } else {
+                &mut stdout
+            };
+            let _ = writeln!(out, "{prefix}{time}{line}");
+        }
     }
     Ok(())
 }

@@ -57,8 +57,33 @@ macro_rules! leader_or_forward {
     }};
 }
 
+type BoxedLogs = std::pin::Pin<Box<dyn futures::Stream<Item = Result<LogMessage, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Control for ControlApi {
+    type ServiceLogsStream = BoxedLogs;
+
+    async fn service_logs(
+        &self,
+        request: Request<ServiceLogsRequest>,
+    ) -> Result<Response<BoxedLogs>, Status> {
+        let ctx = self.ctx()?;
+        require_manager(&request, &ctx.store.view())?;
+        if let Route::Forward(channel) = ctx.route(&request).await? {
+            let mut forwarded = Request::new(request.into_inner());
+            forwarded
+                .metadata_mut()
+                .insert(FORWARDED, MetadataValue::from_static("1"));
+            let stream = ControlClient::new(channel)
+                .service_logs(forwarded)
+                .await?
+                .into_inner();
+            return Ok(Response::new(Box::pin(stream) as BoxedLogs));
+        }
+        let stream = crate::dispatcher::logs::subscribe(ctx, request.into_inner()).await?;
+        Ok(Response::new(Box::pin(stream) as BoxedLogs))
+    }
+
     async fn list_nodes(
         &self,
         request: Request<ListNodesRequest>,

@@ -5,6 +5,7 @@
 
 pub mod assignments;
 pub mod heartbeat;
+pub mod logs;
 pub mod status;
 
 use std::collections::HashMap;
@@ -16,8 +17,8 @@ use orch_api::pb::dispatcher_server::Dispatcher as DispatcherRpc;
 use orch_api::pb::manager_message::Msg as ManagerMsg;
 use orch_api::pb::store_action::Action;
 use orch_api::pb::{
-    AgentMessage, HeartbeatAck, ManagerMessage, NodeState, NodeStatus, NodeStatusChange, Peer,
-    SessionInfo, TaskStatusUpdate,
+    AgentMessage, Empty, HeartbeatAck, LogBatch, ManagerMessage, NodeState, NodeStatus,
+    NodeStatusChange, Peer, SessionInfo, TaskStatusUpdate,
 };
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -47,6 +48,7 @@ struct Session {
 #[derive(Default)]
 pub struct Dispatcher {
     sessions: Mutex<HashMap<String, Session>>,
+    pub logs: logs::LogBroker,
     status_tx: Mutex<Option<mpsc::Sender<Vec<TaskStatusUpdate>>>>,
 }
 
@@ -208,6 +210,20 @@ impl DispatcherService {
 #[tonic::async_trait]
 impl DispatcherRpc for DispatcherService {
     type SessionStream = ReceiverStream<Result<ManagerMessage, Status>>;
+
+    async fn publish_logs(
+        &self,
+        request: Request<Streaming<LogBatch>>,
+    ) -> Result<Response<Empty>, Status> {
+        let cert = require_node(&request, &self.ctx.store.view())?;
+        let mut inbound = request.into_inner();
+        while let Some(batch) = inbound.message().await? {
+            if !self.ctx.dispatcher.logs.deliver(&cert.node_id, batch).await {
+                return Err(Status::cancelled("the log subscription has ended"));
+            }
+        }
+        Ok(Response::new(Empty {}))
+    }
 
     async fn session(
         &self,
