@@ -78,9 +78,47 @@ fn replicas_spread_scale_and_remove() {
             k.name
         );
     }
-    // service ls shows 6/6.
+    // service ls shows 6/6; inspect shows the Engine API's shape.
     let ls = c.orch("m1", &["service", "ls", "--format", "json"]).stdout;
     assert!(ls.contains("\"Replicas\":\"6/6\""), "{ls}");
+    let svc = c.inspect("m1", "service", "web").expect("inspect");
+    assert_eq!(svc["Spec"]["Mode"]["Replicated"]["Replicas"], 6);
+    assert_eq!(svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"], IMAGE);
+    assert_eq!(
+        svc["Spec"]["TaskTemplate"]["ContainerSpec"]["StopGracePeriod"],
+        1_000_000_000i64
+    );
+    assert_eq!(
+        svc["Spec"]["TaskTemplate"]["RestartPolicy"]["Condition"],
+        "any"
+    );
+    assert_eq!(svc["Spec"]["UpdateConfig"]["FailureAction"], "pause");
+    let pretty = c
+        .orch("m1", &["service", "inspect", "--pretty", "web"])
+        .stdout;
+    assert!(
+        pretty.contains("Service Mode:\tReplicated") && pretty.contains("Replicas:\t6"),
+        "{pretty}"
+    );
+    let task_id = c.service_ps("m1", "web")[0]["ID"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let task = c
+        .orch("m1", &["inspect", "--type", "task", &task_id])
+        .stdout;
+    let task: serde_json::Value = serde_json::from_str(&task).expect("task json");
+    assert_eq!(task[0]["Status"]["State"], "running");
+    assert_eq!(task[0]["DesiredState"], "running");
+    assert!(task[0]["Status"]["ContainerStatus"]["ContainerID"]
+        .as_str()
+        .is_some_and(|id| !id.is_empty()));
+    let node_ps = c.orch("m1", &["node", "ps", "w1"]).stdout;
+    assert_eq!(
+        node_ps.lines().filter(|l| l.contains("web.")).count(),
+        2,
+        "{node_ps}"
+    );
 
     let run = c.orch("m1", &["service", "scale", "web=9", "--timeout", "60s"]);
     run.expect_ok("scale up");

@@ -6,6 +6,7 @@
 //! - `failover`: 3 real `orch` manager processes; SIGKILL the leader, time until a surviving
 //!   manager accepts a write through the CLI; repeat.
 
+mod engine;
 mod failover;
 mod raft_latency;
 
@@ -28,6 +29,15 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+    /// 50 replicas on the local engine: orch vs parallel `docker run` vs Docker swarm mode.
+    Engine {
+        #[arg(long, default_value = "target/release/orch")]
+        orch: String,
+        #[arg(long, default_value_t = 50)]
+        replicas: usize,
+        #[arg(long, default_value_t = 3)]
+        trials: usize,
+    },
     /// Leader SIGKILL → next write accepted, with real orch processes.
     Failover {
         /// The orch binary to run.
@@ -49,6 +59,11 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(raft_latency::run(ops, concurrency))
         }
         Command::Failover { orch, trials } => failover::run(&orch, trials),
+        Command::Engine {
+            orch,
+            replicas,
+            trials,
+        } => engine::run(&orch, replicas, trials),
     }
 }
 

@@ -283,6 +283,7 @@ mod tests {
                 assignments,
                 statuses: status_tx,
                 session_generation,
+                registry: Default::default(),
             };
             tokio::spawn(run(params, shutdown.clone()));
             Harness {

@@ -184,11 +184,13 @@ impl Demand {
 
     /// The first filter `info` fails, if any.
     fn check(&self, info: &NodeInfo) -> Option<Reason> {
+        self.check_static(info).or_else(|| self.check_dynamic(info))
+    }
+
+    /// Filters whose answer placing this group's tasks cannot change.
+    fn check_static(&self, info: &NodeInfo) -> Option<Reason> {
         if !info.available {
             return Some(Reason::NotAvailable);
-        }
-        if self.cpu > info.free_cpu || self.memory > info.free_memory {
-            return Some(Reason::Resources);
         }
         if !self.constraints.iter().all(|c| c.matches(&info.node)) {
             return Some(Reason::Constraints);
@@ -207,6 +209,14 @@ impl Demand {
             if !fits {
                 return Some(Reason::Platform);
             }
+        }
+        None
+    }
+
+    /// Filters that change as tasks are placed (resources, ports, replicas per node).
+    fn check_dynamic(&self, info: &NodeInfo) -> Option<Reason> {
+        if self.cpu > info.free_cpu || self.memory > info.free_memory {
+            return Some(Reason::Resources);
         }
         if self.ports.iter().any(|p| info.host_ports.contains(p)) {
             return Some(Reason::HostPort);
@@ -279,6 +289,10 @@ pub fn plan(view: &Tables, pending: &[Arc<Task>]) -> Plan {
     for tasks in groups.values_mut() {
         tasks.sort_by_key(|t| (t.slot, t.id.clone()));
         let demand = Demand::of(tasks[0]);
+        if demand.preferences.is_empty() && tasks.iter().all(|t| t.node_id.is_empty()) {
+            place_group(&demand, tasks, &mut nodes, &mut out);
+            continue;
+        }
         for task in tasks.iter() {
             // A task with a node already chosen (global services) only checks that node.
             let candidates: Vec<usize> = if task.node_id.is_empty() {
@@ -322,6 +336,50 @@ pub fn plan(view: &Tables, pending: &[Arc<Task>]) -> Plan {
         }
     }
     out
+}
+
+/// Places a group of identical tasks without placement preferences: static filters once,
+/// then the best node from a heap per task (O(nodes + tasks × log nodes)). Only the chosen
+/// node's counts change, so the other nodes' keys stay valid.
+fn place_group(demand: &Demand, tasks: &[&Arc<Task>], nodes: &mut [NodeInfo], out: &mut Plan) {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut reasons: BTreeMap<Reason, usize> = BTreeMap::new();
+    let mut heap = BinaryHeap::new();
+    let key = |info: &NodeInfo| {
+        (
+            info.by_service
+                .get(&demand.service_id)
+                .copied()
+                .unwrap_or(0),
+            info.total,
+        )
+    };
+    for (i, info) in nodes.iter().enumerate() {
+        match demand.check_static(info) {
+            Some(reason) => *reasons.entry(reason).or_default() += 1,
+            None => heap.push(Reverse((key(info), info.node.id.clone(), i))),
+        }
+    }
+    for task in tasks {
+        let mut placed = false;
+        while let Some(Reverse((_, _, i))) = heap.pop() {
+            if let Some(reason) = demand.check_dynamic(&nodes[i]) {
+                // Full for this group from now on.
+                *reasons.entry(reason).or_default() += 1;
+                continue;
+            }
+            demand.take(&mut nodes[i]);
+            out.assignments
+                .push((task.id.clone(), nodes[i].node.id.clone()));
+            heap.push(Reverse((key(&nodes[i]), nodes[i].node.id.clone(), i)));
+            placed = true;
+            break;
+        }
+        if !placed {
+            out.unschedulable.push((task.id.clone(), explain(&reasons)));
+        }
+    }
 }
 
 /// Tasks of the service per placement-preference group (label values), level by level.
@@ -530,6 +588,38 @@ mod tests {
         for case in cases {
             run(case);
         }
+    }
+
+    proptest::proptest! {
+        /// Without constraints or reservations, every task is placed and a service's tasks per
+        /// node differ by at most one, whatever the cluster already runs.
+        #[test]
+        fn spread_stays_within_one(nodes in 1usize..12, existing in proptest::collection::vec(0usize..12, 0..20), pending in 0usize..60) {
+            let web = replicated("web", 0);
+            let other = replicated("other", 0);
+            let node_list: Vec<Node> = (0..nodes).map(|i| node(&format!("n{i:02}"))).collect();
+            let mut tasks: Vec<Task> = existing
+                .iter()
+                .enumerate()
+                .map(|(i, n)| running(&format!("o{i}"), &other, i as u64 + 1, &format!("n{:02}", n % nodes)))
+                .collect();
+            let new: Vec<Task> = (0..pending).map(|i| super::super::plan::tests::pending_task(&web, i)).collect();
+            tasks.extend(new.clone());
+            let v = view(node_list, vec![web, other], tasks);
+            let plan = plan(&v, &arcs(&new));
+            proptest::prop_assert_eq!(plan.assignments.len(), pending);
+            let mut per: BTreeMap<String, usize> = (0..nodes).map(|i| (format!("n{i:02}"), 0)).collect();
+            for (_, n) in &plan.assignments {
+                *per.entry(n.clone()).or_default() += 1;
+            }
+            let max = per.values().max().copied().unwrap_or(0);
+            let min = per.values().min().copied().unwrap_or(0);
+            proptest::prop_assert!(max - min <= 1, "spread {:?}", per);
+        }
+    }
+
+    fn pending_task(service: &orch_api::pb::Service, i: usize) -> Task {
+        pending(&format!("p{i}"), service, i as u64 + 1)
     }
 
     #[test]

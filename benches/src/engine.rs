@@ -1,0 +1,228 @@
+//! 50 replicas on the local Docker Engine, create → all running, three ways in one run:
+//! orch (`orch service create -d --replicas 50` on a one-node cluster), 50 `docker run -d` 8
+//! at a time, and Docker swarm mode's `docker service create -d --replicas 50` (the engine's
+//! own swarm, initialized for the run and left afterwards). Each is timed the same way: from
+//! the command until `docker ps` counts 50 running containers of the workload.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+
+const IMAGE: &str = "orch-test/busybox:1";
+
+fn docker(args: &[&str]) -> Result<String> {
+    let out = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        bail!("docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn count(filter: &str) -> usize {
+    docker(&["ps", "-q", "--filter", filter])
+        .map(|o| o.lines().count())
+        .unwrap_or(0)
+}
+
+fn count_all(filter: &str) -> usize {
+    docker(&["ps", "-aq", "--filter", filter])
+        .map(|o| o.lines().count())
+        .unwrap_or(0)
+}
+
+fn wait_running(filter: &str, n: usize, started: Instant) -> Result<f64> {
+    while count(filter) < n {
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!("{n} containers ({filter}) not running after 300 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn wait_gone(filter: &str) {
+    let start = Instant::now();
+    while count_all(filter) > 0 && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn docker_run(n: usize) -> Result<f64> {
+    let started = Instant::now();
+    let script = format!("seq {n} | xargs -P 8 -I{{}} docker run -d -q --label orch.bench=run --name orch-bench-run-{{}} {IMAGE} sleep 3600 >/dev/null");
+    let status = Command::new("sh").arg("-c").arg(&script).status()?;
+    if !status.success() {
+        bail!("docker run failed");
+    }
+    let t = wait_running("label=orch.bench=run", n, started)?;
+    let ids = docker(&["ps", "-aq", "--filter", "label=orch.bench=run"])?;
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if !ids.is_empty() {
+        let mut args = vec!["rm", "-f"];
+        args.extend(ids);
+        docker(&args)?;
+    }
+    Ok(t)
+}
+
+fn swarm_available() -> bool {
+    docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]).is_ok()
+}
+
+fn swarm(n: usize) -> Result<f64> {
+    let started = Instant::now();
+    docker(&[
+        "service",
+        "create",
+        "-d",
+        "-q",
+        "--no-resolve-image",
+        "--name",
+        "orch-bench-swarm",
+        "--replicas",
+        &n.to_string(),
+        "--stop-grace-period",
+        "1s",
+        IMAGE,
+        "sleep",
+        "3600",
+    ])?;
+    let t = wait_running(
+        "label=com.docker.swarm.service.name=orch-bench-swarm",
+        n,
+        started,
+    )?;
+    docker(&["service", "rm", "orch-bench-swarm"])?;
+    wait_gone("label=com.docker.swarm.service.name=orch-bench-swarm");
+    Ok(t)
+}
+
+fn orch(bin: &Path, dir: &Path, n: usize) -> Result<f64> {
+    let started = Instant::now();
+    let out = Command::new(bin)
+        .arg("--data-dir")
+        .arg(dir)
+        .args([
+            "service",
+            "create",
+            "-d",
+            "-q",
+            "--name",
+            "bench",
+            "--replicas",
+            &n.to_string(),
+            "--stop-grace-period",
+            "1s",
+        ])
+        .args([IMAGE, "sleep", "3600"])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "orch service create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let t = wait_running("label=orch.service.name=bench", n, started)?;
+    let rm = Command::new(bin)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["service", "rm", "bench"])
+        .output()?;
+    if !rm.status.success() {
+        bail!("orch service rm: {}", String::from_utf8_lossy(&rm.stderr));
+    }
+    wait_gone("label=orch.service.name=bench");
+    Ok(t)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+pub fn run(orch_bin: &str, replicas: usize, trials: usize) -> Result<()> {
+    let bin = std::fs::canonicalize(orch_bin).map_err(|e| anyhow!("{orch_bin}: {e}"))?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-test-images.sh");
+    if !Command::new("bash").arg(script).status()?.success() {
+        bail!("cannot build the test images");
+    }
+    let root = tempfile::Builder::new()
+        .prefix("orch-bench-engine-")
+        .tempdir()?;
+    let dir = root.path().join("m1");
+    let ip = format!("127.78.{}.1", 1 + std::process::id() % 200);
+    let init = Command::new(&bin)
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["init", "--advertise-addr", &ip, "--listen-addr", &ip])
+        .output()?;
+    if !init.status.success() {
+        bail!("orch init: {}", String::from_utf8_lossy(&init.stderr));
+    }
+    let _stop = scopeguard(&dir);
+    let swarm_ok = swarm_available();
+    let we_made_swarm =
+        swarm_ok && docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"])?.trim() != "active";
+    if we_made_swarm {
+        docker(&[
+            "swarm",
+            "init",
+            "--advertise-addr",
+            "127.0.0.1",
+            "--listen-addr",
+            "127.0.0.1:2477",
+        ])?;
+    }
+    let mut runs = Vec::new();
+    let mut orchs = Vec::new();
+    let mut swarms = Vec::new();
+    let result = (|| -> Result<()> {
+        for trial in 0..trials {
+            let r = docker_run(replicas)?;
+            let o = orch(&bin, &dir, replicas)?;
+            let s = if swarm_ok {
+                Some(swarm(replicas)?)
+            } else {
+                None
+            };
+            println!("trial {trial}: docker run x{replicas} (8 at a time) {r:.2} s, orch {o:.2} s, swarm {}", s.map_or("n/a".into(), |s| format!("{s:.2} s")));
+            runs.push(r);
+            orchs.push(o);
+            if let Some(s) = s {
+                swarms.push(s);
+            }
+        }
+        Ok(())
+    })();
+    if we_made_swarm {
+        let _ = docker(&["swarm", "leave", "--force"]);
+    }
+    result?;
+    let (r, o) = (median(runs), median(orchs));
+    let swarm_text = if swarms.is_empty() {
+        "swarm mode not available on this engine".to_string()
+    } else {
+        let s = median(swarms);
+        format!("docker swarm mode {s:.2} s (orch/swarm {:.2}x)", o / s)
+    };
+    println!("engine-{replicas}: medians of {trials}: orch {o:.2} s, 50 x docker run 8-wide {r:.2} s (orch/docker-run {:.2}x), {swarm_text}", o / r);
+    Ok(())
+}
+
+/// Stops the bench cluster's node process when the run ends.
+fn scopeguard(dir: &Path) -> impl Drop {
+    struct Stop(std::path::PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            if let Ok(pid) = std::fs::read_to_string(self.0.join("orch.pid")) {
+                let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+            }
+        }
+    }
+    Stop(dir.to_path_buf())
+}
