@@ -145,46 +145,81 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// A one-node orch cluster for the run, and the engine's swarm mode when it offers it (left
+/// again afterwards if this run initialized it).
+struct Bench {
+    bin: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    swarm_ok: bool,
+    made_swarm: bool,
+    _root: tempfile::TempDir,
+}
+
+impl Bench {
+    fn setup(orch_bin: &str, name: &str, octet: u32) -> Result<Self> {
+        let bin = std::fs::canonicalize(orch_bin).map_err(|e| anyhow!("{orch_bin}: {e}"))?;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-test-images.sh");
+        if !Command::new("bash").arg(script).status()?.success() {
+            bail!("cannot build the test images");
+        }
+        let root = tempfile::Builder::new()
+            .prefix(&format!("orch-bench-{name}-"))
+            .tempdir()?;
+        let dir = root.path().join("m1");
+        let ip = format!("127.{octet}.{}.1", 1 + std::process::id() % 200);
+        let init = Command::new(&bin)
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["init", "--advertise-addr", &ip, "--listen-addr", &ip])
+            .output()?;
+        if !init.status.success() {
+            bail!("orch init: {}", String::from_utf8_lossy(&init.stderr));
+        }
+        let swarm_ok = swarm_available();
+        let made_swarm = swarm_ok
+            && docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"])?.trim() != "active";
+        let bench = Bench {
+            bin,
+            dir,
+            swarm_ok,
+            made_swarm,
+            _root: root,
+        };
+        if made_swarm {
+            docker(&[
+                "swarm",
+                "init",
+                "--advertise-addr",
+                "127.0.0.1",
+                "--listen-addr",
+                "127.0.0.1:2477",
+            ])?;
+        }
+        Ok(bench)
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        if self.made_swarm {
+            let _ = docker(&["swarm", "leave", "--force"]);
+        }
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("orch.pid")) {
+            let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+        }
+    }
+}
+
 pub fn run(orch_bin: &str, replicas: usize, trials: usize) -> Result<()> {
-    let bin = std::fs::canonicalize(orch_bin).map_err(|e| anyhow!("{orch_bin}: {e}"))?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-test-images.sh");
-    if !Command::new("bash").arg(script).status()?.success() {
-        bail!("cannot build the test images");
-    }
-    let root = tempfile::Builder::new()
-        .prefix("orch-bench-engine-")
-        .tempdir()?;
-    let dir = root.path().join("m1");
-    let ip = format!("127.78.{}.1", 1 + std::process::id() % 200);
-    let init = Command::new(&bin)
-        .arg("--data-dir")
-        .arg(&dir)
-        .args(["init", "--advertise-addr", &ip, "--listen-addr", &ip])
-        .output()?;
-    if !init.status.success() {
-        bail!("orch init: {}", String::from_utf8_lossy(&init.stderr));
-    }
-    let _stop = scopeguard(&dir);
-    let swarm_ok = swarm_available();
-    let we_made_swarm =
-        swarm_ok && docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"])?.trim() != "active";
-    if we_made_swarm {
-        docker(&[
-            "swarm",
-            "init",
-            "--advertise-addr",
-            "127.0.0.1",
-            "--listen-addr",
-            "127.0.0.1:2477",
-        ])?;
-    }
+    let bench = Bench::setup(orch_bin, "engine", 78)?;
+    let (bin, dir, swarm_ok) = (&bench.bin, &bench.dir, bench.swarm_ok);
     let mut runs = Vec::new();
     let mut orchs = Vec::new();
     let mut swarms = Vec::new();
     let result = (|| -> Result<()> {
         for trial in 0..trials {
             let r = docker_run(replicas)?;
-            let o = orch(&bin, &dir, replicas)?;
+            let o = orch(bin, dir, replicas)?;
             let s = if swarm_ok {
                 Some(swarm(replicas)?)
             } else {
@@ -199,9 +234,6 @@ pub fn run(orch_bin: &str, replicas: usize, trials: usize) -> Result<()> {
         }
         Ok(())
     })();
-    if we_made_swarm {
-        let _ = docker(&["swarm", "leave", "--force"]);
-    }
     result?;
     let (r, o) = (median(runs), median(orchs));
     let swarm_text = if swarms.is_empty() {
@@ -214,15 +246,123 @@ pub fn run(orch_bin: &str, replicas: usize, trials: usize) -> Result<()> {
     Ok(())
 }
 
-/// Stops the bench cluster's node process when the run ends.
-fn scopeguard(dir: &Path) -> impl Drop {
-    struct Stop(std::path::PathBuf);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            if let Ok(pid) = std::fs::read_to_string(self.0.join("orch.pid")) {
-                let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
-            }
+fn count_image(label: &str, image: &str) -> usize {
+    docker(&["ps", "--filter", label, "--format", "{{.Image}}"])
+        .map(|o| o.lines().filter(|i| *i == image).count())
+        .unwrap_or(0)
+}
+
+fn wait_image(label: &str, image: &str, n: usize, started: Instant) -> Result<f64> {
+    while count_image(label, image) < n || count(label) > n {
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("{n} containers of {image} not running after 600 s");
         }
+        std::thread::sleep(Duration::from_millis(50));
     }
-    Stop(dir.to_path_buf())
+    Ok(started.elapsed().as_secs_f64())
+}
+
+const V2: &str = "orch-test/busybox:2";
+
+/// 50 replicas updated from :1 to :2, parallelism 10, delay 0, monitor 0, on orch and on
+/// Docker swarm mode, in the same run.
+pub fn rolling(orch_bin: &str, replicas: usize, trials: usize) -> Result<()> {
+    let bench = Bench::setup(orch_bin, "rolling", 79)?;
+    let (bin, dir, swarm_ok) = (&bench.bin, &bench.dir, bench.swarm_ok);
+    let n = replicas.to_string();
+    let orch = |args: &[&str]| -> Result<()> {
+        let out = Command::new(bin)
+            .arg("--data-dir")
+            .arg(dir)
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!("orch {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    };
+    let flags = [
+        "--update-parallelism",
+        "10",
+        "--update-delay",
+        "0s",
+        "--update-monitor",
+        "0s",
+        "--stop-grace-period",
+        "1s",
+    ];
+    let mut orchs = Vec::new();
+    let mut swarms = Vec::new();
+    let result = (|| -> Result<()> {
+        for trial in 0..trials {
+            let mut create = vec![
+                "service",
+                "create",
+                "-q",
+                "--name",
+                "roll",
+                "--replicas",
+                &n,
+            ];
+            create.extend(flags);
+            create.extend([IMAGE, "sleep", "3600"]);
+            orch(&create)?;
+            let started = Instant::now();
+            orch(&["service", "update", "-d", "-q", "--image", V2, "roll"])?;
+            let o = wait_image("label=orch.service.name=roll", V2, replicas, started)?;
+            orch(&["service", "rm", "roll"])?;
+            wait_gone("label=orch.service.name=roll");
+            orchs.push(o);
+            let s = if swarm_ok {
+                let label = "label=com.docker.swarm.service.name=orch-bench-roll";
+                let mut create = vec![
+                    "service",
+                    "create",
+                    "-q",
+                    "--detach=false",
+                    "--no-resolve-image",
+                    "--name",
+                    "orch-bench-roll",
+                    "--replicas",
+                    &n,
+                ];
+                create.extend(flags);
+                create.extend([IMAGE, "sleep", "3600"]);
+                docker(&create)?;
+                let started = Instant::now();
+                docker(&[
+                    "service",
+                    "update",
+                    "-d",
+                    "-q",
+                    "--no-resolve-image",
+                    "--image",
+                    V2,
+                    "orch-bench-roll",
+                ])?;
+                let s = wait_image(label, V2, replicas, started)?;
+                docker(&["service", "rm", "orch-bench-roll"])?;
+                wait_gone(label);
+                swarms.push(s);
+                Some(s)
+            } else {
+                None
+            };
+            println!(
+                "trial {trial}: rolling update of {replicas}: orch {o:.2} s, swarm {}",
+                s.map_or("n/a".into(), |s| format!("{s:.2} s"))
+            );
+        }
+        Ok(())
+    })();
+    result?;
+    let o = median(orchs);
+    let swarm_text = if swarms.is_empty() {
+        "swarm mode not available".to_string()
+    } else {
+        let s = median(swarms);
+        format!("docker swarm mode {s:.2} s (orch/swarm {:.2}x)", o / s)
+    };
+    println!("rolling-{replicas}: medians of {trials}: orch {o:.2} s, {swarm_text}");
+    Ok(())
 }

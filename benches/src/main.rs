@@ -38,6 +38,15 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         trials: usize,
     },
+    /// A 50-replica rolling update (parallelism 10, delay 0): orch vs Docker swarm mode.
+    Rolling {
+        #[arg(long, default_value = "target/release/orch")]
+        orch: String,
+        #[arg(long, default_value_t = 50)]
+        replicas: usize,
+        #[arg(long, default_value_t = 3)]
+        trials: usize,
+    },
     /// Leader SIGKILL → next write accepted, with real orch processes.
     Failover {
         /// The orch binary to run.
@@ -59,6 +68,11 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(raft_latency::run(ops, concurrency))
         }
         Command::Failover { orch, trials } => failover::run(&orch, trials),
+        Command::Rolling {
+            orch,
+            replicas,
+            trials,
+        } => engine::rolling(&orch, replicas, trials),
         Command::Engine {
             orch,
             replicas,

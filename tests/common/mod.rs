@@ -418,6 +418,8 @@ pub struct Container {
     pub running: bool,
     pub node_id: String,
     pub task_id: String,
+    pub image: String,
+    pub service: String,
 }
 
 impl Cluster {
@@ -433,12 +435,15 @@ impl Cluster {
 
     /// Every container of this cluster's nodes, running or not.
     pub fn containers(&self) -> Vec<Container> {
+        containers_under(self.root.path())
+    }
+}
+
+/// Every container of the nodes whose data dirs are under `root`, running or not.
+pub fn containers_under(root: &Path) -> Vec<Container> {
+    {
         let mut out = Vec::new();
-        for name in self.nodes.keys() {
-            let node_id = self.node_id(name);
-            if node_id.is_empty() {
-                continue;
-            }
+        for node_id in node_ids_under(root) {
             let listed = Command::new("docker")
                 .args([
                     "ps",
@@ -446,27 +451,31 @@ impl Cluster {
                     "--filter",
                     &format!("label=orch.node.id={node_id}"),
                     "--format",
-                    "{{.ID}}|{{.Names}}|{{.State}}|{{.Label \"orch.task.id\"}}",
+                    "{{.ID}}|{{.Names}}|{{.State}}|{{.Label \"orch.task.id\"}}|{{.Image}}|{{.Label \"orch.service.name\"}}",
                 ])
                 .output()
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                 .unwrap_or_default();
             for line in listed.lines() {
                 let parts: Vec<&str> = line.split('|').collect();
-                if parts.len() == 4 {
+                if parts.len() == 6 {
                     out.push(Container {
                         id: parts[0].to_string(),
                         name: parts[1].to_string(),
                         running: parts[2] == "running",
                         node_id: node_id.clone(),
                         task_id: parts[3].to_string(),
+                        image: parts[4].to_string(),
+                        service: parts[5].to_string(),
                     });
                 }
             }
         }
         out
     }
+}
 
+impl Cluster {
     /// `service ps --format json` rows.
     pub fn service_ps(&self, from: &str, service: &str) -> Vec<Value> {
         let run = self.orch(

@@ -31,6 +31,14 @@ pub enum ServiceCmd {
     Inspect(InspectArgs),
     /// Scale one or multiple replicated services
     Scale(ScaleArgs),
+    /// Update a service
+    Update(Box<UpdateArgs>),
+    /// Revert changes to a service's configuration
+    Rollback {
+        #[command(flatten)]
+        wait: WaitFlags,
+        service: String,
+    },
     /// Fetch the logs of a service or task
     Logs(LogsArgs),
     /// Remove one or more services
@@ -41,10 +49,9 @@ pub enum ServiceCmd {
     },
 }
 
-#[derive(Args, Debug)]
-pub struct CreateArgs {
-    #[command(flatten)]
-    pub flags: SpecFlags,
+/// How a command that changes a service waits for it.
+#[derive(Args, Debug, Default)]
+pub struct WaitFlags {
     /// Exit immediately instead of waiting for the service to converge
     #[arg(short, long)]
     pub detach: bool,
@@ -54,6 +61,14 @@ pub struct CreateArgs {
     /// Give up waiting after this long (e.g. 2m)
     #[arg(long)]
     pub timeout: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub flags: SpecFlags,
+    #[command(flatten)]
+    pub wait: WaitFlags,
     pub image: String,
     /// COMMAND and ARG...: the container's Args, as docker's
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -96,6 +111,53 @@ pub struct InspectArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    pub flags: SpecFlags,
+    /// Service image tag
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Force update even if no changes require it
+    #[arg(long)]
+    pub force: bool,
+    /// Service command args (replaces them; split on spaces)
+    #[arg(long, allow_hyphen_values = true)]
+    pub args: Option<String>,
+    #[arg(long)]
+    pub env_add: Vec<String>,
+    #[arg(long)]
+    pub env_rm: Vec<String>,
+    #[arg(long)]
+    pub label_add: Vec<String>,
+    #[arg(long)]
+    pub label_rm: Vec<String>,
+    #[arg(long)]
+    pub container_label_add: Vec<String>,
+    #[arg(long)]
+    pub container_label_rm: Vec<String>,
+    #[arg(long)]
+    pub constraint_add: Vec<String>,
+    #[arg(long)]
+    pub constraint_rm: Vec<String>,
+    #[arg(long)]
+    pub mount_add: Vec<String>,
+    /// Remove a mount by its target path
+    #[arg(long)]
+    pub mount_rm: Vec<String>,
+    #[arg(long)]
+    pub publish_add: Vec<String>,
+    /// Remove a published port (<published>[/protocol] or target=<port>)
+    #[arg(long)]
+    pub publish_rm: Vec<String>,
+    /// Roll back to the previous specification
+    #[arg(long)]
+    pub rollback: bool,
+    #[command(flatten)]
+    pub wait: WaitFlags,
+    pub service: String,
+}
+
+#[derive(Args, Debug)]
 pub struct LogsArgs {
     /// Follow log output
     #[arg(short, long)]
@@ -121,10 +183,8 @@ pub struct LogsArgs {
 
 #[derive(Args, Debug)]
 pub struct ScaleArgs {
-    #[arg(short, long)]
-    detach: bool,
-    #[arg(long)]
-    timeout: Option<String>,
+    #[command(flatten)]
+    wait: WaitFlags,
     /// SERVICE=REPLICAS...
     #[arg(required = true)]
     pairs: Vec<String>,
@@ -139,6 +199,8 @@ pub async fn run(target: &Target, cmd: ServiceCmd) -> Result<()> {
         ServiceCmd::Scale(args) => scale(target, args).await,
         ServiceCmd::Rm { services } => rm(target, services).await,
         ServiceCmd::Logs(args) => logs(target, args).await,
+        ServiceCmd::Update(args) => update(target, *args).await,
+        ServiceCmd::Rollback { wait, service } => rollback(target, &service, &wait).await,
     }
 }
 
@@ -160,19 +222,26 @@ async fn hostnames(control: &mut ControlClient<Channel>) -> Result<BTreeMap<Stri
         .collect())
 }
 
-/// Waits for convergence unless `detach`; used after create, update, scale and rollback.
+/// Waits for convergence unless `--detach`; used after create, update, scale and rollback.
 pub async fn follow(
     control: &mut ControlClient<Channel>,
     service_id: &str,
-    detach: bool,
-    quiet: bool,
-    timeout_flag: &Option<String>,
+    wait: &WaitFlags,
+    expect: progress::Expect,
 ) -> Result<()> {
-    if detach {
+    if wait.detach {
         return Ok(());
     }
     let names = hostnames(control).await?;
-    progress::wait(control, service_id, timeout(timeout_flag)?, quiet, &names).await
+    progress::wait(
+        control,
+        service_id,
+        timeout(&wait.timeout)?,
+        wait.quiet,
+        &names,
+        expect,
+    )
+    .await
 }
 
 async fn create(target: &Target, args: CreateArgs) -> Result<()> {
@@ -187,9 +256,8 @@ async fn create(target: &Target, args: CreateArgs) -> Result<()> {
     follow(
         &mut control,
         &service.id,
-        args.detach,
-        args.quiet,
-        &args.timeout,
+        &args.wait,
+        progress::Expect::Converge,
     )
     .await
 }
@@ -741,7 +809,7 @@ async fn scale(target: &Target, args: ScaleArgs) -> Result<()> {
         }
     }
     for id in scaled {
-        follow(&mut control, &id, args.detach, false, &args.timeout).await?;
+        follow(&mut control, &id, &args.wait, progress::Expect::Converge).await?;
     }
     if !errors.is_empty() {
         bail!(DaemonError(errors.join("\n")));
@@ -863,4 +931,157 @@ async fn logs(target: &Target, args: LogsArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn key_of(env: &str) -> &str {
+    env.split_once('=').map_or(env, |(k, _)| k)
+}
+
+/// Applies `service update`'s flags to the service's current spec.
+fn updated_spec(service: &Service, args: &UpdateArgs) -> Result<orch_api::pb::ServiceSpec> {
+    use super::spec_flags::{parse_key_values, parse_mount, parse_publish};
+    let mut spec = service.spec.clone().unwrap_or_default();
+    if args.flags.name.as_ref().is_some_and(|n| *n != spec.name) {
+        bail!("renaming services is not supported");
+    }
+    if args.flags.mode.is_some() {
+        bail!("--mode cannot be changed by an update");
+    }
+    if let Some(r) = args.flags.replicas {
+        let r = u64::try_from(r).map_err(|_| {
+            anyhow::anyhow!("invalid argument \"{r}\" for \"--replicas\" flag: must be 0 or more")
+        })?;
+        match spec.mode.as_mut() {
+            Some(Mode::Replicated(m)) => m.replicas = r,
+            Some(Mode::ReplicatedJob(j)) => j.total_completions = r,
+            _ => bail!("replicas can only be used with replicated or replicated-job mode"),
+        }
+    }
+    for (k, v) in parse_key_values(&args.label_add)? {
+        spec.labels.insert(k, v);
+    }
+    for k in &args.label_rm {
+        spec.labels.remove(k);
+    }
+    {
+        let task = spec.task.get_or_insert_with(Default::default);
+        if args.force {
+            task.force_update += 1;
+        }
+        let c = task.container.get_or_insert_with(Default::default);
+        if let Some(image) = &args.image {
+            c.image = image.clone();
+        }
+        if let Some(a) = &args.args {
+            c.args = a.split_whitespace().map(str::to_string).collect();
+        }
+        for k in &args.env_rm {
+            c.env.retain(|e| key_of(e) != k);
+        }
+        for e in &args.env_add {
+            c.env.retain(|x| key_of(x) != key_of(e));
+            c.env.push(e.clone());
+        }
+        for (k, v) in parse_key_values(&args.container_label_add)? {
+            c.labels.insert(k, v);
+        }
+        for k in &args.container_label_rm {
+            c.labels.remove(k);
+        }
+        for target in &args.mount_rm {
+            c.mounts.retain(|m| &m.target != target);
+        }
+        for m in &args.mount_add {
+            let m = parse_mount(m)?;
+            c.mounts.retain(|x| x.target != m.target);
+            c.mounts.push(m);
+        }
+        if !args.constraint_add.is_empty() || !args.constraint_rm.is_empty() {
+            let p = task.placement.get_or_insert_with(Default::default);
+            p.constraints.retain(|c| !args.constraint_rm.contains(c));
+            for c in &args.constraint_add {
+                orch_api::constraint::Constraint::parse(c)?;
+                if !p.constraints.contains(c) {
+                    p.constraints.push(c.clone());
+                }
+            }
+        }
+    }
+    if !args.publish_add.is_empty() || !args.publish_rm.is_empty() {
+        let e = spec.endpoint.get_or_insert_with(Default::default);
+        for r in &args.publish_rm {
+            let (port, proto) = r
+                .trim_start_matches("target=")
+                .split_once('/')
+                .unwrap_or((r.trim_start_matches("target="), "tcp"));
+            let port: u32 = port
+                .parse()
+                .map_err(|_| anyhow::anyhow!("invalid --publish-rm {r:?}"))?;
+            e.ports.retain(|p| {
+                !(p.protocol == proto && (p.published_port == port || p.target_port == port))
+            });
+        }
+        for p in &args.publish_add {
+            e.ports.push(parse_publish(p)?);
+        }
+    }
+    // The options create and update share (env, health, restart, update config, ...).
+    super::spec_flags::apply(&args.flags, &mut spec)?;
+    Ok(spec)
+}
+
+async fn update(target: &Target, args: UpdateArgs) -> Result<()> {
+    let mut control = target.control()?;
+    let service = control
+        .get_service(GetServiceRequest {
+            service: args.service.clone(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let version = service.meta.as_ref().map_or(0, |m| m.version);
+    let (spec, rollback) = if args.rollback {
+        (None, true)
+    } else {
+        (Some(updated_spec(&service, &args)?), false)
+    };
+    control
+        .update_service(UpdateServiceRequest {
+            service: service.id.clone(),
+            version,
+            spec,
+            rollback,
+        })
+        .await
+        .map_err(rpc)?;
+    println!("{}", args.service);
+    let expect = if rollback {
+        progress::Expect::Rollback
+    } else {
+        progress::Expect::Update
+    };
+    follow(&mut control, &service.id, &args.wait, expect).await
+}
+
+async fn rollback(target: &Target, name: &str, wait: &WaitFlags) -> Result<()> {
+    let mut control = target.control()?;
+    let service = control
+        .get_service(GetServiceRequest {
+            service: name.to_string(),
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    let version = service.meta.as_ref().map_or(0, |m| m.version);
+    control
+        .update_service(UpdateServiceRequest {
+            service: service.id.clone(),
+            version,
+            spec: None,
+            rollback: true,
+        })
+        .await
+        .map_err(rpc)?;
+    println!("{name}");
+    follow(&mut control, &service.id, wait, progress::Expect::Rollback).await
 }

@@ -231,6 +231,9 @@ struct Screen {
 
 impl Screen {
     fn show(&mut self, lines: &[String]) {
+        if !self.tty && self.drawn == 0 && !self.last.is_empty() && self.last.len() != lines.len() {
+            self.last.clear();
+        }
         let mut out = std::io::stdout().lock();
         if self.tty {
             if self.drawn > 0 {
@@ -252,20 +255,36 @@ impl Screen {
     }
 }
 
-/// Waits until `service_id` converges; `quiet` prints nothing but errors.
+/// What the caller asked for, which decides what counts as success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// create or scale: all tasks running.
+    Converge,
+    /// update: the update completes; a pause or a rollback is a failure.
+    Update,
+    /// rollback: the rollback completes; a pause is a failure.
+    Rollback,
+}
+
+/// Waits until `service_id` converges; `quiet` prints nothing but errors. A paused update, an
+/// update that was rolled back, or a paused rollback ends the wait with an error naming why.
 pub async fn wait(
     control: &mut ControlClient<Channel>,
     service_id: &str,
     timeout: Option<Duration>,
     quiet: bool,
     hostnames: &BTreeMap<String, String>,
+    expect: Expect,
 ) -> Result<()> {
+    use orch_api::pb::UpdateState;
     let started = Instant::now();
     let mut screen = Screen {
         tty: std::io::stdout().is_terminal(),
         drawn: 0,
         last: Vec::new(),
     };
+    let mut announced = String::new();
+    let mut rolled_back: Option<String> = None;
     loop {
         let service = control
             .get_service(GetServiceRequest {
@@ -283,11 +302,44 @@ pub async fn wait(
             .map_err(rpc)?
             .into_inner()
             .tasks;
+        let status = service.update_status.clone().unwrap_or_default();
+        let state = UpdateState::try_from(status.state).unwrap_or(UpdateState::Unknown);
+        let announce = match state {
+            UpdateState::RollbackStarted | UpdateState::Paused | UpdateState::RollbackPaused => {
+                format!("rollback: {}", status.message)
+            }
+            _ => String::new(),
+        };
+        if !quiet && !announce.is_empty() && announce != announced {
+            let line = if state == UpdateState::Paused {
+                format!("update: {}", status.message)
+            } else {
+                announce.clone()
+            };
+            screen.drawn = 0;
+            println!("{line}");
+            announced = announce;
+        }
+        match (expect, state) {
+            (_, UpdateState::Paused) => bail!("update paused: {}", status.message),
+            (_, UpdateState::RollbackPaused) => bail!("rollback paused: {}", status.message),
+            // Keep the first reason given: the rollback's own completion message says less.
+            (Expect::Update, UpdateState::RollbackStarted | UpdateState::RollbackCompleted)
+                if rolled_back.is_none() =>
+            {
+                rolled_back = Some(status.message.clone())
+            }
+            _ => {}
+        }
         let progress = assess(&service, &tasks, hostnames);
         if !quiet {
             screen.show(&progress.lines);
         }
-        if progress.converged {
+        let settled = !matches!(state, UpdateState::Updating | UpdateState::RollbackStarted);
+        if progress.converged && settled {
+            if let Some(why) = rolled_back {
+                bail!("update rolled back: {why}");
+            }
             if !quiet {
                 println!("verify: Service {} converged", service.id);
             }

@@ -174,8 +174,27 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateServiceRequest) -> Result<Servi
                 mode_kind(&spec.mode)
             )));
         }
-        service.previous_spec = Some(old_spec);
-        service.spec = Some(spec);
+        let state = current.update_status.as_ref().map_or(0, |u| u.state);
+        let paused =
+            state == UpdateState::Paused as i32 || state == UpdateState::RollbackPaused as i32;
+        let tasks_change = spec.task != old_spec.task;
+        if spec == old_spec && !paused {
+            // Nothing to do: the spec, the version and the previous spec stay as they are.
+            return Ok((*current).clone());
+        }
+        if spec != old_spec {
+            service.previous_spec = Some(old_spec);
+            service.spec = Some(spec);
+        }
+        if tasks_change || paused {
+            // A new update supersedes one in progress; an update of a paused one resumes it.
+            service.update_status = Some(UpdateStatus {
+                state: UpdateState::Updating as i32,
+                started_at: now,
+                message: "update in progress".into(),
+                ..Default::default()
+            });
+        }
     }
     service.spec_version += 1;
     if let Some(job) = service.job_status.as_mut() {

@@ -73,7 +73,9 @@ pub fn reconcile(
             NodeFit::Active | NodeFit::Paused => {}
         }
         if let Some((newest, older)) = current.split_last() {
-            for extra in older {
+            // Same-spec duplicates only; tasks of another spec are the updater's (start-first
+            // runs both for a while).
+            for extra in older.iter().filter(|t| t.spec == newest.spec) {
                 d.changes
                     .push(Change::Update(with_desired(extra, TaskState::Shutdown)));
             }

@@ -10,6 +10,7 @@ pub mod replicated;
 pub mod restart;
 #[cfg(test)]
 mod tests;
+pub mod update;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub enum Change {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Decision {
     pub changes: Vec<Change>,
+    /// The service itself changed (its update status, or its spec on an automatic rollback).
+    pub service: Option<Service>,
     /// When to look again (a restart delay running out), unix nanos.
     pub wake_at: Option<i64>,
 }
@@ -144,6 +147,9 @@ pub fn reconcile(
         service.spec.as_ref().and_then(|s| s.mode.as_ref()),
         Some(Mode::Global(_) | Mode::GlobalJob(_))
     );
+    if update::in_progress(service) {
+        decision.service = update::step(service, tasks, view, now, &mut decision);
+    }
     decision
         .changes
         .extend(reaper::reap_history(tasks, global, history_limit, view));
@@ -184,6 +190,9 @@ pub async fn run(ctx: Arc<ManagerCtx>, token: CancellationToken) {
             let decision = reconcile(service, &tasks, &view, limit, now);
             if let Some(at) = decision.wake_at {
                 wake = Some(wake.map_or(at, |w| w.min(at)));
+            }
+            if let Some(s) = decision.service {
+                actions.push(Action::UpdateService(s));
             }
             actions.extend(decision.changes.into_iter().map(|c| match c {
                 Change::Create(t) => Action::CreateTask(t),

@@ -100,7 +100,9 @@ pub fn reconcile(
             continue;
         };
         // More than one current task in a slot: keep the newest, stop the rest.
-        for extra in older {
+        // Same-spec duplicates only; tasks of another spec are the updater's (start-first
+        // runs both for a while).
+        for extra in older.iter().filter(|t| t.spec == newest.spec) {
             d.changes
                 .push(Change::Update(with_desired(extra, TaskState::Shutdown)));
         }
