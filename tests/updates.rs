@@ -170,6 +170,10 @@ fn rolling_update_in_batches_with_history() {
             "2s",
             "--update-monitor",
             "500ms",
+            "--rollback-parallelism",
+            "3",
+            "--rollback-monitor",
+            "300ms",
         ],
     );
     let (stop, min, sampler) = sample_min_running(&c, "web");
@@ -214,22 +218,56 @@ fn rolling_update_in_batches_with_history() {
         && r["CurrentState"]
             .as_str()
             .is_some_and(|s| s.starts_with("Shutdown"))));
-    // PreviousSpec keeps :1 for a rollback.
+    // --force replaces every task although nothing else changed.
+    let before: std::collections::BTreeSet<String> = c
+        .containers()
+        .into_iter()
+        .filter(|k| k.running)
+        .map(|k| k.id)
+        .collect();
+    c.orch(
+        "m1",
+        &[
+            "service",
+            "update",
+            "--force",
+            "--update-delay",
+            "0s",
+            "--timeout",
+            "90s",
+            "web",
+        ],
+    )
+    .expect_ok("force");
+    let after: std::collections::BTreeSet<String> = c
+        .containers()
+        .into_iter()
+        .filter(|k| k.running)
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(after.len(), 6);
+    assert!(before.is_disjoint(&after), "--force kept some containers");
+    assert_eq!(running(&c, "web", Some(V2)), 6);
+    // Rolling back a --force update goes back to the same image (one force counter earlier).
+    c.orch("m1", &["service", "rollback", "--timeout", "90s", "web"])
+        .expect_ok("rollback of --force");
     assert_eq!(
-        c.orch(
-            "m1",
-            &[
-                "service",
-                "inspect",
-                "--format",
-                "{{.PreviousSpec.TaskTemplate.ContainerSpec.Image}}",
-                "web"
-            ]
-        )
-        .stdout
-        .trim(),
-        V1
+        running(&c, "web", Some(V2)),
+        6,
+        "rolling back --force keeps the image"
     );
+    // The previous spec is the one the rollback replaced: :2 as well.
+    let previous = c.orch(
+        "m1",
+        &[
+            "service",
+            "inspect",
+            "--format",
+            "{{.PreviousSpec.TaskTemplate.ContainerSpec.Image}}",
+            "web",
+        ],
+    );
+    assert_eq!(previous.stdout.trim(), V2);
 }
 
 #[test]
