@@ -36,6 +36,22 @@ pub struct SessionState {
     pub generation: u64,
 }
 
+/// When the agent last heard from a manager, and the heartbeat period then in force: what
+/// the worker's fencing looks at.
+#[derive(Clone, Default)]
+pub struct Contact(Arc<Mutex<Option<(tokio::time::Instant, Duration)>>>);
+
+impl Contact {
+    pub fn touch(&self, period: Duration) {
+        *self.0.lock() = Some((tokio::time::Instant::now(), period));
+    }
+
+    /// How long the agent has heard nothing, and the period; None before the first contact.
+    pub fn silence(&self) -> Option<(Duration, Duration)> {
+        self.0.lock().map(|(at, period)| (at.elapsed(), period))
+    }
+}
+
 /// How the agent describes itself when it registers.
 #[derive(Debug, Clone, Default)]
 pub struct Registration {
@@ -55,6 +71,7 @@ pub struct SessionParams {
     pub state: watch::Sender<SessionState>,
     pub assignments: mpsc::Sender<Assignments>,
     pub statuses: mpsc::Receiver<Vec<TaskStatusUpdate>>,
+    pub contact: Contact,
 }
 
 const DEFAULT_PERIOD: Duration = Duration::from_secs(5);
@@ -154,6 +171,14 @@ async fn session(p: &mut SessionParams, addr: &str, generation: u64) -> Ended {
     {
         Err(_) => return Ended::Failed(format!("manager {addr} did not answer within 10s")),
         Ok(Err(status)) => {
+            // A manager that answers (even "not the leader") is reachable: not a partition.
+            if status.code() == tonic::Code::FailedPrecondition {
+                p.contact.touch(
+                    p.contact
+                        .silence()
+                        .map_or(DEFAULT_PERIOD, |(_, period)| period),
+                );
+            }
             if let Some(leader) = status
                 .metadata()
                 .get(LEADER_ADDR)
@@ -181,6 +206,7 @@ async fn session(p: &mut SessionParams, addr: &str, generation: u64) -> Ended {
                     Err(status) => return Ended::Failed(format!("{addr}: {}", status.message())),
                 };
                 last_heard = tokio::time::Instant::now();
+                p.contact.touch(period);
                 match message.msg {
                     Some(ManagerMsg::Session(info)) => {
                         let new_period = period_of(info.heartbeat_period);

@@ -36,6 +36,8 @@ pub struct WorkerParams {
     /// Bumped by the session on every new session: resend every status.
     pub session_generation: watch::Receiver<u64>,
     pub registry: TaskRegistry,
+    /// When a manager was last heard from (fencing).
+    pub contact: crate::session::Contact,
 }
 
 struct Worker {
@@ -108,6 +110,39 @@ impl Worker {
         });
     }
 
+    /// No manager has been heard from for long enough that the managers will replace this
+    /// node's tasks elsewhere: stop them first (SIGTERM, SIGKILL after half a heartbeat
+    /// period), so no slot runs twice. The next full assignment set restarts what is still
+    /// this node's.
+    fn fence(&mut self, period: Duration) {
+        if self.running.is_empty() {
+            return;
+        }
+        warn!(
+            tasks = self.running.len(),
+            "no manager reachable: stopping this node's tasks before they are replaced elsewhere"
+        );
+        let grace = i64::try_from((period / 2).as_nanos()).unwrap_or(i64::MAX);
+        for (_, r) in self.running.drain() {
+            r.cancel.cancel();
+            let mut task = r.task.borrow().clone();
+            if let Some(c) = task.spec.as_mut().and_then(|s| s.container.as_mut()) {
+                if !c.has_stop_grace_period || c.stop_grace_period > grace {
+                    c.stop_grace_period = grace;
+                    c.has_stop_grace_period = true;
+                }
+            }
+            let exec = self.exec.clone();
+            tokio::spawn(async move {
+                let _ = r.handle.await;
+                if let Err(e) = exec.stop(&task).await {
+                    warn!(task = %task.id, error = %e, "could not stop a fenced task");
+                }
+            });
+        }
+        self.registry.lock().clear();
+    }
+
     fn apply(&mut self, a: Assignments) {
         debug!(
             full = a.full,
@@ -158,6 +193,7 @@ pub async fn run(p: WorkerParams, shutdown: CancellationToken) {
         statuses,
         mut session_generation,
         registry,
+        contact,
     } = p;
     let (reports_tx, mut reports_rx) = mpsc::unbounded_channel::<TaskStatusUpdate>();
     // What this node's agent already runs, for adoption and clean-up.
@@ -193,6 +229,8 @@ pub async fn run(p: WorkerParams, shutdown: CancellationToken) {
     };
     let mut latest: HashMap<String, TaskStatusUpdate> = HashMap::new();
     let mut outbox: Vec<TaskStatusUpdate> = Vec::new();
+    let mut fence_check = tokio::time::interval(Duration::from_millis(100));
+    let mut fenced = false;
     loop {
         let linger = if outbox.is_empty() {
             Duration::from_secs(3600)
@@ -213,6 +251,19 @@ pub async fn run(p: WorkerParams, shutdown: CancellationToken) {
                 while let Ok(more) = reports_rx.try_recv() {
                     latest.insert(more.task_id.clone(), more.clone());
                     outbox.push(more);
+                }
+            }
+            _ = fence_check.tick() => {
+                // Managers mark a node Down after 3 silent heartbeat periods; fence at 2.
+                if let Some((silent, period)) = contact.silence() {
+                    if silent > period * 2 && !fenced {
+                        worker.fence(period);
+                        latest.clear();
+                        outbox.clear();
+                        fenced = true;
+                    } else if silent < period {
+                        fenced = false;
+                    }
                 }
             }
             changed = session_generation.changed() => {
@@ -264,6 +315,7 @@ mod tests {
     }
 
     struct Harness {
+        contact: crate::session::Contact,
         exec: Arc<FakeExecutor>,
         assign: mpsc::Sender<Assignments>,
         statuses: mpsc::Receiver<Vec<TaskStatusUpdate>>,
@@ -278,15 +330,18 @@ mod tests {
             let (status_tx, statuses) = mpsc::channel(16);
             let (generation, session_generation) = watch::channel(0);
             let shutdown = CancellationToken::new();
+            let contact = crate::session::Contact::default();
             let params = WorkerParams {
                 exec: exec.clone(),
                 assignments,
                 statuses: status_tx,
                 session_generation,
                 registry: Default::default(),
+                contact: contact.clone(),
             };
             tokio::spawn(run(params, shutdown.clone()));
             Harness {
+                contact,
                 exec,
                 assign,
                 statuses,
@@ -433,6 +488,38 @@ mod tests {
         // The adopted task is still supervised: its exit is reported.
         exec.exit("kept", 2);
         h.until("kept", TaskState::Failed).await;
+    }
+
+    #[tokio::test]
+    async fn losing_every_manager_fences_the_tasks_and_a_new_assignment_restarts_them() {
+        let mut h = Harness::new(FakeExecutor::new());
+        h.contact.touch(Duration::from_millis(100));
+        let t = task("t1", "busybox");
+        h.send(true, vec![t.clone()], vec![]).await;
+        h.until("t1", TaskState::Running).await;
+        // Heard from managers a moment ago: nothing happens.
+        h.contact.touch(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(h.exec.container("t1").is_some_and(|c| c.running));
+        // Silence for more than two periods: the container is stopped, quickly.
+        let exec = h.exec.clone();
+        tokio::time::timeout(Duration::from_secs(3), async move {
+            while exec.container("t1").is_some_and(|c| c.running) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("fenced");
+        // The managers come back with the same assignment: the task is looked at again
+        // (its container was killed, so it fails and the orchestrator decides).
+        h.contact.touch(Duration::from_secs(60));
+        let mut running = t.clone();
+        running.status = Some(TaskStatus {
+            state: TaskState::Running as i32,
+            ..Default::default()
+        });
+        h.send(true, vec![running], vec![]).await;
+        h.until("t1", TaskState::Failed).await;
     }
 
     #[tokio::test]

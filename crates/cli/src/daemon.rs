@@ -17,7 +17,7 @@ use orch_api::pb::node_control_server::{NodeControl, NodeControlServer};
 use orch_api::pb::raft_client::RaftClient;
 use orch_api::pb::{
     Empty, InfoResponse, LeaveRequest, LocalNodeState, NodeRole, RaftJoinRequest,
-    RenewNodeCertificateRequest,
+    RenewNodeCertificateRequest, StoreDigestResponse,
 };
 use orch_api::tls::{new_key_and_csr, CertInfo, NodeIdentity, TlsContext};
 use orch_api::transport::{bind_unix, tls_channel, unix_incoming};
@@ -205,6 +205,7 @@ pub async fn run(dd: DataDir, docker_host_override: Option<String>) -> Result<()
         ))),
     };
     let registry: orch_agent::worker::TaskRegistry = Default::default();
+    let contact = orch_agent::session::Contact::default();
     let (generation_tx, generation_rx) = watch::channel(0u64);
     let mut generations = node.session.clone();
     tokio::spawn(async move {
@@ -218,6 +219,7 @@ pub async fn run(dd: DataDir, docker_host_override: Option<String>) -> Result<()
             orch_agent::worker::WorkerParams {
                 exec: exec.clone(),
                 registry: registry.clone(),
+                contact: contact.clone(),
                 assignments: assign_rx,
                 statuses: status_tx,
                 session_generation: generation_rx,
@@ -230,6 +232,7 @@ pub async fn run(dd: DataDir, docker_host_override: Option<String>) -> Result<()
         session::run(
             session::SessionParams {
                 exec,
+                contact,
                 tasks: registry,
                 tls: client_tls.clone(),
                 managers: managers.clone(),
@@ -634,6 +637,29 @@ impl NodeControl for LocalNode {
             LocalNodeState::Pending
         } as i32;
         Ok(Response::new(info))
+    }
+
+    async fn store_digest(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<StoreDigestResponse>, Status> {
+        use prost::Message as _;
+        use sha2::Digest as _;
+        let ctx = self
+            .node
+            .slot
+            .load_full()
+            .ok_or_else(|| Status::failed_precondition(orch_api::NOT_A_MANAGER))?;
+        let view = ctx.store.view();
+        let encoded = view.to_snapshot().encode_to_vec();
+        let digest = sha2::Sha256::digest(&encoded);
+        Ok(Response::new(StoreDigestResponse {
+            index: view.index,
+            digest: digest.iter().map(|b| format!("{b:02x}")).collect(),
+            nodes: view.node_count() as u32,
+            services: view.services().count() as u32,
+            tasks: view.task_count() as u32,
+        }))
     }
 
     async fn leave(&self, request: Request<LeaveRequest>) -> Result<Response<Empty>, Status> {
