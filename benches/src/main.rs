@@ -8,6 +8,7 @@
 
 mod engine;
 mod failover;
+mod load;
 mod raft_latency;
 
 use clap::{Parser, Subcommand};
@@ -47,6 +48,34 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         trials: usize,
     },
+    /// The cluster load generator: real managers, simulated agents, scenarios (see load.rs).
+    Load {
+        #[arg(long, default_value = "target/release/orch")]
+        orch: String,
+        /// 1 or 3 managers
+        #[arg(long, default_value_t = 1)]
+        managers: usize,
+        #[arg(long, default_value_t = 100)]
+        agents: usize,
+        #[arg(long, default_value_t = 10)]
+        services: usize,
+        /// Tasks in total, split evenly over the services
+        #[arg(long, default_value_t = 2000)]
+        tasks: usize,
+        #[arg(long, default_value = "5s")]
+        heartbeat: String,
+        /// Drain this share of the agent nodes after the create (0: skip)
+        #[arg(long, default_value_t = 10)]
+        drain_percent: usize,
+        /// SIGKILL the leader at the end (3 managers)
+        #[arg(long)]
+        kill_leader: bool,
+        /// Bound on each wait
+        #[arg(long, default_value = "300s")]
+        timeout: String,
+        #[arg(long, default_value_t = 16)]
+        join_concurrency: usize,
+    },
     /// Leader SIGKILL → next write accepted, with real orch processes.
     Failover {
         /// The orch binary to run.
@@ -56,6 +85,10 @@ enum Command {
         trials: usize,
     },
 }
+
+/// The same allocator as the `orch` binary (the simulated agents allocate per status report).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -68,6 +101,36 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(raft_latency::run(ops, concurrency))
         }
         Command::Failover { orch, trials } => failover::run(&orch, trials),
+        Command::Load {
+            orch,
+            managers,
+            agents,
+            services,
+            tasks,
+            heartbeat,
+            drain_percent,
+            kill_leader,
+            timeout,
+            join_concurrency,
+        } => {
+            let ok = rt.block_on(load::run(load::Options {
+                orch: std::fs::canonicalize(&orch)
+                    .map_err(|e| anyhow::anyhow!("--orch {orch}: {e}"))?,
+                managers,
+                agents,
+                services,
+                tasks,
+                heartbeat,
+                drain_percent,
+                kill_leader,
+                timeout: humantime::parse_duration(&timeout)?,
+                join_concurrency,
+            }))?;
+            if !ok {
+                anyhow::bail!("the load run was not correct (see FAILED above)");
+            }
+            Ok(())
+        }
         Command::Rolling {
             orch,
             replicas,

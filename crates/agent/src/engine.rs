@@ -45,7 +45,7 @@ pub fn local_platform() -> Platform {
     }
 }
 
-fn local_resources() -> Resources {
+pub fn local_resources() -> Resources {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get() as i64)
         .unwrap_or(1);

@@ -5,5 +5,6 @@ pub mod engine;
 pub mod exec;
 pub mod logs;
 pub mod session;
+pub mod sim;
 pub mod task;
 pub mod worker;

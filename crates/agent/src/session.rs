@@ -89,6 +89,18 @@ enum Ended {
     Failed(String),
 }
 
+/// The session generation alone, for the worker: it changes only when a new session opens.
+pub fn generations(mut state: watch::Receiver<SessionState>) -> watch::Receiver<u64> {
+    let (tx, rx) = watch::channel(0u64);
+    tokio::spawn(async move {
+        while state.changed().await.is_ok() {
+            let g = state.borrow_and_update().generation;
+            tx.send_if_modified(|current| std::mem::replace(current, g) != g);
+        }
+    });
+    rx
+}
+
 /// Runs sessions until `shutdown`.
 pub async fn run(mut p: SessionParams, shutdown: CancellationToken) {
     let mut next = 0usize;

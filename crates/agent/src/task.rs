@@ -181,6 +181,9 @@ impl Runner {
         let waiting = async move { exec.wait(&task).await };
         tokio::pin!(waiting);
         let mut poll = tokio::time::interval(HEALTH_POLL);
+        // A container without a healthcheck has no health to watch: one look is enough
+        // (polling every running container would cost an engine call per task per period).
+        let mut watch_health = true;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -202,8 +205,11 @@ impl Runner {
                     }
                     return;
                 }
-                _ = poll.tick() => {
+                _ = poll.tick(), if watch_health => {
                     if let Ok(Some(info)) = self.exec.inspect(&self.current()).await {
+                        if info.health == Health::None {
+                            watch_health = false;
+                        }
                         if info.health == Health::Unhealthy {
                             let _ = self.exec.stop(&self.current()).await;
                             self.report(TaskState::Failed, "failed", "task: container is unhealthy", Some(&info));
@@ -286,10 +292,23 @@ impl Runner {
                         }
                         continue;
                     }
-                    match self
-                        .retry(&cancel, |e, t| async move { e.start(&t).await })
-                        .await
-                    {
+                    // A start can wait long for the engine (starts queue per node). Should
+                    // the task stop being wanted meanwhile (a newer spec replaced it), the
+                    // start is dropped instead of starting a container only to stop it.
+                    let mut desired = self.task.clone();
+                    let unwanted = async move {
+                        let _ = desired
+                            .wait_for(|t| t.desired_state != TaskState::Running as i32)
+                            .await;
+                    };
+                    let started = tokio::select! {
+                        started = self.retry(&cancel, |e, t| async move { e.start(&t).await }) => started,
+                        () = unwanted => {
+                            debug!(task = %self.task_id, "no longer wanted running; start dropped");
+                            continue;
+                        }
+                    };
+                    match started {
                         None => return,
                         Some(Ok(())) => self.report(TaskState::Starting, "starting", "", None),
                         Some(Err(e)) => {

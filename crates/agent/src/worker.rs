@@ -274,9 +274,14 @@ pub async fn run(p: WorkerParams, shutdown: CancellationToken) {
                 outbox = latest.values().cloned().collect();
             }
             _ = tokio::time::sleep(linger) => {
-                let batch = std::mem::take(&mut outbox);
-                if statuses.send(batch).await.is_err() {
-                    break;
+                // Never wait on the session here: it may itself be waiting to hand this loop
+                // assignments, and neither would move again. A busy session gets the reports
+                // with the next round.
+                let batch = collapse(std::mem::take(&mut outbox));
+                match statuses.try_send(batch) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(batch)) => outbox = batch,
+                    Err(mpsc::error::TrySendError::Closed(_)) => break,
                 }
             }
         }
@@ -284,6 +289,20 @@ pub async fn run(p: WorkerParams, shutdown: CancellationToken) {
     for r in worker.running.values() {
         r.cancel.cancel();
     }
+}
+
+/// Keeps only each task's latest report (states only move forward, so the latest says it
+/// all): a task that went ACCEPTED → … → RUNNING within one linger costs the manager one
+/// status write, not five.
+fn collapse(batch: Vec<TaskStatusUpdate>) -> Vec<TaskStatusUpdate> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<TaskStatusUpdate> = batch
+        .into_iter()
+        .rev()
+        .filter(|u| seen.insert(u.task_id.clone()))
+        .collect();
+    out.reverse();
+    out
 }
 
 #[cfg(test)]
@@ -384,21 +403,51 @@ mod tests {
         }
     }
 
+    /// The worker used to wait for the session to take its reports while the session waited
+    /// for the worker to take assignments: with both channels full, the node stopped acting
+    /// on assignments (and, as the session also stopped, heartbeating).
     #[tokio::test]
-    async fn a_task_runs_through_every_state_in_order() {
+    async fn regression_reports_nobody_reads_do_not_stop_assignments() {
+        let h = Harness::new(FakeExecutor::new());
+        // Nobody reads `h.statuses` (capacity 16): the session is busy elsewhere. One task at
+        // a time, so every task's reports make batches of their own.
+        let sent = async {
+            for i in 0..40 {
+                h.send(false, vec![task(&format!("t{i}"), "busybox")], vec![])
+                    .await;
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), sent)
+            .await
+            .expect("the worker kept taking assignments");
+        let exec = h.exec.clone();
+        tokio::time::timeout(Duration::from_secs(10), async move {
+            while exec.calls().start < 40 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("every assigned task started although no report was read");
+    }
+
+    #[tokio::test]
+    async fn a_task_reports_its_states_in_order() {
         let mut h = Harness::new(FakeExecutor::new());
         h.send(true, vec![task("t1", "busybox")], vec![]).await;
         let states = h.until("t1", TaskState::Running).await;
-        assert_eq!(
-            states,
-            vec![
-                TaskState::Accepted,
-                TaskState::Preparing,
-                TaskState::Ready,
-                TaskState::Starting,
-                TaskState::Running
-            ]
-        );
+        // Each batch carries a task's latest state only, so a fast start may skip some; what
+        // is reported only moves forward, through the runner's states, and ends RUNNING.
+        let path = [
+            TaskState::Accepted,
+            TaskState::Preparing,
+            TaskState::Ready,
+            TaskState::Starting,
+            TaskState::Running,
+        ];
+        assert!(states.iter().all(|s| path.contains(s)), "{states:?}");
+        assert!(states.windows(2).all(|w| w[0] < w[1]), "{states:?}");
+        assert_eq!(states.last(), Some(&TaskState::Running));
     }
 
     #[tokio::test]
@@ -462,6 +511,31 @@ mod tests {
         })
         .await
         .expect("container removed");
+    }
+
+    /// Under churn a task's start could wait behind others for the engine; if a newer spec
+    /// replaced the task meanwhile, the start used to go ahead and the container was stopped
+    /// right after, doubling the engine's work when it was busiest.
+    #[tokio::test]
+    async fn regression_a_start_waiting_for_the_engine_is_dropped_when_the_task_is_shut_down() {
+        let mut h = Harness::new(FakeExecutor::new());
+        h.exec.hold_starts(true);
+        let t = task("t1", "busybox");
+        h.send(true, vec![t.clone()], vec![]).await;
+        h.until("t1", TaskState::Ready).await;
+        let mut stop = t.clone();
+        stop.desired_state = TaskState::Shutdown as i32;
+        h.send(false, vec![stop], vec![]).await;
+        let states = h.until("t1", TaskState::Shutdown).await;
+        assert!(!states.contains(&TaskState::Starting), "{states:?}");
+        h.exec.hold_starts(false);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            h.exec.calls().start,
+            0,
+            "the dropped start never reached the engine"
+        );
+        assert!(h.exec.container("t1").is_some_and(|c| !c.running));
     }
 
     #[tokio::test]
@@ -553,6 +627,36 @@ mod tests {
         assert!(
             !states.contains(&TaskState::Failed) && !states.contains(&TaskState::Rejected),
             "{states:?}"
+        );
+    }
+
+    #[test]
+    fn a_batch_keeps_each_tasks_latest_report_in_order() {
+        let update = |id: &str, state: TaskState| TaskStatusUpdate {
+            task_id: id.into(),
+            status: Some(TaskStatus {
+                state: state as i32,
+                ..Default::default()
+            }),
+        };
+        let batch = vec![
+            update("a", TaskState::Accepted),
+            update("b", TaskState::Accepted),
+            update("a", TaskState::Running),
+            update("c", TaskState::Preparing),
+            update("b", TaskState::Starting),
+        ];
+        let got: Vec<(String, i32)> = collapse(batch)
+            .into_iter()
+            .map(|u| (u.task_id, u.status.expect("a status").state))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a".to_string(), TaskState::Running as i32),
+                ("c".to_string(), TaskState::Preparing as i32),
+                ("b".to_string(), TaskState::Starting as i32),
+            ]
         );
     }
 }

@@ -206,14 +206,7 @@ pub async fn run(dd: DataDir, docker_host_override: Option<String>) -> Result<()
     };
     let registry: orch_agent::worker::TaskRegistry = Default::default();
     let contact = orch_agent::session::Contact::default();
-    let (generation_tx, generation_rx) = watch::channel(0u64);
-    let mut generations = node.session.clone();
-    tokio::spawn(async move {
-        while generations.changed().await.is_ok() {
-            let g = generations.borrow_and_update().generation;
-            generation_tx.send_if_modified(|current| std::mem::replace(current, g) != g);
-        }
-    });
+    let generation_rx = session::generations(node.session.clone());
     tokio::spawn(
         orch_agent::worker::run(
             orch_agent::worker::WorkerParams {
@@ -250,6 +243,7 @@ pub async fn run(dd: DataDir, docker_host_override: Option<String>) -> Result<()
 
     let result = role_loop(node.clone()).await;
     shutdown.cancel();
+    exit_watchdog(&result);
     // Let servers close their sockets.
     tokio::time::sleep(Duration::from_millis(100)).await;
     if *node.leaving.lock() {
@@ -258,6 +252,30 @@ pub async fn run(dd: DataDir, docker_host_override: Option<String>) -> Result<()
     }
     let _ = fs::remove_file(dd.socket());
     result
+}
+
+/// The node is stopping: if tearing down takes longer than this (a task wedged on a full disk,
+/// say), the process exits anyway, saying why it stopped.
+const EXIT_DEADLINE: Duration = Duration::from_secs(10);
+
+fn exit_watchdog(result: &Result<()>) {
+    let why = match result {
+        Ok(()) => None,
+        Err(e) => Some(format!("{e:#}")),
+    };
+    std::thread::spawn(move || {
+        std::thread::sleep(EXIT_DEADLINE);
+        match why {
+            Some(why) => {
+                eprintln!("Error: {why} (the node did not stop cleanly within {EXIT_DEADLINE:?})");
+                std::process::exit(1)
+            }
+            None => {
+                eprintln!("the node did not stop cleanly within {EXIT_DEADLINE:?}; exiting");
+                std::process::exit(0)
+            }
+        }
+    });
 }
 
 fn spawn_signal_handler(shutdown: CancellationToken) {

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Server};
 use tonic::{Request, Status};
-use tracing::{error, info, Instrument};
+use tracing::{debug, error, info, Instrument};
 
 use crate::ca::service::CaService;
 use crate::controlapi::ControlApi;
@@ -72,7 +72,9 @@ pub struct ManagerCtx {
 /// Where a leader-only request runs.
 pub enum Route {
     Local,
-    Forward(Channel),
+    /// To the leader (this raft ID) over this channel; run the call under
+    /// [`ManagerCtx::forwarded`].
+    Forward(Channel, u64),
 }
 
 impl ManagerCtx {
@@ -104,18 +106,36 @@ impl ManagerCtx {
                 let mut cached = self.leader_conn.lock();
                 if let Some((cached_addr, channel)) = cached.as_ref() {
                     if *cached_addr == addr {
-                        return Ok(Route::Forward(channel.clone()));
+                        return Ok(Route::Forward(channel.clone(), status.leader));
                     }
                 }
                 let channel = tls_channel(&addr, self.client_tls.clone())
                     .map_err(|e| Status::unavailable(e.to_string()))?;
                 *cached = Some((addr, channel.clone()));
-                return Ok(Route::Forward(channel));
+                return Ok(Route::Forward(channel, status.leader));
             }
             if status.removed || tokio::time::Instant::now() >= deadline {
                 return Err(Status::unavailable(ProposeError::NoLeader.to_string()));
             }
             let _ = tokio::time::timeout_at(deadline, watch.changed()).await;
+        }
+    }
+
+    /// Runs a call forwarded to `leader`, giving up as soon as this manager sees leadership
+    /// move on: a leader cut off from the cluster may never answer, and the connection to it
+    /// would take the transport's keepalive timeout to fail. The caller cannot know whether a
+    /// write it forwarded was applied, and is told so.
+    pub async fn forwarded<T>(
+        &self,
+        leader: u64,
+        call: impl std::future::Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let mut watch = self.raft.watch_status();
+        tokio::select! {
+            result = call => result,
+            _ = watch.wait_for(|s| s.leader != leader) => Err(Status::unavailable(
+                "the leader changed while the request was forwarded to it; it may or may not have been applied",
+            )),
         }
     }
 
@@ -306,8 +326,14 @@ impl Manager {
                 }
                 changed = status.changed() => {
                     if changed.is_err() {
+                        // The raft node stopped: say why (a full disk, say), not just that.
                         self.shutdown.cancel();
-                        return ManagerExit::Failed("raft node stopped".into());
+                        let why = tokio::time::timeout(Duration::from_secs(5), &mut self.raft_task).await;
+                        return ManagerExit::Failed(match why {
+                            Ok(Ok(Err(e))) => e.to_string(),
+                            Ok(Err(e)) => format!("raft task panicked: {e}"),
+                            _ => "raft node stopped".into(),
+                        });
                     }
                 }
             }
@@ -328,6 +354,22 @@ async fn leader_supervisor(ctx: Arc<ManagerCtx>, shutdown: CancellationToken) {
         let is_leader = status.borrow_and_update().is_leader;
         match (is_leader, running.as_ref()) {
             (true, None) => {
+                // A new leader holds every committed entry, but may not have applied the last
+                // ones of the previous term until it commits one of its own: the orchestrator
+                // and the dispatcher must not act on a store that misses them (they would
+                // create a task a second time, or hand out stale assignments).
+                let barrier = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    b = ctx.raft.read_barrier() => b,
+                };
+                if let Err(e) = barrier {
+                    debug!(error = %e, "leader not ready yet");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                if !ctx.raft.is_leader() {
+                    continue;
+                }
                 let token = shutdown.child_token();
                 crate::leader::start(ctx.clone(), token.clone());
                 running = Some(token);

@@ -32,10 +32,15 @@ const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 const STOP_SLACK: Duration = Duration::from_secs(30);
 /// Containers inspected at once by `list`.
 const LIST_CONCURRENCY: usize = 8;
+/// Containers started at once. Docker 20.10's network setup can deadlock the engine (runc's
+/// `libnetwork-setkey` hooks wait on the daemon forever) when many containers start while
+/// others stop; the fault suite's churn hit it. A burst of starts queues here instead.
+const START_CONCURRENCY: usize = 2;
 
 pub struct DockerExecutor {
     docker: Docker,
     node_id: String,
+    starts: tokio::sync::Semaphore,
 }
 
 impl DockerExecutor {
@@ -43,6 +48,7 @@ impl DockerExecutor {
         DockerExecutor {
             docker,
             node_id: node_id.to_string(),
+            starts: tokio::sync::Semaphore::new(START_CONCURRENCY),
         }
     }
 
@@ -229,6 +235,7 @@ impl Executor for DockerExecutor {
 
     async fn start(&self, task: &Task) -> Result<(), ExecError> {
         let id = self.own_id(task).await?;
+        let _permit = self.starts.acquire().await;
         match self.docker.start_container(&id, None).await {
             Ok(()) => Ok(()),
             // bollard already takes 304 (already started) as success; kept for clarity.

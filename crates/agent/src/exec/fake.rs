@@ -40,6 +40,8 @@ pub struct FakeExecutor {
     changed: Arc<Notify>,
     /// While set, every call fails as if the engine were down.
     pub down: Mutex<bool>,
+    /// While set, starts wait (as behind a busy engine) until it is cleared.
+    held: Mutex<bool>,
 }
 
 impl FakeExecutor {
@@ -82,6 +84,12 @@ impl FakeExecutor {
 
     pub fn container(&self, task_id: &str) -> Option<ContainerInfo> {
         self.containers.lock().get(task_id).map(|c| c.info.clone())
+    }
+
+    /// Holds (true) or lets through (false) every start.
+    pub fn hold_starts(&self, held: bool) {
+        *self.held.lock() = held;
+        self.changed.notify_waiters();
     }
 
     fn check_up(&self) -> Result<(), ExecError> {
@@ -143,6 +151,13 @@ impl Executor for FakeExecutor {
     }
 
     async fn start(&self, task: &Task) -> Result<(), ExecError> {
+        loop {
+            let released = self.changed.notified();
+            if !*self.held.lock() {
+                break;
+            }
+            released.await;
+        }
         self.check_up()?;
         self.calls.lock().start += 1;
         {

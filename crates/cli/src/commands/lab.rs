@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
+use crate::lab::chaos::{self, Schedule};
 use crate::lab::{Lab, LabConfig};
 
 #[derive(Subcommand, Debug)]
@@ -21,6 +22,39 @@ pub enum LabCmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Run the fault-injection suite against a fresh lab (network namespaces; root)
+    Chaos(ChaosArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ChaosArgs {
+    /// How many times to run every schedule
+    #[arg(long, default_value_t = 1)]
+    cycles: usize,
+    /// Schedules to run (repeatable; all when omitted)
+    #[arg(long = "schedule", value_enum)]
+    schedules: Vec<Schedule>,
+    /// How long each fault is held
+    #[arg(long, default_value = "6s")]
+    hold: String,
+    /// Concurrent workload clients
+    #[arg(long, default_value_t = 2)]
+    clients: usize,
+    /// Seed of the workload's choices
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The two images services alternate between (each needs a `sleep` command)
+    #[arg(long = "image", num_args = 1)]
+    images: Vec<String>,
+    /// Append the report (markdown) to this file
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Where the lab's data dirs go (a fresh temporary dir when omitted)
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Leave the lab up afterwards (to look at its logs); remove it with `orch lab down --dir`
+    #[arg(long)]
+    keep: bool,
 }
 
 #[derive(Args, Debug)]
@@ -91,6 +125,86 @@ pub async fn run(cmd: LabCmd) -> Result<()> {
             print_status(&lab);
             Ok(())
         }
+        LabCmd::Chaos(args) => tokio::task::spawn_blocking(move || run_chaos(args)).await?,
+    }
+}
+
+fn run_chaos(args: ChaosArgs) -> Result<()> {
+    let mut opts = chaos::Options {
+        cycles: args.cycles,
+        clients: args.clients.max(1),
+        seed: args.seed,
+        hold: humantime::parse_duration(&args.hold)
+            .map_err(|e| anyhow::anyhow!("invalid --hold {:?}: {e}", args.hold))?,
+        ..Default::default()
+    };
+    if !args.schedules.is_empty() {
+        opts.schedules = args.schedules;
+    }
+    match args.images.as_slice() {
+        [] => {}
+        [a, b] => opts.images = [a.clone(), b.clone()],
+        _ => anyhow::bail!("give --image twice (two images to alternate between), or not at all"),
+    }
+    for image in &opts.images {
+        let found = std::process::Command::new("docker")
+            .args(["image", "inspect", image])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            anyhow::bail!(
+                "image {image} is not in the local engine: build the test images with scripts/build-test-images.sh, or name two images with --image"
+            );
+        }
+    }
+    let root = args
+        .dir
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("orch-chaos-{}", std::process::id())));
+    let mut lab = Lab::up(LabConfig {
+        root: root.clone(),
+        managers: 3,
+        workers: 2,
+        netns: true,
+        heartbeat: "2s".into(),
+        orch: std::env::current_exe()?,
+        id: 0,
+        tmpfs_mib: Some(64),
+    })?;
+    lab.down_on_drop = !args.keep;
+    println!(
+        "Lab up in {}; running {} schedule(s) × {} cycle(s).",
+        root.display(),
+        opts.schedules.len(),
+        opts.cycles
+    );
+    let report = chaos::run(&lab, &opts, &mut |line| println!("{line}"))?;
+    drop(lab);
+    if args.keep {
+        println!("The lab stays up: orch lab down --dir {}", root.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    let table = report.table();
+    println!("\n{table}");
+    if let Some(path) = args.report {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        writeln!(f, "{table}")?;
+    }
+    let anomalies = report.anomalies();
+    if anomalies.is_empty() {
+        println!("No anomalies ({} operations acknowledged).", report.acked());
+        Ok(())
+    } else {
+        for a in &anomalies {
+            println!("ANOMALY {a}");
+        }
+        anyhow::bail!("{} anomalies found", anomalies.len())
     }
 }
 

@@ -1030,30 +1030,44 @@ fn updated_spec(service: &Service, args: &UpdateArgs) -> Result<orch_api::pb::Se
     Ok(spec)
 }
 
+/// The manager refused an update because the service changed since it was read.
+fn out_of_sequence(status: &tonic::Status) -> bool {
+    status.message().contains("update out of sequence")
+}
+
 async fn update(target: &Target, args: UpdateArgs) -> Result<()> {
     let mut control = target.control()?;
-    let service = control
-        .get_service(GetServiceRequest {
-            service: args.service.clone(),
-        })
-        .await
-        .map_err(rpc)?
-        .into_inner();
-    let version = service.meta.as_ref().map_or(0, |m| m.version);
-    let (spec, rollback) = if args.rollback {
-        (None, true)
-    } else {
-        (Some(updated_spec(&service, &args)?), false)
+    // The flags change the service as it is now; the orchestrator also writes the service (its
+    // update status), so a change between the read and the write is retried from a new read.
+    let mut attempt = 0;
+    let (service, rollback) = loop {
+        let service = control
+            .get_service(GetServiceRequest {
+                service: args.service.clone(),
+            })
+            .await
+            .map_err(rpc)?
+            .into_inner();
+        let version = service.meta.as_ref().map_or(0, |m| m.version);
+        let (spec, rollback) = if args.rollback {
+            (None, true)
+        } else {
+            (Some(updated_spec(&service, &args)?), false)
+        };
+        let result = control
+            .update_service(UpdateServiceRequest {
+                service: service.id.clone(),
+                version,
+                spec,
+                rollback,
+            })
+            .await;
+        match result {
+            Ok(_) => break (service, rollback),
+            Err(status) if out_of_sequence(&status) && attempt < 3 => attempt += 1,
+            Err(status) => return Err(rpc(status)),
+        }
     };
-    control
-        .update_service(UpdateServiceRequest {
-            service: service.id.clone(),
-            version,
-            spec,
-            rollback,
-        })
-        .await
-        .map_err(rpc)?;
     println!("{}", args.service);
     let expect = if rollback {
         progress::Expect::Rollback

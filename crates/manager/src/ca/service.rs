@@ -85,11 +85,15 @@ impl Ca for CaService {
         &self,
         request: Request<IssueNodeCertificateRequest>,
     ) -> Result<Response<NodeCertificate>, Status> {
-        if let Route::Forward(channel) = self.ctx.route(&request).await? {
+        if let Route::Forward(channel, leader) = self.ctx.route(&request).await? {
             let mut fwd = Request::new(request.into_inner());
             fwd.metadata_mut()
                 .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-            return CaClient::new(channel).issue_node_certificate(fwd).await;
+            let mut client = CaClient::new(channel);
+            return self
+                .ctx
+                .forwarded(leader, client.issue_node_certificate(fwd))
+                .await;
         }
         let req = request.into_inner();
         // A linearizable read: a token rotated a moment ago is already refused.

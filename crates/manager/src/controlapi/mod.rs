@@ -42,16 +42,15 @@ macro_rules! leader_or_forward {
         require_manager(&$request, &ctx.store.view())?;
         match ctx.route(&$request).await? {
             Route::Local => ctx,
-            Route::Forward(channel) => {
+            Route::Forward(channel, leader) => {
                 let mut forwarded = Request::new($request.into_inner());
                 forwarded
                     .metadata_mut()
                     .insert(FORWARDED, MetadataValue::from_static("1"));
-                return ControlClient::new(channel)
+                let mut client = ControlClient::new(channel)
                     .max_decoding_message_size(256 << 20)
-                    .max_encoding_message_size(64 << 20)
-                    .$method(forwarded)
-                    .await;
+                    .max_encoding_message_size(64 << 20);
+                return ctx.forwarded(leader, client.$method(forwarded)).await;
             }
         }
     }};
@@ -69,13 +68,14 @@ impl Control for ControlApi {
     ) -> Result<Response<BoxedLogs>, Status> {
         let ctx = self.ctx()?;
         require_manager(&request, &ctx.store.view())?;
-        if let Route::Forward(channel) = ctx.route(&request).await? {
+        if let Route::Forward(channel, leader) = ctx.route(&request).await? {
             let mut forwarded = Request::new(request.into_inner());
             forwarded
                 .metadata_mut()
                 .insert(FORWARDED, MetadataValue::from_static("1"));
-            let stream = ControlClient::new(channel)
-                .service_logs(forwarded)
+            let mut client = ControlClient::new(channel);
+            let stream = ctx
+                .forwarded(leader, client.service_logs(forwarded))
                 .await?
                 .into_inner();
             return Ok(Response::new(Box::pin(stream) as BoxedLogs));

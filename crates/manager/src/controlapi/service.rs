@@ -10,6 +10,7 @@ use orch_api::pb::{
 use orch_api::validate::{is_job, normalize_service_spec};
 use rand::seq::IndexedRandom;
 
+use super::node::{is_conflict, CONFLICT_RETRIES};
 use crate::error::{ManagerError, Result};
 use crate::manager::ManagerCtx;
 use crate::raft::node::ProposeError;
@@ -84,21 +85,18 @@ pub async fn list(ctx: &ManagerCtx) -> Result<ListServicesResponse> {
     for service in view.services() {
         let spec = service.spec.clone().unwrap_or_default();
         let iteration = service.job_status.as_ref().map_or(0, |j| j.job_iteration);
-        let mut running = 0u64;
-        let mut wanted = 0u64;
-        let mut completed = 0u64;
-        for t in view.tasks_of_service(&service.id) {
-            let state = t.status.as_ref().map_or(0, |s| s.state);
-            if t.desired_state == TaskState::Running as i32 {
-                wanted += 1;
-                if state == TaskState::Running as i32 {
-                    running += 1;
-                }
-            }
-            if t.job_iteration == iteration && state == TaskState::Complete as i32 {
-                completed += 1;
-            }
-        }
+        // Counts the store keeps; only jobs walk their tasks (completions of this iteration).
+        let (wanted, running) = view.service_counts(&service.id);
+        let completed = if is_job(&spec) {
+            view.tasks_of_service(&service.id)
+                .filter(|t| {
+                    t.job_iteration == iteration
+                        && t.status.as_ref().map_or(0, |s| s.state) == TaskState::Complete as i32
+                })
+                .count() as u64
+        } else {
+            0
+        };
         let desired = match spec.mode {
             Some(Mode::Replicated(r)) => r.replicas,
             Some(Mode::ReplicatedJob(j)) => j
@@ -211,19 +209,28 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateServiceRequest) -> Result<Servi
     .clone())
 }
 
+/// Deletes the service and marks its tasks for removal, in one transaction. Agents report
+/// task states all the time, so a task may change between the read and the commit: the
+/// conflict is retried from a fresh read.
 pub async fn remove(ctx: &ManagerCtx, reference: &str) -> Result<()> {
-    let view = ctx.read_view().await?;
-    let service = view.find_service(reference)?;
-    let mut actions = vec![Action::DeleteService(service.id.clone())];
-    for t in view.tasks_of_service(&service.id) {
-        if t.desired_state < TaskState::Remove as i32 {
-            let mut t = (**t).clone();
-            t.desired_state = TaskState::Remove as i32;
-            actions.push(Action::UpdateTask(t));
+    let mut attempt = 0;
+    loop {
+        let view = ctx.read_view().await?;
+        let service = view.find_service(reference)?;
+        let mut actions = vec![Action::DeleteService(service.id.clone())];
+        for t in view.tasks_of_service(&service.id) {
+            if t.desired_state < TaskState::Remove as i32 {
+                let mut t = (**t).clone();
+                t.desired_state = TaskState::Remove as i32;
+                actions.push(Action::UpdateTask(t));
+            }
+        }
+        match ctx.propose(actions).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_conflict(&e) && attempt < CONFLICT_RETRIES => attempt += 1,
+            Err(e) => return Err(e),
         }
     }
-    ctx.propose(actions).await?;
-    Ok(())
 }
 
 pub async fn list_tasks(ctx: &ManagerCtx, req: ListTasksRequest) -> Result<ListTasksResponse> {

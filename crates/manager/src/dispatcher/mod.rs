@@ -48,6 +48,9 @@ struct Session {
 #[derive(Default)]
 pub struct Dispatcher {
     sessions: Mutex<HashMap<String, Session>>,
+    /// The last heartbeat of nodes whose session ended (the agent restarts, or looks for
+    /// another manager): they get the rest of their grace before being marked Down.
+    ended: Mutex<HashMap<String, Instant>>,
     pub logs: logs::LogBroker,
     status_tx: Mutex<Option<mpsc::Sender<Vec<TaskStatusUpdate>>>>,
 }
@@ -66,6 +69,7 @@ impl Dispatcher {
         if old.is_some() {
             debug!(node = node_id, "replaced an older session");
         }
+        self.ended.lock().remove(node_id);
         id
     }
 
@@ -83,21 +87,29 @@ impl Dispatcher {
     fn unregister(&self, node_id: &str, session_id: &str) {
         let mut sessions = self.sessions.lock();
         if sessions.get(node_id).is_some_and(|s| s.id == session_id) {
-            sessions.remove(node_id);
+            if let Some(s) = sessions.remove(node_id) {
+                self.ended
+                    .lock()
+                    .insert(node_id.to_string(), s.last_heartbeat);
+            }
         }
     }
 
     /// Ends a node's session (its stream closes; the agent reconnects).
     pub fn close(&self, node_id: &str) {
         self.sessions.lock().remove(node_id);
+        self.ended.lock().remove(node_id);
     }
 
     pub fn close_all(&self) {
         self.sessions.lock().clear();
+        self.ended.lock().clear();
     }
 
+    /// The node's last heartbeat, in its current session or the one that ended last.
     pub fn last_heartbeat(&self, node_id: &str) -> Option<Instant> {
-        self.sessions.lock().get(node_id).map(|s| s.last_heartbeat)
+        let live = self.sessions.lock().get(node_id).map(|s| s.last_heartbeat);
+        live.or_else(|| self.ended.lock().get(node_id).copied())
     }
 
     pub fn is_connected(&self, node_id: &str) -> bool {
@@ -337,5 +349,46 @@ impl DispatcherRpc for DispatcherService {
             .instrument(span),
         );
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the chaos suite (agent restart during a rolling update): when a session ended,
+    /// the node's last heartbeat went with it, so the heartbeat monitor saw a node with no
+    /// heartbeat at all and marked it Down at once; an agent restarting in 2s had its tasks
+    /// rescheduled. The node keeps the rest of its grace.
+    #[test]
+    fn regression_session_end_marked_the_node_down_at_once() {
+        let d = Dispatcher::default();
+        let (tx, _rx) = mpsc::channel(1);
+        let session = d.register("n1", tx);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(d.heartbeat("n1", &session));
+        let beat = d
+            .last_heartbeat("n1")
+            .expect("a live session has a heartbeat");
+        d.unregister("n1", &session);
+        assert!(!d.is_connected("n1"));
+        assert_eq!(
+            d.last_heartbeat("n1"),
+            Some(beat),
+            "the grace runs from the last beat"
+        );
+
+        // A new session takes over; an explicit close (node Down or removed) forgets it.
+        let (tx, _rx) = mpsc::channel(1);
+        let again = d.register("n1", tx);
+        assert!(d.last_heartbeat("n1").is_some_and(|t| t > beat));
+        d.unregister("n1", "an older session");
+        assert!(
+            d.is_connected("n1"),
+            "an old session's end leaves the new one alone"
+        );
+        d.unregister("n1", &again);
+        d.close("n1");
+        assert_eq!(d.last_heartbeat("n1"), None);
     }
 }

@@ -10,7 +10,8 @@ use orch_api::pb::{Service, Task, TaskState};
 
 use super::restart::{self, Restart};
 use super::{
-    is_current, is_terminal, new_task, node_fit, state, with_desired, Change, Decision, NodeFit,
+    is_current, is_terminal, may_be_running, new_task, node_fit, state, with_desired, Change,
+    Decision, NodeFit,
 };
 use crate::state::store::Tables;
 
@@ -61,12 +62,17 @@ pub(crate) fn keep_current(
             Restart::At(at) if at <= now => {
                 d.changes
                     .push(Change::Update(with_desired(current, TaskState::Shutdown)));
-                d.changes.push(Change::Create(new_task(
-                    service,
-                    current.slot,
-                    restart_node(current),
-                    now,
-                )));
+                let mut fresh = new_task(service, current.slot, restart_node(current), now);
+                // A replicated slot whose earlier task may still run (removed by a scale-down
+                // but still starting, say): the restart waits at READY like any replacement.
+                let replicated = matches!(
+                    service.spec.as_ref().and_then(|s| s.mode.as_ref()),
+                    Some(orch_api::pb::service_spec::Mode::Replicated(_))
+                );
+                if replicated && history.iter().any(|t| may_be_running(t, view)) {
+                    fresh.desired_state = TaskState::Ready as i32;
+                }
+                d.changes.push(Change::Create(fresh));
             }
             Restart::At(at) => d.wake(at),
         }
@@ -92,6 +98,14 @@ pub fn reconcile(
 ) -> Decision {
     let mut d = Decision::default();
     let slots = split_slots(tasks, |t| t.slot.to_string());
+    // A slot whose earlier task may still be running (stopping, or shut down by this very
+    // decision): a new task there waits at READY, so a slot never runs two copies of a spec.
+    let busy = |slot: u64, except: &str| {
+        slots.get(&slot.to_string()).is_some_and(|list| {
+            list.iter()
+                .any(|t| t.id != except && may_be_running(t, view))
+        })
+    };
     // slot number -> its current task
     let mut occupied: BTreeMap<u64, &Task> = BTreeMap::new();
     for list in slots.values() {
@@ -109,6 +123,11 @@ pub fn reconcile(
         let history: Vec<&Task> = list.iter().copied().filter(|t| t.id != newest.id).collect();
         if keep_current(service, newest, &history, view, now, &mut d) {
             occupied.insert(newest.slot, newest);
+            // A waiting task starts once the slot's earlier tasks have stopped.
+            if newest.desired_state == TaskState::Ready as i32 && !busy(newest.slot, &newest.id) {
+                d.changes
+                    .push(Change::Update(with_desired(newest, TaskState::Running)));
+            }
         }
     }
     let count = occupied.len() as u64;
@@ -117,8 +136,11 @@ pub fn reconcile(
         let mut missing = replicas - count;
         while missing > 0 {
             if !occupied.contains_key(&slot) {
-                d.changes
-                    .push(Change::Create(new_task(service, slot, "", now)));
+                let mut fresh = new_task(service, slot, "", now);
+                if busy(slot, "") {
+                    fresh.desired_state = TaskState::Ready as i32;
+                }
+                d.changes.push(Change::Create(fresh));
                 missing -= 1;
             }
             slot += 1;

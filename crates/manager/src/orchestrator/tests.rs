@@ -14,6 +14,9 @@ fn summary(d: &Decision, before: &[orch_api::pb::Task]) -> Vec<String> {
         .changes
         .iter()
         .map(|c| match c {
+            Change::Create(t) if t.desired_state == TaskState::Ready as i32 => {
+                format!("create slot {} ready", t.slot)
+            }
             Change::Create(t) if t.node_id.is_empty() => format!("create slot {}", t.slot),
             Change::Create(t) => format!("create on {}", t.node_id),
             Change::Update(t) => {
@@ -26,6 +29,7 @@ fn summary(d: &Decision, before: &[orch_api::pb::Task]) -> Vec<String> {
                         format!("shutdown {}", t.id)
                     }
                     Ok(TaskState::Remove) if old != t.desired_state => format!("remove {}", t.id),
+                    Ok(TaskState::Running) if old != t.desired_state => format!("start {}", t.id),
                     _ => format!("update {}", t.id),
                 }
             }
@@ -136,7 +140,7 @@ fn replicated_cases() {
             tasks: vec![running("a", &web1, 1, "n1")],
             history_limit: 5,
             now: 10 * S,
-            want: vec!["shutdown a", "create slot 1"],
+            want: vec!["shutdown a", "create slot 1 ready"],
             want_wake: None,
         },
         Case {
@@ -381,4 +385,175 @@ fn replicated_job_cases() {
             want_wake: None,
         },
     ]);
+}
+
+/// Breaks the fault suite's slot invariant (drain during the workload): the replacement of a drained task
+/// started while the drained one was still in its stop grace period, so the slot ran two
+/// copies of one spec. The replacement now waits at READY until the old task has stopped.
+#[test]
+fn regression_drain_replacement_overlapped_the_stopping_task() {
+    let web1 = replicated("web", 1);
+    let drained = || {
+        vec![
+            with_availability(node("n1"), NodeAvailability::Drain),
+            node("n2"),
+        ]
+    };
+    let waiting = || {
+        task(
+            "b",
+            &web1,
+            1,
+            "n2",
+            TaskState::Assigned,
+            TaskState::Ready,
+            2,
+        )
+    };
+    let old = |state| task("a", &web1, 1, "n1", state, TaskState::Shutdown, 1);
+    check(vec![
+        Case {
+            name: "the replacement waits while the drained task is stopping",
+            service: web1.clone(),
+            nodes: drained(),
+            tasks: vec![old(TaskState::Running), waiting()],
+            history_limit: 5,
+            now: 10 * S,
+            want: vec![],
+            want_wake: None,
+        },
+        Case {
+            name: "and starts once it has stopped",
+            service: web1.clone(),
+            nodes: drained(),
+            tasks: vec![old(TaskState::Shutdown), waiting()],
+            history_limit: 5,
+            now: 10 * S,
+            want: vec!["start b"],
+            want_wake: None,
+        },
+        Case {
+            name: "a task on a down node does not hold its slot (its agent fenced it)",
+            service: web1.clone(),
+            nodes: vec![down(node("n1")), node("n2")],
+            tasks: vec![old(TaskState::Running), waiting()],
+            history_limit: 5,
+            now: 10 * S,
+            want: vec!["start b"],
+            want_wake: None,
+        },
+        Case {
+            name: "nor does a task on a node that was removed",
+            service: web1.clone(),
+            nodes: vec![node("n2")],
+            tasks: vec![old(TaskState::Running), waiting()],
+            history_limit: 5,
+            now: 10 * S,
+            want: vec!["start b"],
+            want_wake: None,
+        },
+    ]);
+}
+
+/// Breaks the fault suite's slot invariant (scale 3 -> 1 -> 3 in quick succession): the new slot-3 task
+/// started while the removed slot-3 task was still stopping.
+#[test]
+fn regression_slot_reused_while_its_removed_task_was_stopping() {
+    let web3 = replicated("web", 3);
+    let removed = task(
+        "c",
+        &web3,
+        3,
+        "n3",
+        TaskState::Running,
+        TaskState::Remove,
+        1,
+    );
+    check(vec![Case {
+        name: "scale up into a slot whose task is still stopping",
+        service: web3.clone(),
+        nodes: nodes3(),
+        tasks: vec![
+            running("a", &web3, 1, "n1"),
+            running("b", &web3, 2, "n2"),
+            removed,
+        ],
+        history_limit: 5,
+        now: 10 * S,
+        want: vec!["create slot 3 ready"],
+        want_wake: None,
+    }]);
+}
+
+/// Found by the chaos suite (disk-full, under churn): a slot's task failed and was restarted at
+/// once while an earlier task of the slot, removed by a scale-down, was still starting on a
+/// slow engine; both containers ran. The restart now waits at READY too.
+#[test]
+fn regression_restart_overlapped_a_removed_task_still_starting() {
+    let web1 = restart_policy(replicated("web", 1), RestartCondition::Any, 0);
+    let removed = task(
+        "a",
+        &web1,
+        1,
+        "n1",
+        TaskState::Starting,
+        TaskState::Remove,
+        1,
+    );
+    let failed = task(
+        "b",
+        &web1,
+        1,
+        "n2",
+        TaskState::Failed,
+        TaskState::Running,
+        2,
+    );
+    check(vec![Case {
+        name: "the restart of a failed task waits for the slot's removed task",
+        service: web1.clone(),
+        nodes: nodes3(),
+        tasks: vec![removed.clone(), failed.clone()],
+        history_limit: 5,
+        now: 10 * S,
+        want: vec!["shutdown b", "create slot 1 ready"],
+        want_wake: None,
+    }]);
+    // Once the removed task has stopped, the restart starts at once.
+    let mut stopped = removed;
+    stopped.status.as_mut().expect("a status").state = TaskState::Shutdown as i32;
+    check(vec![Case {
+        name: "with the slot's other task stopped, the restart runs",
+        service: web1.clone(),
+        nodes: nodes3(),
+        tasks: vec![stopped, failed],
+        history_limit: 5,
+        now: 10 * S,
+        want: vec!["shutdown b", "create slot 1", "delete a"],
+        want_wake: None,
+    }]);
+}
+
+/// Two updates of one task in a batch conflict in the store, so the whole batch was dropped
+/// and decided again, identically, forever. One update per task survives: the furthest.
+#[test]
+fn regression_two_updates_of_one_task_livelocked_the_batch() {
+    let web1 = replicated("web", 1);
+    let a = running("a", &web1, 1, "n1");
+    let mut changes = vec![
+        Change::Update(super::with_desired(&a, TaskState::Shutdown)),
+        Change::Create(pending("b", &web1, 1)),
+        Change::Update(super::with_desired(&a, TaskState::Remove)),
+        Change::Update(super::with_desired(&a, TaskState::Shutdown)),
+    ];
+    super::dedupe(&mut changes);
+    let updates: Vec<i32> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Update(t) => Some(t.desired_state),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(updates, vec![TaskState::Remove as i32]);
+    assert_eq!(changes.len(), 2);
 }

@@ -17,7 +17,7 @@ use orch_api::pb::{
     UpdateStatus,
 };
 
-use super::{is_current, new_task, node_fit, state, with_desired, Change, Decision, NodeFit};
+use super::{is_current, may_be_running, new_task, state, with_desired, Change, Decision};
 use crate::state::store::Tables;
 
 /// A service whose tasks are being moved to its spec.
@@ -40,7 +40,9 @@ struct Slot<'a> {
     new: Option<&'a Task>,
     /// Current tasks with another spec.
     old: Vec<&'a Task>,
-    /// Tasks with another spec told to stop that have not stopped yet (stop-first waits).
+    /// Other tasks of the slot, told to stop, that have not stopped yet: a waiting task
+    /// starts only after them, whatever their spec (one a scale-down removed has the wanted
+    /// spec and may still run).
     stopping: Vec<&'a Task>,
 }
 
@@ -97,7 +99,12 @@ pub fn step(
             stopping: Vec::new(),
         });
         if t.spec == wanted {
-            slot.new = Some(t);
+            // An older duplicate is stopped by reconcile; the newest waits for it too.
+            if let Some(older) = slot.new.replace(t) {
+                if !old_stopped(older, view) {
+                    slot.stopping.push(older);
+                }
+            }
         } else {
             slot.old.push(t);
         }
@@ -105,7 +112,7 @@ pub fn step(
     for t in sorted
         .iter()
         .copied()
-        .filter(|t| !is_current(t) && t.spec != wanted && !old_stopped(t, view))
+        .filter(|t| !is_current(t) && !old_stopped(t, view))
     {
         if let Some(slot) = slots.get_mut(&key_of(t)) {
             slot.stopping.push(t);
@@ -255,15 +262,9 @@ pub fn step(
     None
 }
 
-/// The old task of a slot no longer runs (or its node is gone, so it never will here).
+/// The old task of a slot no longer runs (or its node is down or gone, so it never will).
 fn old_stopped(t: &Task, view: &Tables) -> bool {
-    state(t) >= TaskState::Complete as i32
-        || state(t) < TaskState::Assigned as i32
-        || t.node_id.is_empty()
-        || matches!(
-            node_fit(view.node(&t.node_id).map(|n| n.as_ref())),
-            NodeFit::Down | NodeFit::Drained
-        )
+    !may_be_running(t, view)
 }
 
 #[cfg(test)]
@@ -497,6 +498,33 @@ mod tests {
                     ]
                 },
                 now: 2 * S,
+                want: vec![],
+                want_state: None,
+                want_wake: None,
+            },
+            Case {
+                name: "regression: a waiting task also waits for a removed task of its own spec",
+                config: config(1, 0, FailureAction::Pause, 5 * S, UpdateOrder::StopFirst),
+                back: false,
+                // Slot 1's v2 task was removed by a scale-down but still runs (its agent is
+                // slow to stop it); a scale-up made n1 for the slot, waiting. The updater
+                // must not start n1 while r1 runs: two v2 containers in one slot.
+                tasks: |s, v1, v2| {
+                    vec![
+                        with_spec(
+                            task("r1", s, 1, "n1", TaskState::Running, TaskState::Remove, S),
+                            v2,
+                            S,
+                        ),
+                        with_spec(
+                            task("n1", s, 1, "n1", TaskState::New, TaskState::Ready, 2 * S),
+                            v2,
+                            2 * S,
+                        ),
+                        old("o2", s, 2, v1),
+                    ]
+                },
+                now: 3 * S,
                 want: vec![],
                 want_state: None,
                 want_wake: None,

@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use orch_api::pb::store_action::Action;
 use orch_api::pb::{Node, NodeRole, RaftMember};
+use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::node::RaftStatus;
 use crate::manager::ManagerCtx;
+use crate::state::store::Object;
 
 pub const QUORUM_LOSS: &str =
     "can't remove member from the raft: this would result in a loss of quorum";
@@ -94,10 +96,23 @@ pub async fn role_manager(ctx: Arc<ManagerCtx>, token: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         reconcile(&ctx).await;
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = rx.recv() => {}
-            _ = tick.tick() => {}
+        // Only node changes (or a snapshot, or missed changes) can change a role; task
+        // traffic does not make it walk every node again.
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tick.tick() => break,
+                change = rx.recv() => match change {
+                    Ok(change)
+                        if !change.events.is_empty()
+                            && !change
+                                .events
+                                .iter()
+                                .any(|e| matches!(e.object(), Object::Node(_))) => {}
+                    Err(RecvError::Closed) => return,
+                    _ => break,
+                },
+            }
         }
     }
 }

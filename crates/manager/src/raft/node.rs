@@ -335,6 +335,15 @@ pub fn start<T: Transport>(
     Ok((handle, task))
 }
 
+/// Runs `f`, which blocks (fsync, applying a large batch), without holding up the runtime's
+/// other tasks: on a multi-threaded runtime the worker hands them to another thread first.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RaftError {
     #[error("{0}")]
@@ -374,7 +383,7 @@ impl<T: Transport> RaftNode<T> {
                     self.raw.tick();
                 }
             }
-            if let Err(e) = self.on_ready() {
+            if let Err(e) = blocking(|| self.on_ready()) {
                 error!(error = %e, "raft node failed");
                 break Err(e);
             }
@@ -660,6 +669,8 @@ impl<T: Transport> RaftNode<T> {
                 self.transport.remove_peer(cc.node_id);
             }
         }
+        // Whoever waits on this change sees the new membership in the status once it returns.
+        self.publish_status();
         Ok(Ok(entry.index))
     }
 

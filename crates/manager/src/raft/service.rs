@@ -82,7 +82,7 @@ impl Raft for RaftService {
         request: Request<RaftJoinRequest>,
     ) -> Result<Response<RaftJoinResponse>, Status> {
         let cert = self.require_manager_cert(&request)?;
-        if let Route::Forward(channel) = self.ctx.route(&request).await? {
+        if let Route::Forward(channel, leader) = self.ctx.route(&request).await? {
             // The leader must know who is joining: it reads the joiner's ID from our metadata.
             let mut fwd = forwarded(request.into_inner());
             fwd.metadata_mut().insert(
@@ -91,7 +91,8 @@ impl Raft for RaftService {
                     .parse()
                     .map_err(|_| Status::invalid_argument("bad node ID"))?,
             );
-            return RaftClient::new(channel).join(fwd).await;
+            let mut client = RaftClient::new(channel);
+            return self.ctx.forwarded(leader, client.join(fwd)).await;
         }
         let node_id = match request.metadata().get("orch-joining-node") {
             Some(v) if request.metadata().contains_key(FORWARDED) => v
@@ -162,7 +163,7 @@ impl Raft for RaftService {
         if node_id == self.ctx.node_id && self.ctx.raft.is_leader() {
             step_down(&self.ctx).await.map_err(Status::unavailable)?;
         }
-        if let Route::Forward(channel) = self.ctx.route(&request).await? {
+        if let Route::Forward(channel, leader) = self.ctx.route(&request).await? {
             let mut fwd = forwarded(Empty {});
             fwd.metadata_mut().insert(
                 "orch-leaving-node",
@@ -170,7 +171,8 @@ impl Raft for RaftService {
                     .parse()
                     .map_err(|_| Status::invalid_argument("bad node ID"))?,
             );
-            return RaftClient::new(channel).leave(fwd).await;
+            let mut client = RaftClient::new(channel);
+            return self.ctx.forwarded(leader, client.leave(fwd)).await;
         }
         let view = self.ctx.read_view().await?;
         let node = view

@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use orch_api::constraint::Constraint;
-use orch_api::pb::{Node, NodeAvailability, NodeState, PublishMode, Task, TaskState};
+use orch_api::pb::{Node, NodeAvailability, NodeState, Task};
 
-use crate::state::store::Tables;
+use crate::state::store::{self, occupies_node, reservation, Tables};
 
 /// The node status message of a node whose engine does not answer.
 pub const ENGINE_UNAVAILABLE: &str = "engine unavailable";
@@ -65,37 +65,17 @@ struct NodeInfo {
     host_ports: HashSet<(String, u32)>,
 }
 
-fn occupies_node(t: &Task) -> bool {
-    let state = t.status.as_ref().map_or(0, |s| s.state);
-    !t.node_id.is_empty()
-        && t.desired_state <= TaskState::Running as i32
-        && state < TaskState::Complete as i32
-}
-
-fn reservation(t: &Task) -> (i64, i64) {
-    t.spec
-        .as_ref()
-        .and_then(|s| s.resources.as_ref())
-        .and_then(|r| r.reservations.as_ref())
-        .map_or((0, 0), |r| (r.nano_cpus, r.memory_bytes))
-}
-
 fn host_ports(t: &Task) -> Vec<(String, u32)> {
-    t.endpoint
-        .as_ref()
-        .map(|e| {
-            e.ports
-                .iter()
-                .filter(|p| p.publish_mode == PublishMode::Host as i32 && p.published_port != 0)
-                .map(|p| (p.protocol.clone(), p.published_port))
-                .collect()
-        })
-        .unwrap_or_default()
+    store::host_ports(t)
+        .map(|(protocol, port)| (protocol.to_string(), port))
+        .collect()
 }
 
-fn node_infos(view: &Tables) -> Vec<NodeInfo> {
-    let mut infos: Vec<NodeInfo> = view
-        .nodes()
+/// The nodes as the scheduler sees them: availability, free resources, and the tasks they
+/// hold — per service only for `services` (those with tasks to place). From the store's
+/// per-node load, not by walking every task.
+fn node_infos(view: &Tables, services: &HashSet<&str>) -> Vec<NodeInfo> {
+    view.nodes()
         .map(|n| {
             // A node whose engine does not answer is up but cannot run containers.
             let ready = n.status.as_ref().is_some_and(|s| {
@@ -104,7 +84,8 @@ fn node_infos(view: &Tables) -> Vec<NodeInfo> {
             let active =
                 n.spec.as_ref().map_or(0, |s| s.availability) == NodeAvailability::Active as i32;
             let resources = n.description.as_ref().and_then(|d| d.resources.as_ref());
-            NodeInfo {
+            let load = view.node_load(&n.id);
+            let mut info = NodeInfo {
                 node: n.clone(),
                 available: ready && active,
                 free_cpu: resources.map_or(0, |r| r.nano_cpus),
@@ -112,29 +93,27 @@ fn node_infos(view: &Tables) -> Vec<NodeInfo> {
                 total: 0,
                 by_service: HashMap::new(),
                 host_ports: HashSet::new(),
+            };
+            if let Some(load) = load {
+                info.free_cpu -= load.nano_cpus;
+                info.free_memory -= load.memory_bytes;
+                info.total = load.tasks;
+                for s in services {
+                    if let Some(count) = load.by_service.get(*s) {
+                        info.by_service.insert(s.to_string(), *count);
+                    }
+                }
+                if load.with_host_ports > 0 {
+                    for t in view.tasks_of_node(&n.id) {
+                        if occupies_node(t) {
+                            info.host_ports.extend(host_ports(t));
+                        }
+                    }
+                }
             }
+            info
         })
-        .collect();
-    let index: HashMap<String, usize> = infos
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.node.id.clone(), i))
-        .collect();
-    for (id, i) in &index {
-        for t in view.tasks_of_node(id) {
-            if !occupies_node(t) {
-                continue;
-            }
-            let info = &mut infos[*i];
-            let (cpu, memory) = reservation(t);
-            info.free_cpu -= cpu;
-            info.free_memory -= memory;
-            info.total += 1;
-            *info.by_service.entry(t.service_id.clone()).or_default() += 1;
-            info.host_ports.extend(host_ports(t));
-        }
-    }
-    infos
+        .collect()
 }
 
 /// What a group of identical pending tasks asks of a node.
@@ -271,7 +250,8 @@ fn explain(reasons: &BTreeMap<Reason, usize>) -> String {
 
 /// Places `pending` tasks (each with status PENDING) on the nodes of `view`.
 pub fn plan(view: &Tables, pending: &[Arc<Task>]) -> Plan {
-    let mut nodes = node_infos(view);
+    let services: HashSet<&str> = pending.iter().map(|t| t.service_id.as_str()).collect();
+    let mut nodes = node_infos(view, &services);
     let by_id: HashMap<String, usize> = nodes
         .iter()
         .enumerate()

@@ -17,6 +17,12 @@ use orch_api::pb::{
 use parking_lot::RwLock;
 use tokio::sync::{broadcast, watch};
 
+fn is_pending(t: &Task) -> bool {
+    t.status
+        .as_ref()
+        .is_some_and(|s| s.state == orch_api::pb::TaskState::Pending as i32)
+}
+
 /// An object of any table.
 #[derive(Debug, Clone)]
 pub enum Object {
@@ -82,6 +88,55 @@ pub struct Tables {
     tasks_by_node: OrdMap<String, OrdSet<String>>,
     /// Tasks waiting for the scheduler (status PENDING).
     pending: OrdSet<String>,
+    /// What each node's tasks hold, kept as tasks change (the scheduler reads it each round
+    /// instead of walking every task).
+    node_load: OrdMap<String, NodeLoad>,
+    /// Per service: (tasks desired running, of which running), for `service ls`.
+    service_counts: OrdMap<String, (u64, u64)>,
+}
+
+/// What the tasks that occupy a node (see [`occupies_node`]) hold of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeLoad {
+    pub tasks: usize,
+    pub nano_cpus: i64,
+    pub memory_bytes: i64,
+    pub by_service: OrdMap<String, usize>,
+    /// Tasks that publish ports in host mode (the scheduler then looks at their ports).
+    pub with_host_ports: usize,
+}
+
+/// A task holds its node's resources from assignment until it stops or is told to stop.
+pub fn occupies_node(t: &Task) -> bool {
+    let state = t.status.as_ref().map_or(0, |s| s.state);
+    !t.node_id.is_empty()
+        && t.desired_state <= orch_api::pb::TaskState::Running as i32
+        && state < orch_api::pb::TaskState::Complete as i32
+}
+
+/// The resources a task reserves: (nano CPUs, memory bytes).
+pub fn reservation(t: &Task) -> (i64, i64) {
+    t.spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.reservations.as_ref())
+        .map_or((0, 0), |r| (r.nano_cpus, r.memory_bytes))
+}
+
+/// The ports the task publishes in host mode: (protocol, published port).
+pub fn host_ports(t: &Task) -> impl Iterator<Item = (&str, u32)> {
+    t.endpoint
+        .iter()
+        .flat_map(|e| e.ports.iter())
+        .filter(|p| {
+            p.publish_mode == orch_api::pb::PublishMode::Host as i32 && p.published_port != 0
+        })
+        .map(|p| (p.protocol.as_str(), p.published_port))
+}
+
+/// Whether the task publishes a port in host mode.
+pub fn publishes_host_ports(t: &Task) -> bool {
+    host_ports(t).next().is_some()
 }
 
 /// What a lookup by user-given reference (ID, ID prefix, or name) found.
@@ -143,6 +198,19 @@ impl Tables {
     /// IDs of services that have tasks (including deleted services whose tasks remain).
     pub fn services_with_tasks(&self) -> impl Iterator<Item = String> + '_ {
         self.tasks_by_service.keys().cloned()
+    }
+
+    /// What the tasks on `node_id` hold of it (None: nothing).
+    pub fn node_load(&self, node_id: &str) -> Option<&NodeLoad> {
+        self.node_load.get(node_id)
+    }
+
+    /// A service's tasks desired running, and how many of them run.
+    pub fn service_counts(&self, service_id: &str) -> (u64, u64) {
+        self.service_counts
+            .get(service_id)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Tasks whose status is PENDING (waiting to be scheduled).
@@ -288,9 +356,29 @@ impl Tables {
     }
 
     fn insert_task(&mut self, t: Arc<Task>) {
-        if let Some(old) = self.tasks.get(&t.id).cloned() {
-            self.unindex_task(&old);
+        let old = self.tasks.get(&t.id).cloned();
+        match &old {
+            // Most updates are status reports: the service and node sets stay as they are.
+            Some(old) if old.service_id == t.service_id && old.node_id == t.node_id => {
+                self.load(old, false);
+                if is_pending(old) && !is_pending(&t) {
+                    self.pending.remove(&t.id);
+                }
+            }
+            Some(old) => {
+                self.unindex_task(old);
+                self.index_sets(&t);
+            }
+            None => self.index_sets(&t),
         }
+        if is_pending(&t) && !old.as_ref().is_some_and(|o| is_pending(o)) {
+            self.pending.insert(t.id.clone());
+        }
+        self.load(&t, true);
+        self.tasks.insert(t.id.clone(), t);
+    }
+
+    fn index_sets(&mut self, t: &Task) {
         self.tasks_by_service
             .entry(t.service_id.clone())
             .or_default()
@@ -301,16 +389,64 @@ impl Tables {
                 .or_default()
                 .insert(t.id.clone());
         }
-        if t.status
-            .as_ref()
-            .is_some_and(|s| s.state == orch_api::pb::TaskState::Pending as i32)
-        {
-            self.pending.insert(t.id.clone());
+    }
+
+    /// Adds (or takes away) what `t` holds of its node, and counts it for its service.
+    fn load(&mut self, t: &Task, add: bool) {
+        if t.desired_state == orch_api::pb::TaskState::Running as i32 {
+            let running = u64::from(
+                t.status.as_ref().map_or(0, |s| s.state) == orch_api::pb::TaskState::Running as i32,
+            );
+            let counts = self.service_counts.entry(t.service_id.clone()).or_default();
+            if add {
+                counts.0 += 1;
+                counts.1 += running;
+            } else {
+                counts.0 = counts.0.saturating_sub(1);
+                counts.1 = counts.1.saturating_sub(running);
+            }
+            if counts.0 == 0 {
+                self.service_counts.remove(&t.service_id);
+            }
         }
-        self.tasks.insert(t.id.clone(), t);
+        if !occupies_node(t) {
+            return;
+        }
+        let (cpu, memory) = reservation(t);
+        let sign = if add { 1 } else { -1 };
+        let load = self.node_load.entry(t.node_id.clone()).or_default();
+        if add {
+            load.tasks += 1;
+            *load.by_service.entry(t.service_id.clone()).or_default() += 1;
+        } else {
+            load.tasks = load.tasks.saturating_sub(1);
+            let gone = match load.by_service.get_mut(&t.service_id) {
+                Some(n) => {
+                    *n = n.saturating_sub(1);
+                    *n == 0
+                }
+                None => false,
+            };
+            if gone {
+                load.by_service.remove(&t.service_id);
+            }
+        }
+        load.nano_cpus += sign * cpu;
+        load.memory_bytes += sign * memory;
+        if publishes_host_ports(t) {
+            load.with_host_ports = if add {
+                load.with_host_ports + 1
+            } else {
+                load.with_host_ports.saturating_sub(1)
+            };
+        }
+        if load.tasks == 0 {
+            self.node_load.remove(&t.node_id);
+        }
     }
 
     fn unindex_task(&mut self, t: &Task) {
+        self.load(t, false);
         self.pending.remove(&t.id);
         for (index, key) in [
             (&mut self.tasks_by_service, &t.service_id),
@@ -902,5 +1038,124 @@ mod tests {
         restored.restore(2, view.to_snapshot());
         assert_eq!(restored.view().tasks_of_service("s1").count(), 1);
         assert_eq!(restored.view().tasks_of_node("n2").count(), 1);
+    }
+
+    /// The per-node load the store keeps equals what walking the tasks gives, through
+    /// creates, assignments, moves, stops, status reports, deletes and a snapshot.
+    #[test]
+    fn node_load_follows_every_task_change() {
+        use orch_api::pb::{
+            PortConfig, PublishMode, ResourceLimits, ResourceRequirements, TaskSpec, TaskState,
+            TaskStatus,
+        };
+        fn walked(view: &Tables, node: &str) -> Option<NodeLoad> {
+            let mut load = NodeLoad::default();
+            for t in view.tasks_of_node(node).filter(|t| occupies_node(t)) {
+                let (cpu, memory) = reservation(t);
+                load.tasks += 1;
+                load.nano_cpus += cpu;
+                load.memory_bytes += memory;
+                *load.by_service.entry(t.service_id.clone()).or_default() += 1;
+                load.with_host_ports += usize::from(publishes_host_ports(t));
+            }
+            (load.tasks > 0).then_some(load)
+        }
+        let store = Store::new();
+        let mut index = 0;
+        let mut apply = |actions: Vec<Action>| {
+            index += 1;
+            store.apply(index, &txn(actions)).expect("apply");
+        };
+        let task = |id: &str, service: &str, node: &str, state: TaskState| Task {
+            id: id.into(),
+            service_id: service.into(),
+            node_id: node.into(),
+            desired_state: TaskState::Running as i32,
+            spec: Some(TaskSpec {
+                resources: Some(ResourceRequirements {
+                    reservations: Some(ResourceLimits {
+                        nano_cpus: 100,
+                        memory_bytes: 1 << 20,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            status: Some(TaskStatus {
+                state: state as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut with_port = task("t4", "s2", "n1", TaskState::Running);
+        with_port.endpoint = Some(orch_api::pb::EndpointSpec {
+            ports: vec![PortConfig {
+                publish_mode: PublishMode::Host as i32,
+                published_port: 8080,
+                target_port: 80,
+                protocol: "tcp".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        apply(vec![
+            Action::CreateTask(task("t1", "s1", "", TaskState::Pending)),
+            Action::CreateTask(task("t2", "s1", "n1", TaskState::Assigned)),
+            Action::CreateTask(task("t3", "s2", "n2", TaskState::Running)),
+            Action::CreateTask(with_port),
+        ]);
+        let current = |id: &str| (**store.view().task(id).expect("task")).clone();
+        let mut checks = Vec::new();
+        let mut check = |view: Tables, step: &str| {
+            for node in ["n1", "n2", "n3"] {
+                checks.push(step.to_string());
+                assert_eq!(
+                    view.node_load(node).cloned(),
+                    walked(&view, node),
+                    "{step}: {node}"
+                );
+            }
+        };
+        check(store.view(), "created");
+        let mut t1 = current("t1");
+        t1.node_id = "n2".into();
+        t1.status.get_or_insert_with(Default::default).state = TaskState::Assigned as i32;
+        apply(vec![Action::UpdateTask(t1)]);
+        check(store.view(), "assigned");
+        let mut t2 = current("t2");
+        t2.status.get_or_insert_with(Default::default).state = TaskState::Running as i32;
+        apply(vec![Action::UpdateTask(t2)]);
+        check(store.view(), "status report");
+        let mut t3 = current("t3");
+        t3.desired_state = TaskState::Shutdown as i32;
+        apply(vec![Action::UpdateTask(t3)]);
+        check(store.view(), "told to stop");
+        let mut t2 = current("t2");
+        t2.status.get_or_insert_with(Default::default).state = TaskState::Failed as i32;
+        apply(vec![Action::UpdateTask(t2)]);
+        check(store.view(), "failed");
+        let mut t4 = current("t4");
+        t4.node_id = "n3".into();
+        apply(vec![Action::UpdateTask(t4)]);
+        check(store.view(), "moved");
+        apply(vec![Action::DeleteTask("t1".into())]);
+        check(store.view(), "deleted");
+        assert!(store.view().node_load("n1").is_none(), "n1 holds nothing");
+        assert_eq!(
+            store.view().node_load("n3").map(|l| l.with_host_ports),
+            Some(1)
+        );
+        let restored = Store::new();
+        restored.restore(index, store.view().to_snapshot());
+        check(restored.view(), "restored");
+        // s1: t2 failed (desired running), t1 deleted; s2: t3 told to stop, t4 running.
+        assert_eq!(store.view().service_counts("s1"), (1, 0));
+        assert_eq!(store.view().service_counts("s2"), (1, 1));
+        assert_eq!(restored.view().service_counts("s2"), (1, 1));
+        assert_eq!(
+            restored.view().node_load("n3"),
+            store.view().node_load("n3")
+        );
+        assert_eq!(checks.len(), 24);
     }
 }

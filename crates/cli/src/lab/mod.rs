@@ -4,8 +4,10 @@
 //! or on loopback addresses (127.x.y.z). All nodes share the local Docker Engine.
 //!
 //! Faults: SIGKILL / SIGSTOP / SIGCONT / restart a node process; cut a node off from others
-//! (both directions or one) and heal, with iptables inside the node's namespace; fill a
-//! manager's disk (its data dir sits on a small tmpfs). The lab's state is saved in
+//! (both directions or one) and heal, with iptables inside the node's namespace; add latency
+//! to a node's links (`delay`); fill a manager's disk (its raft dir sits on a small tmpfs).
+//! `chaos` runs a workload against the lab under fault schedules and checks what the cluster
+//! acknowledged against what it holds. The lab's state is saved in
 //! `lab.json`, so `orch lab down` removes everything a lab made — processes, containers,
 //! namespaces, the bridge, mounts, directories — from any process, even after a crash.
 
@@ -17,6 +19,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod chaos;
+mod delay;
+
+pub use delay::Delay;
+
 /// One node of a lab.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabNode {
@@ -26,7 +33,7 @@ pub struct LabNode {
     /// The network namespace the node process runs in (netns labs).
     pub netns: Option<String>,
     pub manager: bool,
-    /// A tmpfs mounted on the node's data dir (for disk-full faults).
+    /// A tmpfs mounted on the node's raft dir (for disk-full faults).
     #[serde(default)]
     pub tmpfs: bool,
 }
@@ -58,7 +65,8 @@ pub struct LabConfig {
     pub orch: PathBuf,
     /// Distinguishes labs on one machine (subnet 10.77.<id>.0/24 or 127.<id>.<k>.z); 0 picks one.
     pub id: u8,
-    /// Managers whose data dir is a tmpfs of this many MiB (disk-full faults).
+    /// The last manager's raft dir is a tmpfs of this many MiB (disk-full faults; its log
+    /// and socket stay on the real disk, so it can still say what went wrong).
     pub tmpfs_mib: Option<u32>,
 }
 
@@ -189,7 +197,7 @@ impl Lab {
             } else {
                 (format!("127.{id}.{}.{}", 100 + i / 200, 1 + i % 200), None)
             };
-            let tmpfs = manager && config.tmpfs_mib.is_some();
+            let tmpfs = config.tmpfs_mib.is_some() && i + 1 == config.managers;
             nodes.push(LabNode {
                 name: name.clone(),
                 dir: config.root.join(&name),
@@ -216,7 +224,7 @@ impl Lab {
         guard.build_network()?;
         if let Some(mib) = config.tmpfs_mib {
             for n in guard.state.nodes.iter().filter(|n| n.tmpfs) {
-                std::fs::create_dir_all(&n.dir)?;
+                std::fs::create_dir_all(n.dir.join("raft"))?;
                 run(Command::new("mount")
                     .args([
                         "-t",
@@ -225,7 +233,7 @@ impl Lab {
                         &format!("size={mib}m,mode=0700"),
                         "tmpfs",
                     ])
-                    .arg(&n.dir))?;
+                    .arg(n.dir.join("raft")))?;
             }
         }
         guard.start_cluster()?;
@@ -497,15 +505,15 @@ impl Lab {
         Ok(())
     }
 
-    /// Fills a tmpfs-backed node's disk (leaving nothing free).
+    /// Fills a tmpfs-backed node's raft disk (leaving nothing free).
     pub fn fill_disk(&self, name: &str) -> Result<()> {
         let node = self.node(name)?;
         if !node.tmpfs {
-            bail!("{name}'s data dir is not on a lab tmpfs");
+            bail!("{name}'s raft dir is not on a lab tmpfs");
         }
         let _ = Command::new("dd")
             .arg("if=/dev/zero")
-            .arg(format!("of={}", node.dir.join("filler").display()))
+            .arg(format!("of={}", node.dir.join("raft/filler").display()))
             .args(["bs=1M", "count=4096"])
             .stderr(Stdio::null())
             .status();
@@ -514,7 +522,7 @@ impl Lab {
 
     pub fn free_disk(&self, name: &str) -> Result<()> {
         let node = self.node(name)?;
-        let _ = std::fs::remove_file(node.dir.join("filler"));
+        let _ = std::fs::remove_file(node.dir.join("raft/filler"));
         Ok(())
     }
 
@@ -624,7 +632,7 @@ impl Lab {
             if n.tmpfs {
                 let _ = Command::new("umount")
                     .arg("-l")
-                    .arg(&n.dir)
+                    .arg(n.dir.join("raft"))
                     .stderr(Stdio::null())
                     .status();
             }
@@ -643,6 +651,8 @@ impl Lab {
             let _ = std::fs::remove_dir_all(&n.dir);
         }
         let _ = std::fs::remove_file(Self::state_file(&self.state.root));
+        // The lab's own directory goes too, unless something else was put in it.
+        let _ = std::fs::remove_dir(&self.state.root);
         Ok(())
     }
 }
