@@ -5,7 +5,7 @@ use std::time::Duration;
 use orch_api::pb::store_action::Action;
 use orch_api::pb::{Cluster, UpdateClusterRequest};
 
-use super::node::{is_conflict, CONFLICT_RETRIES};
+use super::conflict::retry_conflicts;
 use crate::ca::MIN_CERT_EXPIRY;
 use crate::error::{ManagerError, Result};
 use crate::manager::ManagerCtx;
@@ -67,8 +67,8 @@ fn humanize(d: Duration) -> String {
 
 pub async fn update(ctx: &ManagerCtx, req: UpdateClusterRequest) -> Result<Cluster> {
     validate(&req)?;
-    let mut attempt = 0;
-    loop {
+    let req = &req;
+    retry_conflicts(|| async move {
         let view = ctx.read_view().await?;
         let current = view.cluster().ok_or_else(|| {
             ManagerError::Unavailable("the cluster is not initialized yet".into())
@@ -96,16 +96,12 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateClusterRequest) -> Result<Clust
                 tokens.manager = orch_api::token::generate(&root.ca_cert_pem);
             }
         }
-        match ctx.propose(vec![Action::UpdateCluster(c)]).await {
-            Ok(_) => {
-                let view = ctx.store.view();
-                let cluster = view
-                    .cluster()
-                    .ok_or_else(|| ManagerError::Internal("cluster vanished".into()))?;
-                return Ok(sanitize(cluster));
-            }
-            Err(e) if is_conflict(&e) && attempt < CONFLICT_RETRIES => attempt += 1,
-            Err(e) => return Err(e),
-        }
-    }
+        ctx.propose(vec![Action::UpdateCluster(c)]).await?;
+        let view = ctx.store.view();
+        let cluster = view
+            .cluster()
+            .ok_or_else(|| ManagerError::Internal("cluster vanished".into()))?;
+        Ok(sanitize(cluster))
+    })
+    .await
 }

@@ -6,21 +6,11 @@ use orch_api::pb::{
     UpdateNodeRequest,
 };
 
+use super::conflict::retry_conflicts;
 use crate::error::{ManagerError, Result};
 use crate::manager::ManagerCtx;
 use crate::raft::membership::{can_remove_member, LAST_MANAGER, QUORUM_LOSS};
-use crate::raft::node::ProposeError;
-use crate::state::store::{ApplyError, Tables};
-
-/// How many times a read-modify-write is retried when another write got there first.
-pub const CONFLICT_RETRIES: usize = 5;
-
-pub fn is_conflict(e: &ManagerError) -> bool {
-    matches!(
-        e,
-        ManagerError::Propose(ProposeError::Rejected(ApplyError::VersionConflict { .. }))
-    )
-}
+use crate::state::store::Tables;
 
 pub async fn list(ctx: &ManagerCtx) -> Result<ListNodesResponse> {
     let view = ctx.read_view().await?;
@@ -83,8 +73,8 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateNodeRequest) -> Result<Node> {
             "invalid label key {key:?}: must not be empty"
         )));
     }
-    let mut attempt = 0;
-    loop {
+    let req = &req;
+    retry_conflicts(|| async move {
         let view = ctx.read_view().await?;
         let node = view.find_node(&req.node)?;
         let mut n = (*node).clone();
@@ -104,18 +94,14 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateNodeRequest) -> Result<Node> {
             }
             spec.desired_role = role as i32;
         }
-        match ctx.propose(vec![Action::UpdateNode(n)]).await {
-            Ok(_) => {
-                let view = ctx.store.view();
-                let updated = view
-                    .node(&node.id)
-                    .ok_or_else(|| ManagerError::NotFound(format!("node {} not found", node.id)))?;
-                return Ok(ctx.decorate_node(updated));
-            }
-            Err(e) if is_conflict(&e) && attempt < CONFLICT_RETRIES => attempt += 1,
-            Err(e) => return Err(e),
-        }
-    }
+        ctx.propose(vec![Action::UpdateNode(n)]).await?;
+        let view = ctx.store.view();
+        let updated = view
+            .node(&node.id)
+            .ok_or_else(|| ManagerError::NotFound(format!("node {} not found", node.id)))?;
+        Ok(ctx.decorate_node(updated))
+    })
+    .await
 }
 
 pub async fn remove(ctx: &ManagerCtx, req: RemoveNodeRequest) -> Result<()> {
@@ -151,8 +137,8 @@ pub async fn remove(ctx: &ManagerCtx, req: RemoveNodeRequest) -> Result<()> {
         };
         ctx.raft.change_membership(&member, false).await?;
     }
-    let mut attempt = 0;
-    loop {
+    let node = &node;
+    retry_conflicts(|| async move {
         let view = ctx.store.view();
         let mut cluster = (**view
             .cluster()
@@ -165,12 +151,9 @@ pub async fn remove(ctx: &ManagerCtx, req: RemoveNodeRequest) -> Result<()> {
         if view.node(&node.id).is_some() {
             actions.push(Action::DeleteNode(node.id.clone()));
         }
-        match ctx.propose(actions).await {
-            Ok(_) => break,
-            Err(e) if is_conflict(&e) && attempt < CONFLICT_RETRIES => attempt += 1,
-            Err(e) => return Err(e),
-        }
-    }
+        ctx.propose(actions).await.map(drop)
+    })
+    .await?;
     ctx.dispatcher.close(&node.id);
     Ok(())
 }

@@ -10,7 +10,7 @@ use orch_api::pb::{
 use orch_api::validate::{is_job, normalize_service_spec};
 use rand::seq::IndexedRandom;
 
-use super::node::{is_conflict, CONFLICT_RETRIES};
+use super::conflict::retry_conflicts;
 use crate::error::{ManagerError, Result};
 use crate::manager::ManagerCtx;
 use crate::raft::node::ProposeError;
@@ -213,8 +213,7 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateServiceRequest) -> Result<Servi
 /// task states all the time, so a task may change between the read and the commit: the
 /// conflict is retried from a fresh read.
 pub async fn remove(ctx: &ManagerCtx, reference: &str) -> Result<()> {
-    let mut attempt = 0;
-    loop {
+    retry_conflicts(|| async move {
         let view = ctx.read_view().await?;
         let service = view.find_service(reference)?;
         let mut actions = vec![Action::DeleteService(service.id.clone())];
@@ -225,12 +224,9 @@ pub async fn remove(ctx: &ManagerCtx, reference: &str) -> Result<()> {
                 actions.push(Action::UpdateTask(t));
             }
         }
-        match ctx.propose(actions).await {
-            Ok(_) => return Ok(()),
-            Err(e) if is_conflict(&e) && attempt < CONFLICT_RETRIES => attempt += 1,
-            Err(e) => return Err(e),
-        }
-    }
+        ctx.propose(actions).await.map(drop)
+    })
+    .await
 }
 
 pub async fn list_tasks(ctx: &ManagerCtx, req: ListTasksRequest) -> Result<ListTasksResponse> {
