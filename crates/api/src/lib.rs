@@ -33,6 +33,10 @@ pub mod roles {
 
 /// The message every manager-only command fails with on a worker (as docker's).
 pub const NOT_A_MANAGER: &str = "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager.";
+/// A manager node whose manager stack is not running yet (starting, restarting) or any more
+/// (stopping): the request reached nothing that could apply it.
+pub const MANAGER_NOT_READY: &str =
+    "this manager is not ready yet (starting or stopping); try again in a moment";
 
 /// The message for commands that need a swarm on a node that is not in one.
 pub const NOT_IN_SWARM: &str = "This node is not part of a swarm";

@@ -162,9 +162,12 @@ pub async fn run(dd: DataDir, docker_host_override: Option<String>) -> Result<()
     let local = tonic::transport::Server::builder()
         .add_service(NodeControlServer::new(LocalNode { node: node.clone() }))
         .add_service(
-            ControlServer::new(ControlApi::new(node.slot.clone()))
-                .max_decoding_message_size(64 << 20)
-                .max_encoding_message_size(256 << 20),
+            ControlServer::new(ControlApi::for_node(node.slot.clone(), {
+                let identity = node.identity.clone();
+                Arc::new(move || identity.info().role == NodeRole::Manager)
+            }))
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(256 << 20),
         )
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
     tokio::spawn(async move {

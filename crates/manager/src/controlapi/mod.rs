@@ -18,20 +18,40 @@ use tonic::{Request, Response, Status};
 use crate::ca::auth::require_manager;
 use crate::manager::{ManagerCtx, ManagerSlot, Route, FORWARDED};
 
+/// Whether the node is a manager by its certificate, its manager stack up or not.
+pub type IsManager = Arc<dyn Fn() -> bool + Send + Sync>;
+
 #[derive(Clone)]
 pub struct ControlApi {
     slot: ManagerSlot,
+    is_manager: Option<IsManager>,
 }
 
 impl ControlApi {
     pub fn new(slot: ManagerSlot) -> Self {
-        ControlApi { slot }
+        ControlApi {
+            slot,
+            is_manager: None,
+        }
+    }
+
+    /// The node's API: with no manager stack running, a manager node (by `is_manager`) says
+    /// it is not ready instead of claiming to be a worker.
+    pub fn for_node(slot: ManagerSlot, is_manager: IsManager) -> Self {
+        ControlApi {
+            slot,
+            is_manager: Some(is_manager),
+        }
     }
 
     fn ctx(&self) -> Result<Arc<ManagerCtx>, Status> {
-        self.slot
-            .load_full()
-            .ok_or_else(|| Status::failed_precondition(orch_api::NOT_A_MANAGER))
+        self.slot.load_full().ok_or_else(|| {
+            if self.is_manager.as_ref().is_some_and(|m| m()) {
+                Status::unavailable(orch_api::MANAGER_NOT_READY)
+            } else {
+                Status::failed_precondition(orch_api::NOT_A_MANAGER)
+            }
+        })
     }
 }
 
@@ -189,5 +209,25 @@ impl Control for ControlApi {
         Ok(Response::new(
             service::list_tasks(&ctx, request.into_inner()).await?,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A manager whose manager stack is not up (it is starting after a restart) used to
+    /// answer that it was not a manager at all, as a worker does.
+    #[test]
+    fn regression_a_starting_manager_said_it_was_a_worker() {
+        let slot: ManagerSlot = Default::default();
+        let manager = ControlApi::for_node(slot.clone(), Arc::new(|| true));
+        let err = manager.ctx().err().expect("no manager stack yet");
+        assert_eq!(err.code(), tonic::Code::Unavailable);
+        assert_eq!(err.message(), orch_api::MANAGER_NOT_READY);
+        let worker = ControlApi::for_node(slot, Arc::new(|| false));
+        let err = worker.ctx().err().expect("a worker has no manager stack");
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(err.message(), orch_api::NOT_A_MANAGER);
     }
 }

@@ -235,7 +235,9 @@ pub fn update_args(name: &str, spec: &Spec) -> Vec<String> {
 /// The request never reached a manager that could apply it: the node process was gone, or
 /// the connection to the leader was refused before anything was sent.
 fn never_sent(err: &str) -> bool {
-    err.contains("Connection refused") || err.contains("the orch node process is not running")
+    err.contains("Connection refused")
+        || err.contains("the orch node process is not running")
+        || err.contains(orch_api::MANAGER_NOT_READY)
 }
 
 fn classify(result: Option<(bool, String)>) -> (Outcome, String) {
