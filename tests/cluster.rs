@@ -199,6 +199,20 @@ fn stopped_worker_goes_down_within_three_heartbeats_and_comes_back() {
         took >= Duration::from_millis(1_500),
         "Down too early: {took:?}"
     );
+    // A second node process for w1's data dir is refused at once: a paused process is alive
+    // (only a killed one, still exiting, is waited for).
+    let started = Instant::now();
+    let run = c.orch("w1", &["daemon"]);
+    assert!(
+        !run.ok() && run.stderr.contains("another orch daemon"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     c.signal("w1", "CONT");
     wait_for(Duration::from_secs(10), "w1 Ready again", || {
         c.node_rows("m1")

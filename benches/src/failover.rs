@@ -204,11 +204,7 @@ pub fn run(orch: &str, trials: usize) -> Result<()> {
         wait(
             Duration::from_secs(10),
             "the killed process to exit",
-            || {
-                !Path::new(&format!("/proc/{pid}")).exists()
-                    || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                        .is_ok_and(|s| s.contains(" Z "))
-            },
+            || !orch_cli::process::holds_files(pid as i32),
         )?;
         bench.restart(leader)?;
     }

@@ -517,11 +517,9 @@ pub fn orch_in(dir: &Path, args: &[&str]) -> Run {
 }
 
 pub fn alive(pid: i32) -> bool {
-    // A zombie counts as dead.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.split_whitespace().nth(2).is_none_or(|s| s != "Z"),
-        Err(_) => false,
-    }
+    // A zombie counts as dead once every thread has exited (until then it holds its files,
+    // the pid-file lock among them).
+    orch_cli::process::holds_files(pid)
 }
 
 fn rand_u8() -> u8 {

@@ -89,23 +89,39 @@ fn load_identity(dd: &DataDir) -> Result<(String, Arc<NodeIdentity>)> {
     }
 }
 
-/// Holds an exclusive lock on the pid file for the life of the process.
+/// How long a new node process waits for a killed one, still exiting, to let go of the lock.
+const EXITING_WAIT: Duration = Duration::from_secs(15);
+
+/// Holds an exclusive lock on the pid file for the life of the process. A live holder is an
+/// error at once; one that is exiting (killed, its threads finishing) is waited for.
 fn lock_pid_file(dd: &DataDir) -> Result<nix::fcntl::Flock<fs::File>> {
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(dd.pid_file())?;
-    let mut locked = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|_| {
-            let pid = fs::read_to_string(dd.pid_file()).unwrap_or_default();
-            anyhow!(
-                "another orch daemon (pid {}) is running for {}",
-                pid.trim(),
-                dd.root.display()
-            )
-        })?;
+    let started = std::time::Instant::now();
+    let mut locked = loop {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(dd.pid_file())?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => break locked,
+            Err(_) => {
+                let pid = fs::read_to_string(dd.pid_file()).unwrap_or_default();
+                let holder = pid.trim().parse().ok().map(crate::process::proc_state);
+                if holder != Some(crate::process::ProcState::Live)
+                    && started.elapsed() < EXITING_WAIT
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+                bail!(
+                    "another orch daemon (pid {}) is running for {}",
+                    pid.trim(),
+                    dd.root.display()
+                );
+            }
+        }
+    };
     use std::io::{Seek, Write};
     locked.set_len(0)?;
     locked.seek(std::io::SeekFrom::Start(0))?;

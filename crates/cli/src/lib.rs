@@ -10,5 +10,6 @@ pub mod datadir;
 pub mod lab;
 pub mod net;
 pub mod output;
+pub mod process;
 
 pub use app::main_entry;

@@ -140,8 +140,7 @@ impl Target {
                     .ok()
                     .and_then(|p| p.trim().parse::<i32>().ok())
                     .is_some_and(|pid| {
-                        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                            .is_ok_and(|s| s.split_whitespace().nth(2) != Some("Z"))
+                        crate::process::proc_state(pid) == crate::process::ProcState::Live
                     })
             })
             .collect()
