@@ -120,6 +120,11 @@ fn leader_kill() {
 }
 
 #[test]
+fn leader_pause() {
+    chaos("leader-pause");
+}
+
+#[test]
 fn follower_kill() {
     chaos("follower-kill");
 }

@@ -51,10 +51,14 @@ pub enum Schedule {
     DiskFull,
     /// Add 100ms each way to every link of the leader.
     SlowLeader,
+    /// SIGSTOP the leader (a long GC pause, a stalled VM) for the hold, then SIGCONT it: the
+    /// majority elects a new leader meanwhile, and the old one, waking with stale leadership,
+    /// must step down and follow.
+    LeaderPause,
 }
 
 impl Schedule {
-    pub const ALL: [Schedule; 9] = [
+    pub const ALL: [Schedule; 10] = [
         Schedule::LeaderKill,
         Schedule::FollowerKill,
         Schedule::LeaderPartition,
@@ -64,6 +68,7 @@ impl Schedule {
         Schedule::AgentRestartDuringUpdate,
         Schedule::DiskFull,
         Schedule::SlowLeader,
+        Schedule::LeaderPause,
     ];
 
     pub fn name(self) -> &'static str {
@@ -77,6 +82,7 @@ impl Schedule {
             Schedule::AgentRestartDuringUpdate => "agent-restart-during-update",
             Schedule::DiskFull => "disk-full",
             Schedule::SlowLeader => "slow-leader",
+            Schedule::LeaderPause => "leader-pause",
         }
     }
 
@@ -85,6 +91,7 @@ impl Schedule {
         matches!(
             self,
             Schedule::LeaderKill
+                | Schedule::LeaderPause
                 | Schedule::LeaderPartition
                 | Schedule::OneWayPartition
                 | Schedule::AllManagersRestart
@@ -723,6 +730,35 @@ impl Ctx<'_> {
                 }
                 std::thread::sleep(hold);
                 lab.restart(&l)?;
+            }
+            Schedule::LeaderPause => {
+                let l = self.leader()?;
+                lab.pause(&l);
+                *placed = Instant::now();
+                notes.push(format!("SIGSTOPped leader {l}"));
+                let elected = self.new_leader(&l, Duration::from_secs(20));
+                match &elected {
+                    Some((n, t)) => notes.push(format!("{n} leads after {}", secs(*t))),
+                    None => anomalies.push("no new leader within 20s of pausing the leader".into()),
+                }
+                std::thread::sleep(hold);
+                lab.resume(&l);
+                let resumed = Instant::now();
+                // Awake, it must learn it was deposed and follow the new leader.
+                let follows = poll(Duration::from_secs(15), || {
+                    lab.leader(&l).is_some_and(|leader| leader != l)
+                });
+                match follows {
+                    Some(_) => notes.push(format!(
+                        "{l}, resumed, follows {} after {}",
+                        lab.leader(&l).unwrap_or_default(),
+                        secs(resumed.elapsed())
+                    )),
+                    None => anomalies.push(format!(
+                        "{l} did not follow a new leader within 15s of resuming (it says {:?})",
+                        lab.leader(&l)
+                    )),
+                }
             }
             Schedule::FollowerKill => {
                 let l = self.leader()?;

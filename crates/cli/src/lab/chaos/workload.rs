@@ -231,12 +231,15 @@ pub fn update_args(name: &str, spec: &Spec) -> Vec<String> {
     .collect()
 }
 
-/// The request never reached a manager that could apply it: the node process was gone, or
-/// the connection to the leader was refused before anything was sent.
+/// The request never reached a manager that could apply it: the node process was gone, the
+/// connection to the leader was refused before anything was sent, or a manager found before
+/// proposing that it was not (or knew no) leader.
 fn never_sent(err: &str) -> bool {
     err.contains("Connection refused")
         || err.contains("the orch node process is not running")
         || err.contains(orch_api::MANAGER_NOT_READY)
+        || err.contains("this manager is not the leader")
+        || err.contains("The swarm does not have a leader")
 }
 
 fn classify(result: Option<(bool, String)>) -> (Outcome, String) {
