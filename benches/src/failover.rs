@@ -72,20 +72,7 @@ impl Bench {
     }
 
     fn restart(&self, i: usize) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir(i).join("orch.log"))?;
-        let mut child = Command::new(&self.orch)
-            .args(["daemon", "--data-dir"])
-            .arg(self.dir(i))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        std::thread::spawn(move || {
-            let _ = child.wait();
-        });
+        orch_cli::process::spawn_node(Command::new(&self.orch), &self.dir(i))?;
         Ok(())
     }
 }

@@ -14,6 +14,7 @@
 //! Correctness (every task RUNNING, spread ≤ 1, nothing rescheduled by a leader change) makes
 //! the exit status; speed is only reported.
 
+use orch_cli::lab::chaos::percentile;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -62,14 +63,6 @@ fn rss_kib(pid: i32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
         })
         .unwrap_or(0)
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 fn ms(d: Duration) -> String {
@@ -343,8 +336,8 @@ pub async fn run(o: Options) -> Result<bool> {
         inspect.sort();
         println!(
             "api during the run: service ls p50 {} p99 {} ({} calls); service inspect p50 {} p99 {} ({} calls)",
-            ms(pct(&ls, 50.0)), ms(pct(&ls, 99.0)), ls.len(),
-            ms(pct(&inspect, 50.0)), ms(pct(&inspect, 99.0)), inspect.len()
+            ms(percentile(&ls, 50.0)), ms(percentile(&ls, 99.0)), ls.len(),
+            ms(percentile(&inspect, 50.0)), ms(percentile(&inspect, 99.0)), inspect.len()
         );
     }
     if !ok {

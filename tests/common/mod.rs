@@ -248,23 +248,7 @@ impl Cluster {
     /// Starts a stopped node's process again (`orch daemon` in the background).
     pub fn restart(&self, name: &str) {
         let node = self.node(name);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(node.dir.join("orch.log"))
-            .expect("log");
-        let mut child = Command::new(orch_bin())
-            .args(["daemon", "--data-dir"])
-            .arg(&node.dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn daemon");
-        // Reap it in the background so a killed node does not linger as a zombie.
-        std::thread::spawn(move || {
-            let _ = child.wait();
-        });
+        orch_cli::process::spawn_node(Command::new(orch_bin()), &node.dir).expect("spawn daemon");
         wait_for(Duration::from_secs(20), "restarted node to answer", || {
             node.dir.join("orch.sock").exists() && self.orch(name, &["info"]).ok()
         });

@@ -8,3 +8,64 @@ pub mod session;
 pub mod sim;
 pub mod task;
 pub mod worker;
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::session::{Registration, SessionState};
+
+/// What a node's agent is started with.
+pub struct AgentParams {
+    pub exec: Arc<dyn exec::Executor>,
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Manager addresses to try, best first; the session keeps them up to date.
+    pub managers: Arc<Mutex<Vec<String>>>,
+    pub registration: Arc<Mutex<Registration>>,
+    /// Where the session publishes its state.
+    pub state: watch::Sender<SessionState>,
+}
+
+/// Starts a node's agent: the session with the dispatcher and the worker that runs the node's
+/// tasks, wired together, until `shutdown`.
+pub fn start(params: AgentParams, shutdown: &CancellationToken) {
+    let registry: worker::TaskRegistry = Default::default();
+    let contact = session::Contact::default();
+    let (assign_tx, assign_rx) = mpsc::channel(64);
+    let (status_tx, status_rx) = mpsc::channel(64);
+    let generation_rx = session::generations(params.state.subscribe());
+    tokio::spawn(
+        worker::run(
+            worker::WorkerParams {
+                exec: params.exec.clone(),
+                registry: registry.clone(),
+                contact: contact.clone(),
+                assignments: assign_rx,
+                statuses: status_tx,
+                session_generation: generation_rx,
+            },
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("worker")),
+    );
+    tokio::spawn(
+        session::run(
+            session::SessionParams {
+                exec: params.exec,
+                contact,
+                tasks: registry,
+                tls: params.tls,
+                managers: params.managers,
+                registration: params.registration,
+                state: params.state,
+                assignments: assign_tx,
+                statuses: status_rx,
+            },
+            shutdown.clone(),
+        )
+        .instrument(tracing::info_span!("session")),
+    );
+}

@@ -14,12 +14,11 @@ use orch_api::tls::{anonymous_client_config, new_key_and_csr, NodeIdentity, TlsC
 use orch_api::token::{ca_digest, JoinToken};
 use orch_api::transport::tls_channel;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::exec::{ContainerInfo, ExecError, Executor, Health, LogOptions, LogStream};
-use crate::session::{self, Contact, Registration, SessionParams, SessionState};
-use crate::worker::{self, TaskRegistry, WorkerParams};
+use crate::session::{Registration, SessionState};
 
 struct SimContainer {
     id: String,
@@ -234,12 +233,7 @@ impl SimAgent {
         let tls = TlsContext::new(&joined.ca_pem, identity)?.client_config()?;
         let exec = Arc::new(SimExecutor::default());
         let shutdown = CancellationToken::new();
-        let registry: TaskRegistry = Default::default();
-        let contact = Contact::default();
-        let (assign_tx, assign_rx) = mpsc::channel(64);
-        let (status_tx, status_rx) = mpsc::channel(64);
         let (state_tx, state_rx) = watch::channel(SessionState::default());
-        let generation_rx = session::generations(state_rx.clone());
         let registration = Registration {
             description: NodeDescription {
                 hostname: hostname.to_string(),
@@ -250,31 +244,16 @@ impl SimAgent {
             advertise_addr: String::new(),
             engine_error: String::new(),
         };
-        tokio::spawn(worker::run(
-            WorkerParams {
+        crate::start(
+            crate::AgentParams {
                 exec: exec.clone(),
-                registry: registry.clone(),
-                contact: contact.clone(),
-                assignments: assign_rx,
-                statuses: status_tx,
-                session_generation: generation_rx,
-            },
-            shutdown.clone(),
-        ));
-        tokio::spawn(session::run(
-            SessionParams {
-                exec: exec.clone(),
-                contact,
-                tasks: registry,
                 tls,
                 managers: Arc::new(Mutex::new(joined.managers.clone())),
                 registration: Arc::new(Mutex::new(registration)),
                 state: state_tx,
-                assignments: assign_tx,
-                statuses: status_rx,
             },
-            shutdown.clone(),
-        ));
+            &shutdown,
+        );
         Ok(SimAgent {
             node_id: joined.node_id.clone(),
             hostname: hostname.to_string(),

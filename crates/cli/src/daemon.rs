@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use arc_swap::ArcSwapOption;
-use orch_agent::session::{self, Registration, SessionState};
+use orch_agent::session::{Registration, SessionState};
 use orch_api::pb::ca_client::CaClient;
 use orch_api::pb::control_server::ControlServer;
 use orch_api::pb::node_control_server::{NodeControl, NodeControlServer};
@@ -27,7 +27,7 @@ use orch_manager::raft::storage::LogStore;
 use orch_manager::{Manager, ManagerExit, ManagerParams, ManagerSlot};
 use parking_lot::Mutex;
 use rand::Rng;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 use tracing::{error, info, warn, Instrument};
@@ -211,8 +211,6 @@ pub async fn run(dd: DataDir, docker_host_override: Option<String>) -> Result<()
         },
         engine_error: engine_error.unwrap_or_default(),
     }));
-    let (assign_tx, assign_rx) = mpsc::channel(64);
-    let (status_tx, status_rx) = mpsc::channel(64);
     let exec: Arc<dyn orch_agent::exec::Executor> = match docker {
         Some(docker) => Arc::new(orch_agent::exec::docker::DockerExecutor::new(
             docker,
@@ -223,39 +221,15 @@ pub async fn run(dd: DataDir, docker_host_override: Option<String>) -> Result<()
             config.docker_host
         ))),
     };
-    let registry: orch_agent::worker::TaskRegistry = Default::default();
-    let contact = orch_agent::session::Contact::default();
-    let generation_rx = session::generations(node.session.clone());
-    tokio::spawn(
-        orch_agent::worker::run(
-            orch_agent::worker::WorkerParams {
-                exec: exec.clone(),
-                registry: registry.clone(),
-                contact: contact.clone(),
-                assignments: assign_rx,
-                statuses: status_tx,
-                session_generation: generation_rx,
-            },
-            shutdown.clone(),
-        )
-        .instrument(tracing::info_span!("worker")),
-    );
-    tokio::spawn(
-        session::run(
-            session::SessionParams {
-                exec,
-                contact,
-                tasks: registry,
-                tls: client_tls.clone(),
-                managers: managers.clone(),
-                registration: registration.clone(),
-                state: state_tx,
-                assignments: assign_tx,
-                statuses: status_rx,
-            },
-            shutdown.clone(),
-        )
-        .instrument(tracing::info_span!("session")),
+    orch_agent::start(
+        orch_agent::AgentParams {
+            exec,
+            tls: client_tls.clone(),
+            managers: managers.clone(),
+            registration: registration.clone(),
+            state: state_tx,
+        },
+        &shutdown,
     );
     tokio::spawn(remember_managers(node.clone()));
     tokio::spawn(cert_renewer(node.clone()).instrument(tracing::info_span!("cert_renewer")));

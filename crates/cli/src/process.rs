@@ -48,6 +48,29 @@ pub fn holds_files(pid: i32) -> bool {
     proc_state(pid) != ProcState::Gone
 }
 
+/// Restarts a node: runs `orch daemon --data-dir DIR` through `orch` (the binary, or a wrapper
+/// such as `ip netns exec NS orch`), its output appended to `DIR/orch.log`, and reaps it in the
+/// background when it exits (a killed node does not linger as a zombie). Does not wait for it
+/// to answer.
+pub fn spawn_node(mut orch: std::process::Command, dir: &std::path::Path) -> std::io::Result<()> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("orch.log"))?;
+    let mut child = orch
+        .arg("daemon")
+        .arg("--data-dir")
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

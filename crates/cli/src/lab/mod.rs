@@ -438,22 +438,7 @@ impl Lab {
     /// Starts a stopped node's process again (in its namespace), logging to its orch.log.
     pub fn restart(&self, name: &str) -> Result<()> {
         let node = self.node(name)?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(node.dir.join("orch.log"))?;
-        let mut child = self
-            .command(node)
-            .arg("daemon")
-            .arg("--data-dir")
-            .arg(&node.dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        std::thread::spawn(move || {
-            let _ = child.wait();
-        });
+        crate::process::spawn_node(self.command(node), &node.dir)?;
         let sock = node.dir.join("orch.sock");
         if !wait_until(Duration::from_secs(20), || {
             sock.exists() && self.orch(name, &["info"]).is_ok_and(|o| o.status.success())

@@ -153,7 +153,8 @@ pub struct Report {
     pub runs: Vec<Run>,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+/// The `p`th percentile (nearest rank) of `sorted`; zero when empty.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
