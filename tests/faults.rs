@@ -351,6 +351,37 @@ fn regression_forwarded_call_hung_after_the_leader_was_cut_off() {
     );
 }
 
+/// Found by the long chaos run (disk-full, cycles 3 and 4 of 5): a manager whose disk filled
+/// up ran on for over a minute, looking healthy — its raft log reused pages that compaction had
+/// freed inside its file, so no write failed. Whether a write fails depends on the log's past;
+/// the full disk does not: with no write at all, the manager must stop within seconds, saying
+/// the disk is full.
+#[test]
+fn regression_a_full_disk_went_unnoticed_while_no_write_failed() {
+    let (lab, _guard) = manager_lab("diskquiet", Some(64));
+    leader_of(&lab);
+    lab.fill_disk("m3").expect("fill m3's raft disk");
+    let filled = Instant::now();
+    wait_for(Duration::from_secs(15), "m3 to exit", || !lab.alive("m3"));
+    let took = filled.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "m3 exited {took:?} after its disk filled"
+    );
+    let log = std::fs::read_to_string(lab.node("m3").expect("test step").dir.join("orch.log"))
+        .expect("test step");
+    assert!(
+        log.contains("is full") && log.contains("manager failed"),
+        "m3 says why it stopped:\n{log}"
+    );
+    let out = create_sleeper(&lab, "m1", "after").expect("test step");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Found by the chaos suite (disk full): a manager whose raft disk filled up logged the error
 /// but its process could stay up, wedged, instead of failing loudly. It now exits, saying why.
 #[test]
@@ -368,7 +399,8 @@ fn regression_full_disk_left_the_manager_running() {
     let log = std::fs::read_to_string(lab.node("m3").expect("test step").dir.join("orch.log"))
         .expect("test step");
     assert!(
-        log.contains("No space left on device") && log.contains("manager failed"),
+        (log.contains("No space left on device") || log.contains("is full"))
+            && log.contains("manager failed"),
         "m3 says why it stopped:\n{log}"
     );
     // The other two go on.

@@ -224,6 +224,11 @@ impl Manager {
             client_tls.clone(),
             shutdown.clone(),
         ));
+        let log_dir = log
+            .path()
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
         for peer in &params.initial_peers {
             crate::raft::node::Transport::set_peer(transport.as_ref(), peer);
         }
@@ -288,6 +293,13 @@ impl Manager {
             }
             .instrument(tracing::info_span!("manager_server", %local_addr)),
         );
+        let disk_ctx = ctx.clone();
+        tokio::spawn(crate::raft::disk::watch(
+            log_dir,
+            crate::raft::disk::DISK_CHECK_PERIOD,
+            shutdown.clone(),
+            move |why| disk_ctx.fatal(why),
+        ));
         tokio::spawn(
             leader_supervisor(ctx.clone(), shutdown.clone())
                 .instrument(tracing::info_span!("leader_supervisor")),

@@ -268,6 +268,11 @@ impl LogStore {
         self.compacted.index + self.terms.len() as u64
     }
 
+    /// Where the log lives on disk.
+    pub fn path(&self) -> &Path {
+        Path::new(&self.path)
+    }
+
     pub fn hard_state(&self) -> &HardState {
         &self.hard_state
     }

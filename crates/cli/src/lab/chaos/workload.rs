@@ -267,6 +267,65 @@ fn classify(result: Option<(bool, String)>) -> (Outcome, String) {
     }
 }
 
+/// How often the write prober sends a write.
+pub const PROBE_EVERY: Duration = Duration::from_millis(200);
+/// How long one probe write may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Probe writes in flight at most (a paused or cut-off manager holds its calls).
+const PROBE_IN_FLIGHT: usize = 12;
+
+/// Measures write availability apart from the clients: every `PROBE_EVERY`, a small write (a
+/// label on `node`) to a random live manager, each in its own thread, so a call held by a
+/// paused or cut-off manager hides nobody else's answer. The clients cannot measure this: they
+/// are paced by the engine (they hold off while containers queue to start), wait out their
+/// own calls one at a time, and so report when *they* next got a write through, not when the
+/// cluster could first take one. Records (start, end) of every acknowledged probe.
+pub fn prober(
+    target: Target,
+    node: String,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(Instant, Instant)>>>,
+) {
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let mut n = 0u64;
+    let mut rng = StdRng::seed_from_u64(0x9e0b);
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(PROBE_EVERY);
+        if in_flight.load(Ordering::SeqCst) >= PROBE_IN_FLIGHT {
+            continue;
+        }
+        let live = target.live_managers();
+        let Some((_, dir)) = live.choose(&mut rng).map(|m| (*m).clone()) else {
+            continue;
+        };
+        n += 1;
+        let args: Vec<String> = [
+            "node",
+            "update",
+            "--label-add",
+            &format!("chaos.probe={n}"),
+            &node,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (orch, acked, in_flight) = (target.orch.clone(), acked.clone(), in_flight.clone());
+        in_flight.fetch_add(1, Ordering::SeqCst);
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            if let Some((true, _)) = orch_with_timeout(&orch, &dir, &args, PROBE_TIMEOUT) {
+                acked.lock().push((start, Instant::now()));
+            }
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+    // Let the calls in flight finish (each is bounded by its timeout).
+    let waited = Instant::now();
+    while in_flight.load(Ordering::SeqCst) > 0 && waited.elapsed() < PROBE_TIMEOUT * 2 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// One client: operations on its names until `stop`.
 pub fn client(
     id: usize,
