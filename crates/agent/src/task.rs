@@ -292,22 +292,29 @@ impl Runner {
                         }
                         continue;
                     }
-                    // A start can wait long for the engine (starts queue per node). Should
-                    // the task stop being wanted meanwhile (a newer spec replaced it), the
-                    // start is dropped instead of starting a container only to stop it.
+                    // A start can wait long for its turn (starts queue per node). Should the
+                    // task stop being wanted meanwhile (a newer spec replaced it), the start
+                    // is dropped instead of starting a container only to stop it. A start
+                    // sent to the engine is not: the engine finishes it anyway, and a stop
+                    // sent before it has would find nothing running — the task would report
+                    // SHUTDOWN while its container went on to run.
                     let mut desired = self.task.clone();
                     let unwanted = async move {
                         let _ = desired
                             .wait_for(|t| t.desired_state != TaskState::Running as i32)
                             .await;
                     };
-                    let started = tokio::select! {
-                        started = self.retry(&cancel, |e, t| async move { e.start(&t).await }) => started,
+                    let turn = tokio::select! {
+                        turn = self.exec.start_turn() => turn,
                         () = unwanted => {
                             debug!(task = %self.task_id, "no longer wanted running; start dropped");
                             continue;
                         }
                     };
+                    let started = self
+                        .retry(&cancel, |e, t| async move { e.start(&t).await })
+                        .await;
+                    drop(turn);
                     match started {
                         None => return,
                         Some(Ok(())) => self.report(TaskState::Starting, "starting", "", None),

@@ -538,6 +538,40 @@ mod tests {
         assert!(h.exec.container("t1").is_some_and(|c| !c.running));
     }
 
+    /// A start the engine had already taken was dropped like a queued one when a newer spec
+    /// replaced the task: the stop that followed found nothing running yet, the task reported
+    /// SHUTDOWN, and the engine then finished the start. The container of the old spec ran
+    /// on, its task kept as the slot's history, with nothing left to stop it (likely behind
+    /// agent-restart-during-update's service that converged with one container too many).
+    #[tokio::test]
+    async fn regression_a_start_the_engine_has_taken_is_not_dropped() {
+        let mut h = Harness::new(FakeExecutor::new());
+        h.exec.hold_engine_starts(true);
+        let t = task("t1", "busybox");
+        h.send(true, vec![t.clone()], vec![]).await;
+        let exec = h.exec.clone();
+        tokio::time::timeout(Duration::from_secs(5), async move {
+            while exec.calls().start == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the start reached the engine");
+        let mut stop = t.clone();
+        stop.desired_state = TaskState::Shutdown as i32;
+        h.send(false, vec![stop], vec![]).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The engine finishes the start, whether or not the runner still waits for it.
+        h.exec.hold_engine_starts(false);
+        h.until("t1", TaskState::Shutdown).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            h.exec.container("t1").is_some_and(|c| !c.running),
+            "the task reported SHUTDOWN while its container runs: {:?}",
+            h.exec.container("t1")
+        );
+    }
+
     #[tokio::test]
     async fn a_restarted_agent_adopts_running_containers_and_removes_strays() {
         let exec = FakeExecutor::new();

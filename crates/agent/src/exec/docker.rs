@@ -5,6 +5,7 @@
 //! gives [`ExecError::Unavailable`] so the runner retries.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bollard::container::LogOutput;
@@ -23,7 +24,7 @@ use orch_api::pb::{self, ContainerSpec, ResourceLimits, Task};
 
 use super::{
     container_name, labels, ContainerInfo, ExecError, Executor, Health, LogLine, LogOptions,
-    LogStream,
+    LogStream, StartTurn,
 };
 
 /// Docker's stop timeout when the spec sets none.
@@ -40,7 +41,7 @@ const START_CONCURRENCY: usize = 2;
 pub struct DockerExecutor {
     docker: Docker,
     node_id: String,
-    starts: tokio::sync::Semaphore,
+    starts: Arc<tokio::sync::Semaphore>,
 }
 
 impl DockerExecutor {
@@ -48,7 +49,7 @@ impl DockerExecutor {
         DockerExecutor {
             docker,
             node_id: node_id.to_string(),
-            starts: tokio::sync::Semaphore::new(START_CONCURRENCY),
+            starts: Arc::new(tokio::sync::Semaphore::new(START_CONCURRENCY)),
         }
     }
 
@@ -233,9 +234,14 @@ impl Executor for DockerExecutor {
         }
     }
 
+    async fn start_turn(&self) -> StartTurn {
+        StartTurn {
+            _permit: self.starts.clone().acquire_owned().await.ok(),
+        }
+    }
+
     async fn start(&self, task: &Task) -> Result<(), ExecError> {
         let id = self.own_id(task).await?;
-        let _permit = self.starts.acquire().await;
         match self.docker.start_container(&id, None).await {
             Ok(()) => Ok(()),
             // bollard already takes 304 (already started) as success; kept for clarity.

@@ -14,13 +14,15 @@ use orch_api::pb::Task;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use super::{ContainerInfo, ExecError, Executor, Health, LogOptions, LogStream};
+use super::{ContainerInfo, ExecError, Executor, Health, LogOptions, LogStream, StartTurn};
 
 #[derive(Debug, Clone)]
 struct FakeContainer {
     info: ContainerInfo,
     image: String,
     starts: u32,
+    /// A start the engine has taken but not finished (see `hold_engine_starts`).
+    start_pending: bool,
 }
 
 /// Counts of what the runner asked for, for assertions.
@@ -40,8 +42,10 @@ pub struct FakeExecutor {
     changed: Arc<Notify>,
     /// While set, every call fails as if the engine were down.
     pub down: Mutex<bool>,
-    /// While set, starts wait (as behind a busy engine) until it is cleared.
+    /// While set, starts wait for their turn (as behind a busy engine) until it is cleared.
     held: Mutex<bool>,
+    /// While set, starts reach the engine but finish only once it is cleared.
+    engine_held: Mutex<bool>,
 }
 
 impl FakeExecutor {
@@ -69,6 +73,7 @@ impl FakeExecutor {
                 info,
                 image: image_of(task),
                 starts: 1,
+                start_pending: false,
             },
         );
     }
@@ -86,9 +91,23 @@ impl FakeExecutor {
         self.containers.lock().get(task_id).map(|c| c.info.clone())
     }
 
-    /// Holds (true) or lets through (false) every start.
+    /// Holds (true) or lets through (false) every start waiting for its turn.
     pub fn hold_starts(&self, held: bool) {
         *self.held.lock() = held;
+        self.changed.notify_waiters();
+    }
+
+    /// Holds (true) every start the engine has taken, or finishes them (false) — also those
+    /// whose caller stopped waiting, as Docker finishes a start its client hung up on.
+    pub fn hold_engine_starts(&self, held: bool) {
+        *self.engine_held.lock() = held;
+        if !held {
+            for c in self.containers.lock().values_mut() {
+                if std::mem::take(&mut c.start_pending) {
+                    run(c);
+                }
+            }
+        }
         self.changed.notify_waiters();
     }
 
@@ -97,6 +116,23 @@ impl FakeExecutor {
             return Err(ExecError::Unavailable("engine down".into()));
         }
         Ok(())
+    }
+}
+
+/// The container's process starts, as its image says.
+fn run(c: &mut FakeContainer) {
+    c.starts += 1;
+    c.info.running = true;
+    c.info.exit_code = None;
+    c.info.pid = 100;
+    c.info.health = match c.image.as_str() {
+        "unhealthy" => Health::Unhealthy,
+        "healthy" => Health::Healthy,
+        _ => Health::None,
+    };
+    if let Some(code) = c.image.strip_prefix("exit:").and_then(|n| n.parse().ok()) {
+        c.info.running = false;
+        c.info.exit_code = Some(code);
     }
 }
 
@@ -146,18 +182,22 @@ impl Executor for FakeExecutor {
                 },
                 image: image_of(task),
                 starts: 0,
+                start_pending: false,
             });
         Ok(c.info.id.clone())
     }
 
-    async fn start(&self, task: &Task) -> Result<(), ExecError> {
+    async fn start_turn(&self) -> StartTurn {
         loop {
             let released = self.changed.notified();
             if !*self.held.lock() {
-                break;
+                return StartTurn::default();
             }
             released.await;
         }
+    }
+
+    async fn start(&self, task: &Task) -> Result<(), ExecError> {
         self.check_up()?;
         self.calls.lock().start += 1;
         {
@@ -165,22 +205,26 @@ impl Executor for FakeExecutor {
             let c = containers
                 .get_mut(&task.id)
                 .ok_or_else(|| ExecError::Failed("no such container".into()))?;
-            c.starts += 1;
-            c.info.running = true;
-            c.info.exit_code = None;
-            c.info.pid = 100;
-            c.info.health = match c.image.as_str() {
-                "unhealthy" => Health::Unhealthy,
-                "healthy" => Health::Healthy,
-                _ => Health::None,
-            };
-            if let Some(code) = c.image.strip_prefix("exit:").and_then(|n| n.parse().ok()) {
-                c.info.running = false;
-                c.info.exit_code = Some(code);
+            if *self.engine_held.lock() {
+                c.start_pending = true;
+            } else {
+                run(c);
             }
         }
         self.changed.notify_waiters();
-        Ok(())
+        // The answer comes once the engine has finished the start.
+        loop {
+            let finished = self.changed.notified();
+            let pending = self
+                .containers
+                .lock()
+                .get(&task.id)
+                .is_some_and(|c| c.start_pending);
+            if !pending {
+                return Ok(());
+            }
+            finished.await;
+        }
     }
 
     async fn inspect(&self, task: &Task) -> Result<Option<ContainerInfo>, ExecError> {

@@ -97,6 +97,13 @@ pub trait Executor: Send + Sync + 'static {
     /// Creates the task's container (an existing container of the task is reused); returns
     /// its ID.
     async fn create(&self, task: &Task) -> Result<String, ExecError>;
+    /// Waits for a turn to start a container (an engine may take only a few starts at once),
+    /// held until the turn is dropped. The wait can be given up at any time; a `start`, once
+    /// called, cannot: the engine finishes it whether or not the caller still waits.
+    async fn start_turn(&self) -> StartTurn {
+        StartTurn::default()
+    }
+    /// Starts the task's container; called with a turn from `start_turn` held.
     async fn start(&self, task: &Task) -> Result<(), ExecError>;
     /// The task's container now; None when it has none.
     async fn inspect(&self, task: &Task) -> Result<Option<ContainerInfo>, ExecError>;
@@ -111,6 +118,12 @@ pub trait Executor: Send + Sync + 'static {
     async fn remove_container(&self, container_id: &str) -> Result<(), ExecError>;
     /// The task container's output.
     async fn logs(&self, task: &Task, options: LogOptions) -> Result<LogStream, ExecError>;
+}
+
+/// A turn to start a container (see [`Executor::start_turn`]), given back when dropped.
+#[derive(Default)]
+pub struct StartTurn {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// The executor of a node whose engine did not answer at start: every call is unavailable,
