@@ -136,6 +136,16 @@ impl Runner {
             return;
         };
         match info {
+            // A task that has ended (as the managers know it) must not leave a container
+            // running: one that does was started behind its runner's back (a start the
+            // engine finished after the runner had stopped), and nothing else would ever
+            // stop it while the task stays in its slot's history.
+            Some(info) if info.running && self.state().is_terminal() => {
+                debug!(task = %self.task_id, "an ended task's container runs; stopping it");
+                let _ = self
+                    .retry(cancel, |e, t| async move { e.stop(&t).await })
+                    .await;
+            }
             Some(info) if info.running && self.state() < TaskState::Running => {
                 self.report(TaskState::Running, "started", "", Some(&info));
             }

@@ -598,6 +598,31 @@ mod tests {
         h.until("kept", TaskState::Failed).await;
     }
 
+    /// An agent restart did not heal an orphan: a task the managers know as ended whose
+    /// container was running (a start the engine finished late) was adopted as it was and left
+    /// running for good. A restarted agent stops the container of every ended task it is given.
+    #[tokio::test]
+    async fn regression_a_restarted_agent_left_an_ended_tasks_container_running() {
+        let exec = FakeExecutor::new();
+        let mut ended = task("ended", "busybox");
+        ended.desired_state = TaskState::Shutdown as i32;
+        ended.status = Some(TaskStatus {
+            state: TaskState::Shutdown as i32,
+            ..Default::default()
+        });
+        exec.add_existing(&ended, true);
+        let h = Harness::new(exec.clone());
+        h.send(true, vec![ended], vec![]).await;
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while exec.container("ended").is_some_and(|c| c.running) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the ended task's container was stopped");
+        assert_eq!(exec.calls().start, 0, "nothing was started");
+    }
+
     #[tokio::test]
     async fn losing_every_manager_fences_the_tasks_and_a_new_assignment_restarts_them() {
         let mut h = Harness::new(FakeExecutor::new());
