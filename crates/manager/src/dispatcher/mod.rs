@@ -52,8 +52,13 @@ pub struct Dispatcher {
     /// another manager): they get the rest of their grace before being marked Down.
     ended: Mutex<HashMap<String, Instant>>,
     pub logs: logs::LogBroker,
-    status_tx: Mutex<Option<mpsc::Sender<Vec<TaskStatusUpdate>>>>,
+    /// The leader's status writer, once it runs.
+    status_tx: tokio::sync::watch::Sender<Option<mpsc::Sender<Vec<TaskStatusUpdate>>>>,
 }
+
+/// How long a session waits for this leader's status writer to start before it ends (the agent
+/// then opens another and sends every status again).
+const STATUS_WRITER_WAIT: Duration = Duration::from_secs(5);
 
 impl Dispatcher {
     fn register(&self, node_id: &str, tx: Outbound) -> String {
@@ -138,11 +143,27 @@ impl Dispatcher {
 
     /// Where agents' task status reports go (set by the leader's status writer).
     pub fn set_status_sink(&self, tx: Option<mpsc::Sender<Vec<TaskStatusUpdate>>>) {
-        *self.status_tx.lock() = tx;
+        self.status_tx.send_replace(tx);
     }
 
-    fn status_sink(&self) -> Option<mpsc::Sender<Vec<TaskStatusUpdate>>> {
-        self.status_tx.lock().clone()
+    /// Hands an agent's reports to the status writer. A session opens as soon as raft elects
+    /// this manager, before the leader components (the writer among them) start after the
+    /// read barrier: the reports wait for the writer. False if none took them: the session
+    /// must end. An agent sends each report once per session (every status again only on a
+    /// new one), so a report dropped while its session goes on is lost for good — the task
+    /// stays in its last recorded state, and a rolling update waiting on it waits for ever.
+    pub async fn forward_statuses(&self, updates: Vec<TaskStatusUpdate>) -> bool {
+        let mut writer = self.status_tx.subscribe();
+        let sink = match tokio::time::timeout(STATUS_WRITER_WAIT, writer.wait_for(Option::is_some))
+            .await
+        {
+            Ok(Ok(sink)) => sink.clone(),
+            _ => None,
+        };
+        match sink {
+            Some(sink) => sink.send(updates).await.is_ok(),
+            None => false,
+        }
     }
 }
 
@@ -334,10 +355,11 @@ impl DispatcherRpc for DispatcherService {
                                     view.task(&u.task_id).is_some_and(|t| t.node_id == node_id)
                                 })
                                 .collect();
-                            if let (Some(sink), false) =
-                                (ctx.dispatcher.status_sink(), updates.is_empty())
+                            if !updates.is_empty()
+                                && !ctx.dispatcher.forward_statuses(updates).await
                             {
-                                let _ = sink.send(updates).await;
+                                debug!("no status writer took the reports; ending the session so the agent sends them again");
+                                break;
                             }
                         }
                         Some(AgentMsg::Register(_)) | None => {}
@@ -360,6 +382,47 @@ mod tests {
     /// the node's last heartbeat went with it, so the heartbeat monitor saw a node with no
     /// heartbeat at all and marked it Down at once; an agent restarting in 2s had its tasks
     /// rescheduled. The node keeps the rest of its grace.
+    fn report(task_id: &str) -> TaskStatusUpdate {
+        TaskStatusUpdate {
+            task_id: task_id.into(),
+            status: None,
+        }
+    }
+
+    /// A rolling update stalled for good after a leader kill: agents open sessions with the
+    /// new leader as soon as raft elects it and send every status again, but its status
+    /// writer starts only after the read barrier; reports arriving before were dropped, and
+    /// an agent never sends a report twice in one session. The task stayed in its last
+    /// recorded state (the old task "running" after it stopped), and the update waited on it.
+    #[tokio::test]
+    async fn regression_reports_before_the_status_writer_started_were_dropped() {
+        let d = Arc::new(Dispatcher::default());
+        let early = tokio::spawn({
+            let d = d.clone();
+            async move { d.forward_statuses(vec![report("t1")]).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The leader components start: the writer takes over.
+        let (tx, mut rx) = mpsc::channel(8);
+        d.set_status_sink(Some(tx));
+        let got = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .ok()
+            .flatten()
+            .map(|b| b.into_iter().map(|u| u.task_id).collect::<Vec<_>>());
+        assert_eq!(
+            got,
+            Some(vec!["t1".to_string()]),
+            "the early report reached the writer"
+        );
+        assert!(early.await.expect("joined"), "the session goes on");
+
+        // A writer that stopped (this manager no longer leads): the session ends instead, so
+        // the agent sends every status again to the next leader.
+        drop(rx);
+        assert!(!d.forward_statuses(vec![report("t2")]).await);
+    }
+
     #[test]
     fn regression_session_end_marked_the_node_down_at_once() {
         let d = Dispatcher::default();

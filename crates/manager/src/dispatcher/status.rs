@@ -37,9 +37,23 @@ pub async fn writer(ctx: Arc<ManagerCtx>, token: CancellationToken) {
             }
         }
         let actions: Vec<Action> = updates.into_iter().map(Action::TaskStatus).collect();
-        // Status actions never conflict (forward-only, no version check).
-        if let Err(e) = ctx.propose(actions).await {
-            warn!(error = %e, "task status reports not written; agents resend on their next session");
+        // Status actions never conflict (forward-only, no version check), and writing one
+        // twice is harmless: a proposal that failed (a timeout, say) is tried again while
+        // this manager leads. An agent sends each report once per session, so one given up
+        // here would be lost until the agent's next session (when it sends every status).
+        let mut backoff = Duration::from_millis(100);
+        while let Err(e) = ctx.propose(actions.clone()).await {
+            warn!(error = %e, "task status reports not written yet; trying again");
+            tokio::select! {
+                _ = token.cancelled() => {
+                    // No longer the leader: its sessions end, and agents send every status
+                    // again to the next one.
+                    ctx.dispatcher.set_status_sink(None);
+                    return;
+                }
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
     ctx.dispatcher.set_status_sink(None);

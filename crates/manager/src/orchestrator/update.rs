@@ -50,6 +50,24 @@ fn running_since(t: &Task) -> Option<i64> {
     (state(t) == TaskState::Running as i32).then(|| t.status.as_ref().map_or(0, |s| s.timestamp))
 }
 
+/// How long an update may wait on one slot without any of its tasks changing before it pauses,
+/// naming the task: a report lost on the way, a task stuck in a state, a slot that never frees
+/// must not leave it "updating" for ever. Measured from the store (the tasks' last change, the
+/// update's start), so every leader counts the same; resuming the update starts it again.
+pub const STALL_AFTER: i64 = 5 * 60 * 1_000_000_000;
+
+/// When anything last happened to a task (its status or its desired state), unix nanos.
+fn last_change(t: &Task) -> i64 {
+    let status = t.status.as_ref().map_or(0, |s| s.timestamp);
+    let updated = t.meta.as_ref().map_or(0, |m| m.updated_at);
+    status.max(updated)
+}
+
+fn state_name(t: &Task) -> String {
+    TaskState::try_from(state(t))
+        .map_or_else(|_| "unknown".into(), |s| format!("{s:?}").to_lowercase())
+}
+
 /// A task of this update that stopped where it should run: the update's failures.
 fn failed(t: &Task) -> bool {
     let s = state(t);
@@ -169,20 +187,52 @@ pub fn step(
     let mut in_flight = 0usize;
     let mut last_settled: i64 = 0;
     let mut dirty: Vec<&Slot<'_>> = Vec::new();
+    // The in-flight slot that has waited longest without a change: (since, what it waits on).
+    let mut stalled: Option<(i64, String)> = None;
+    let mut waiting = |since: i64, what: String| {
+        let since = since.max(status.started_at);
+        if stalled.as_ref().is_none_or(|(s, _)| since < *s) {
+            stalled = Some((since, what));
+        }
+    };
     for slot in slots.values() {
         match (slot.new, slot.old.is_empty()) {
             (None, _) => dirty.push(slot),
             (Some(new), old_gone) => {
                 // Stop-first: the new task waits (desired READY) until the old one has stopped.
                 if new.desired_state < TaskState::Running as i32 {
-                    if slot
+                    // An old task still wanted running would never stop by itself: a task the
+                    // restart policy made waiting behind it (start-first, say) waited for ever.
+                    for o in &slot.old {
+                        d.changes
+                            .push(Change::Update(with_desired(o, TaskState::Shutdown)));
+                    }
+                    let blockers: Vec<&Task> = slot
                         .old
                         .iter()
                         .chain(slot.stopping.iter())
-                        .all(|o| old_stopped(o, view))
-                    {
-                        d.changes
-                            .push(Change::Update(with_desired(new, TaskState::Running)));
+                        .copied()
+                        .filter(|o| !old_stopped(o, view))
+                        .collect();
+                    // The slot last changed when any of its tasks did; the blocker named is
+                    // the one that has not changed for longest.
+                    match blockers.iter().min_by_key(|o| last_change(o)) {
+                        None => d
+                            .changes
+                            .push(Change::Update(with_desired(new, TaskState::Running))),
+                        Some(oldest) => waiting(
+                            blockers
+                                .iter()
+                                .map(|o| last_change(o))
+                                .fold(last_change(new), i64::max),
+                            format!(
+                                "task {} waits for task {} to stop, still {} on node {}",
+                                new.id,
+                                oldest.id,
+                                state_name(oldest),
+                                oldest.node_id
+                            ),
+                        ),
                     }
                     in_flight += 1;
                     continue;
@@ -206,9 +256,55 @@ pub fn step(
                         }
                     }
                     None if failed(new) => {}
-                    None => in_flight += 1,
+                    None => {
+                        in_flight += 1;
+                        let err = new.status.as_ref().map_or("", |s| s.err.as_str());
+                        waiting(
+                            last_change(new),
+                            format!(
+                                "task {} is still {}{}{}",
+                                new.id,
+                                state_name(new),
+                                if new.node_id.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" on node {}", new.node_id)
+                                },
+                                if err.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" ({err})")
+                                }
+                            ),
+                        );
+                    }
                 }
             }
+        }
+    }
+
+    // No slot may hold the update for ever: past the bound, it pauses and says on what.
+    if let Some((since, what)) = stalled {
+        let until = since.saturating_add(STALL_AFTER);
+        if now < until {
+            d.wake(until);
+        } else {
+            let mut s = service.clone();
+            let which = if back { "rollback" } else { "update" };
+            s.update_status = Some(UpdateStatus {
+                state: if back {
+                    UpdateState::RollbackPaused
+                } else {
+                    UpdateState::Paused
+                } as i32,
+                started_at: status.started_at,
+                completed_at: 0,
+                message: format!(
+                    "{which} paused: no progress for {}s: {what}",
+                    (now - since) / 1_000_000_000
+                ),
+            });
+            return Some(s);
         }
     }
 
@@ -500,7 +596,8 @@ mod tests {
                 now: 2 * S,
                 want: vec![],
                 want_state: None,
-                want_wake: None,
+                // Looked at again when the slot would have waited too long.
+                want_wake: Some(S + STALL_AFTER),
             },
             Case {
                 name: "regression: a waiting task also waits for a removed task of its own spec",
@@ -527,7 +624,7 @@ mod tests {
                 now: 3 * S,
                 want: vec![],
                 want_state: None,
-                want_wake: None,
+                want_wake: Some(2 * S + STALL_AFTER),
             },
             Case {
                 name: "a batch still being monitored holds the next one",
@@ -702,6 +799,92 @@ mod tests {
                 want_wake: None,
             },
             Case {
+                name: "regression: an old task still wanted running is stopped for the task waiting behind it",
+                config: config(1, 0, FailureAction::Continue, 0, UpdateOrder::StartFirst),
+                back: false,
+                // Start-first: n1 (v2) failed beside the running o1 (v1); the restart policy
+                // made n1b, waiting while o1 runs. o1 was stopped only once a new task runs,
+                // and n1b could not run until o1 stopped: the update waited for ever.
+                tasks: |s, v1, v2| {
+                    vec![
+                        old("o1", s, 1, v1),
+                        with_spec(
+                            task("n1", s, 1, "n1", TaskState::Failed, TaskState::Shutdown, S),
+                            v2,
+                            S,
+                        ),
+                        with_spec(
+                            task("n1b", s, 1, "", TaskState::Pending, TaskState::Ready, 2 * S),
+                            v2,
+                            2 * S,
+                        ),
+                        old("o2", s, 2, v1),
+                    ]
+                },
+                now: 3 * S,
+                want: vec!["o1 Shutdown"],
+                want_state: None,
+                want_wake: Some(2 * S + STALL_AFTER),
+            },
+            Case {
+                name: "a new task not running yet holds the update until the bound",
+                config: stop_first,
+                back: false,
+                tasks: |s, v1, v2| {
+                    vec![
+                        with_spec(
+                            task("n1", s, 1, "n1", TaskState::Preparing, TaskState::Running, S),
+                            v2,
+                            S,
+                        ),
+                        old("o2", s, 2, v1),
+                        old("o3", s, 3, v1),
+                    ]
+                },
+                now: 2 * S,
+                want: vec!["create slot 2 Ready", "o2 Shutdown"],
+                want_state: None,
+                want_wake: Some(S + STALL_AFTER),
+            },
+            Case {
+                name: "a new task stuck past the bound pauses the update",
+                config: stop_first,
+                back: false,
+                tasks: |s, v1, v2| {
+                    vec![
+                        with_spec(
+                            task("n1", s, 1, "n1", TaskState::Preparing, TaskState::Running, S),
+                            v2,
+                            S,
+                        ),
+                        old("o2", s, 2, v1),
+                    ]
+                },
+                now: S + STALL_AFTER,
+                want: vec![],
+                want_state: Some(UpdateState::Paused),
+                want_wake: None,
+            },
+            Case {
+                name: "a stuck rollback pauses as rollback_paused",
+                config: stop_first,
+                back: true,
+                tasks: |s, v1, v2| {
+                    vec![
+                        with_spec(
+                            task("n1", s, 1, "n1", TaskState::Assigned, TaskState::Running, S),
+                            v2,
+                            S,
+                        ),
+                        old("o2", s, 2, v1),
+                    ]
+                },
+                now: S + STALL_AFTER,
+                want: vec![],
+                want_state: Some(UpdateState::RollbackPaused),
+                want_wake: None,
+            },
+            Case {
                 name: "parallelism 0 updates every slot at once",
                 config: config(0, 0, FailureAction::Pause, 0, UpdateOrder::StopFirst),
                 back: false,
@@ -734,6 +917,101 @@ mod tests {
             assert_eq!(state, c.want_state, "{}: state", c.name);
             assert_eq!(d.wake_at, c.want_wake, "{}: wake", c.name);
         }
+    }
+
+    /// The anomaly (moby#35564, "stuck in updating"): after a leader kill mid update, the
+    /// report that slot 1's old task had stopped never reached the store (the new leader
+    /// dropped reports that came before its status writer ran). The old task stayed "running"
+    /// on a live node, its replacement waited behind it at READY, and with parallelism 1 the
+    /// update said "update in progress" for good. Whatever the lost report, the update now
+    /// pauses after `STALL_AFTER` without a change, naming the task it waits on; resuming it
+    /// (which restarts it) gives the slot the whole bound again.
+    #[test]
+    fn regression_update_stuck_on_a_task_that_never_changes_pauses_naming_it() {
+        let (mut service, v1, v2) = updating(
+            3,
+            config(
+                1,
+                3 * S,
+                FailureAction::Pause,
+                3 * S,
+                UpdateOrder::StopFirst,
+            ),
+            false,
+        );
+        let tasks = vec![
+            // Told to stop at t=1s; its agent's SHUTDOWN report was lost.
+            with_spec(
+                task(
+                    "o1",
+                    &service,
+                    1,
+                    "m1",
+                    TaskState::Running,
+                    TaskState::Shutdown,
+                    S,
+                ),
+                &v1,
+                -10 * S,
+            ),
+            with_spec(
+                task(
+                    "n1",
+                    &service,
+                    1,
+                    "m2",
+                    TaskState::Ready,
+                    TaskState::Ready,
+                    S,
+                ),
+                &v2,
+                S,
+            ),
+            old("o2", &service, 2, &v1),
+            old("o3", &service, 3, &v1),
+        ];
+        let v = view(
+            vec![node("m1"), node("m2")],
+            vec![service.clone()],
+            tasks.clone(),
+        );
+        let look = |service: &Service, now: i64| {
+            let mut d = Decision::default();
+            let changed = step(service, &arcs(&tasks), &v, now, &mut d);
+            (changed.and_then(|s| s.update_status), d)
+        };
+
+        // Before the bound: waiting, and a wake-up at the bound even if nothing changes.
+        let (status, d) = look(&service, S + STALL_AFTER - 1);
+        assert_eq!(status, None);
+        assert!(d.changes.is_empty());
+        assert_eq!(d.wake_at, Some(S + STALL_AFTER));
+
+        // At the bound: paused, saying on what.
+        let (status, _) = look(&service, S + STALL_AFTER);
+        let status = status.expect("the update ends");
+        assert_eq!(status.state, UpdateState::Paused as i32);
+        assert!(
+            status
+                .message
+                .starts_with("update paused: no progress for 300s:")
+                && status
+                    .message
+                    .contains("task n1 waits for task o1 to stop, still running on node m1"),
+            "{}",
+            status.message
+        );
+
+        // Resumed (`service update` of a paused update restarts it): a fresh bound.
+        let resumed_at = S + STALL_AFTER + 10 * S;
+        service.update_status = Some(UpdateStatus {
+            state: UpdateState::Updating as i32,
+            started_at: resumed_at,
+            ..Default::default()
+        });
+        let (status, d) = look(&service, resumed_at + S);
+        assert_eq!(status, None);
+        assert_eq!(d.wake_at, Some(resumed_at + STALL_AFTER));
     }
 
     #[test]
