@@ -22,8 +22,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-/// Metadata a follower sets to point at the leader.
-pub const LEADER_ADDR: &str = "orch-leader-addr";
+pub use orch_api::heartbeat::LEADER_ADDR;
+use orch_api::heartbeat::{session_silence_limit, DEFAULT_PERIOD};
 
 /// What the node knows about its session.
 #[derive(Debug, Clone, Default)]
@@ -74,14 +74,29 @@ pub struct SessionParams {
     pub contact: Contact,
 }
 
-const DEFAULT_PERIOD: Duration = Duration::from_secs(5);
-
 fn period_of(nanos: i64) -> Duration {
     if nanos > 0 {
         Duration::from_nanos(nanos as u64)
     } else {
         DEFAULT_PERIOD
     }
+}
+
+/// How long a manager whose session failed is tried last and not followed by redirect: about
+/// as long as the other managers take to elect a new leader.
+const AVOID_FAILED_FOR: Duration = Duration::from_secs(3);
+
+/// The next manager to try, round robin, passing over `failed` (the one whose session just
+/// failed) unless it is the only one.
+fn next_manager<'a>(managers: &'a [String], next: &mut usize, failed: Option<&str>) -> &'a str {
+    for _ in 0..managers.len() {
+        let addr = &managers[*next % managers.len()];
+        *next = next.wrapping_add(1);
+        if Some(addr.as_str()) != failed {
+            return addr;
+        }
+    }
+    &managers[*next % managers.len()]
 }
 
 enum Ended {
@@ -107,7 +122,17 @@ pub async fn run(mut p: SessionParams, shutdown: CancellationToken) {
     let mut redirect: Option<String> = None;
     let mut backoff = Duration::from_millis(100);
     let mut generation = 0u64;
+    // The manager whose session (or connection) just failed: it is tried last. A leader cut
+    // off or paused fails its sessions by silence; the other managers, which may still point
+    // at it until they elect a new one, must not send the agent back to it meanwhile.
+    // Remembered for about an election's time only: a manager that comes back and leads
+    // again must be reachable by redirect.
+    let mut failed: Option<(String, tokio::time::Instant)> = None;
     loop {
+        let failed_now = failed
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() < AVOID_FAILED_FOR)
+            .map(|(addr, _)| addr.clone());
         let addr = match redirect.take() {
             Some(addr) => addr,
             None => {
@@ -119,9 +144,8 @@ pub async fn run(mut p: SessionParams, shutdown: CancellationToken) {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     }
                 }
-                let addr = managers[next % managers.len()].clone();
-                next = next.wrapping_add(1);
-                addr
+                let addr = next_manager(&managers, &mut next, failed_now.as_deref());
+                addr.to_string()
             }
         };
         generation += 1;
@@ -131,15 +155,22 @@ pub async fn run(mut p: SessionParams, shutdown: CancellationToken) {
         };
         p.state.send_modify(|s| s.connected = false);
         match ended {
-            Ended::Redirect(leader) => {
+            Ended::Redirect(leader) if failed_now.as_deref() != Some(leader.as_str()) => {
                 debug!(from = %addr, to = %leader, "redirected to the leader");
                 redirect = Some(leader);
                 backoff = Duration::from_millis(100);
                 continue;
             }
+            Ended::Redirect(leader) => {
+                // Pointed back at the manager that just failed: its followers have not
+                // elected another yet. Ask again shortly (the answer kept contact alive).
+                debug!(from = %addr, to = %leader, "redirected to the manager that failed; waiting for an election");
+                backoff = backoff.min(Duration::from_millis(200));
+            }
             Ended::Failed(message) => {
                 debug!(manager = %addr, error = %message, "session ended");
                 p.state.send_modify(|s| s.last_error = message);
+                failed = Some((addr, tokio::time::Instant::now()));
             }
         }
         let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
@@ -208,9 +239,17 @@ async fn session(p: &mut SessionParams, addr: &str, generation: u64) -> Ended {
     let mut period = DEFAULT_PERIOD;
     let mut heartbeat = tokio::time::interval(period);
     heartbeat.tick().await;
+    // Silence is checked more often than heartbeats are sent: a manager that stopped
+    // answering is left within a fraction of a period of the limit.
+    let mut silence_check = tokio::time::interval(Duration::from_millis(100));
     let mut last_heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            _ = silence_check.tick() => {
+                if last_heard.elapsed() > session_silence_limit(period) {
+                    return Ended::Failed(format!("manager {addr} stopped answering"));
+                }
+            }
             message = inbound.message() => {
                 let message = match message {
                     Ok(Some(m)) => m,
@@ -276,9 +315,6 @@ async fn session(p: &mut SessionParams, addr: &str, generation: u64) -> Ended {
                 }
             }
             _ = heartbeat.tick() => {
-                if last_heard.elapsed() > period * 3 + Duration::from_secs(1) {
-                    return Ended::Failed(format!("manager {addr} stopped answering"));
-                }
                 if out_tx.send(AgentMessage { msg: Some(AgentMsg::Heartbeat(Heartbeat {})) }).await.is_err() {
                     return Ended::Failed("session closed".into());
                 }
@@ -290,6 +326,48 @@ async fn session(p: &mut SessionParams, addr: &str, generation: u64) -> Ended {
                     return Ended::Failed("session closed".into());
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_manager_that_failed_is_tried_last() {
+        let managers: Vec<String> = ["m1", "m2", "m3"].iter().map(|s| s.to_string()).collect();
+        let one = vec!["m1".to_string()];
+        // (name, managers, next, failed, the managers tried in order)
+        let cases: [(&str, &[String], usize, Option<&str>, [&str; 4]); 4] = [
+            ("round robin", &managers, 0, None, ["m1", "m2", "m3", "m1"]),
+            (
+                "the failed leader is passed over",
+                &managers,
+                0,
+                Some("m1"),
+                ["m2", "m3", "m2", "m3"],
+            ),
+            (
+                "from any position",
+                &managers,
+                1,
+                Some("m2"),
+                ["m3", "m1", "m3", "m1"],
+            ),
+            (
+                "a lone manager is tried anyway",
+                &one,
+                0,
+                Some("m1"),
+                ["m1", "m1", "m1", "m1"],
+            ),
+        ];
+        for (name, managers, mut next, failed, want) in cases {
+            let got: Vec<&str> = (0..4)
+                .map(|_| next_manager(managers, &mut next, failed))
+                .collect();
+            assert_eq!(got, want, "{name}");
         }
     }
 }

@@ -254,9 +254,9 @@ pub async fn run(p: WorkerParams, shutdown: CancellationToken) {
                 }
             }
             _ = fence_check.tick() => {
-                // Managers mark a node Down after 3 silent heartbeat periods; fence at 2.
+                // Managers mark a node Down at the heartbeat deadline; fence a period before.
                 if let Some((silent, period)) = contact.silence() {
-                    if silent > period * 2 && !fenced {
+                    if silent > orch_api::heartbeat::fence_after(period) && !fenced {
                         worker.fence(period);
                         latest.clear();
                         outbox.clear();

@@ -2,6 +2,7 @@
 //! state order, the join token format, and the mTLS plumbing every node uses.
 
 pub mod constraint;
+pub mod heartbeat;
 pub mod ids;
 pub mod task_state;
 pub mod tls;

@@ -529,6 +529,22 @@ impl Lab {
             .and_then(|r| r["Hostname"].as_str().map(str::to_string))
     }
 
+    /// Whether manager `name` believes it leads, from its own raft status (`orch info`, which
+    /// needs no leader: a manager cut off answers at once); None when it does not answer.
+    pub fn claims_leadership(&self, name: &str) -> Option<bool> {
+        let out = self.orch(name, &["info"]).ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()))
+        };
+        let (me, leader) = (field("NodeID:")?, field("Leader:")?);
+        Some(!me.is_empty() && me == leader)
+    }
+
     /// Managers whose process runs.
     pub fn live_managers(&self) -> Vec<String> {
         self.state
@@ -541,22 +557,59 @@ impl Lab {
 
     /// Every node Ready, one leader, every manager reachable, as some live manager sees it.
     pub fn healthy(&self) -> bool {
-        self.live_managers().iter().any(|m| {
-            self.node_rows(m).is_some_and(|rows| {
-                rows.len() == self.state.nodes.len()
-                    && rows.iter().all(|r| r["Status"] == "Ready")
-                    && rows
-                        .iter()
-                        .filter(|r| r["ManagerStatus"] == "Leader")
-                        .count()
-                        == 1
-                    && rows
-                        .iter()
-                        .filter(|r| r["ManagerStatus"] == "Reachable")
-                        .count()
-                        == self.state.nodes.iter().filter(|n| n.manager).count() - 1
-            })
-        })
+        self.health().is_ok()
+    }
+
+    /// Whether the lab is whole (one leader, every other manager reachable, every node
+    /// Ready), or what is still missing, as the first live manager that answers sees it.
+    pub fn health(&self) -> std::result::Result<(), String> {
+        let mut why = "no live manager answered".to_string();
+        for m in self.live_managers() {
+            let Some(rows) = self.node_rows(&m) else {
+                why = format!("{m} did not answer node ls");
+                continue;
+            };
+            let host = |r: &Value| r["Hostname"].as_str().unwrap_or("?").to_string();
+            let mut missing = Vec::new();
+            if rows.len() != self.state.nodes.len() {
+                missing.push(format!("{} nodes listed", rows.len()));
+            }
+            for r in &rows {
+                if r["Status"] != "Ready" {
+                    missing.push(format!(
+                        "{} {}",
+                        host(r),
+                        r["Status"].as_str().unwrap_or("?")
+                    ));
+                }
+                if r["ManagerStatus"] == "Unreachable" {
+                    missing.push(format!("{} unreachable", host(r)));
+                }
+            }
+            let leaders = rows
+                .iter()
+                .filter(|r| r["ManagerStatus"] == "Leader")
+                .count();
+            if leaders != 1 {
+                missing.push(format!("{leaders} leaders"));
+            }
+            let reachable = rows
+                .iter()
+                .filter(|r| r["ManagerStatus"] == "Reachable")
+                .count();
+            let managers = self.state.nodes.iter().filter(|n| n.manager).count();
+            if missing.is_empty() && reachable == managers - 1 {
+                return Ok(());
+            }
+            if missing.is_empty() {
+                missing.push(format!(
+                    "{reachable} of {} followers reachable",
+                    managers - 1
+                ));
+            }
+            why = format!("{m} sees {}", missing.join(", "));
+        }
+        Err(why)
     }
 
     /// Node IDs of the lab's nodes (from their data dirs).

@@ -10,11 +10,13 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{heartbeat_period, push_session_info, MISSED_HEARTBEATS};
+use orch_api::heartbeat::heartbeat_deadline;
+
+use super::{heartbeat_period, push_session_info};
 use crate::manager::ManagerCtx;
 use crate::state::store::{Event, Object};
 
-/// Marks nodes Down whose agent has not heartbeated for `MISSED_HEARTBEATS` periods. Nodes get
+/// Marks nodes Down whose agent has not heartbeated within the heartbeat deadline. Nodes get
 /// the same grace from the moment this leader took over, so a leader change marks nobody Down.
 pub async fn monitor(ctx: Arc<ManagerCtx>, token: CancellationToken) {
     let took_over = Instant::now();
@@ -25,7 +27,7 @@ pub async fn monitor(ctx: Arc<ManagerCtx>, token: CancellationToken) {
             _ = tick.tick() => {}
         }
         let view = ctx.store.view();
-        let deadline = heartbeat_period(&view) * MISSED_HEARTBEATS;
+        let deadline = heartbeat_deadline(heartbeat_period(&view));
         let mut down = Vec::new();
         for node in view.nodes() {
             let state = node.status.as_ref().map_or(0, |s| s.state);

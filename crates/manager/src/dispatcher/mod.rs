@@ -30,11 +30,7 @@ use crate::ca::auth::require_node;
 use crate::manager::ManagerCtx;
 use crate::state::store::Tables;
 
-pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
-/// A node is Down after this many missed heartbeat periods.
-pub const MISSED_HEARTBEATS: u32 = 3;
-/// Metadata carrying the leader's address when a follower turns a session away.
-pub const LEADER_ADDR: &str = "orch-leader-addr";
+pub use orch_api::heartbeat::{DEFAULT_PERIOD as DEFAULT_HEARTBEAT, LEADER_ADDR};
 
 type Outbound = mpsc::Sender<Result<ManagerMessage, Status>>;
 

@@ -55,10 +55,14 @@ pub enum Schedule {
     /// majority elects a new leader meanwhile, and the old one, waking with stale leadership,
     /// must step down and follow.
     LeaderPause,
+    /// Links flap for the hold: one node after another, chosen at random (leader, follower or
+    /// worker), is cut off both ways for 0.3–1.5 s, then healed; leadership may move and
+    /// sessions reconnect over and over while writes go on.
+    FlappingLinks,
 }
 
 impl Schedule {
-    pub const ALL: [Schedule; 10] = [
+    pub const ALL: [Schedule; 11] = [
         Schedule::LeaderKill,
         Schedule::FollowerKill,
         Schedule::LeaderPartition,
@@ -69,6 +73,7 @@ impl Schedule {
         Schedule::DiskFull,
         Schedule::SlowLeader,
         Schedule::LeaderPause,
+        Schedule::FlappingLinks,
     ];
 
     pub fn name(self) -> &'static str {
@@ -83,6 +88,7 @@ impl Schedule {
             Schedule::DiskFull => "disk-full",
             Schedule::SlowLeader => "slow-leader",
             Schedule::LeaderPause => "leader-pause",
+            Schedule::FlappingLinks => "flapping-links",
         }
     }
 
@@ -440,9 +446,29 @@ impl Ctx<'_> {
             secs(healed - fault)
         ));
         // Whole again: one leader, every manager reachable, every node Ready.
-        let recovered = poll(Duration::from_secs(90), || self.lab.healthy());
+        // What recovery waited on longest (what bounds it), and what was missing at the end.
+        let mut waited_on: BTreeMap<String, Duration> = BTreeMap::new();
+        let mut last_check = Instant::now();
+        let mut last_why = String::new();
+        let recovered = poll(Duration::from_secs(90), || {
+            let health = self.lab.health();
+            let now = Instant::now();
+            if let Err(why) = &health {
+                // Keep what is missing, without the node that reports it.
+                let what = why.split_once(" sees ").map_or(why.as_str(), |(_, w)| w);
+                *waited_on.entry(what.to_string()).or_default() += now - last_check;
+                last_why = why.clone();
+            }
+            last_check = now;
+            health.is_ok()
+        });
         if recovered.is_none() {
-            anomalies.push("the cluster was not whole again 90s after the fault healed".into());
+            anomalies.push(format!(
+                "the cluster was not whole again 90s after the fault healed: {last_why}"
+            ));
+        }
+        if let Some((what, long)) = waited_on.iter().max_by_key(|(_, d)| **d) {
+            notes.push(format!("recovery waited {} on: {what}", secs(*long)));
         }
         let recovered = recovered.unwrap_or(healed.elapsed());
         std::thread::sleep(Duration::from_secs(1));
@@ -798,17 +824,29 @@ impl Ctx<'_> {
                 let cut_at = Instant::now();
                 *placed = cut_at;
                 notes.push(format!("cut leader {l} off from every node"));
-                match self.new_leader(&l, Duration::from_secs(20)) {
+                // The old leader steps down (watched from the cut, beside the election, by
+                // its own raft status: asking it for the node list would wait for a leader).
+                let (elected, stepped_down) = std::thread::scope(|scope| {
+                    let stepped = scope.spawn(|| {
+                        poll(Duration::from_secs(10), || {
+                            lab.claims_leadership(&l) == Some(false)
+                        })
+                    });
+                    let elected = self.new_leader(&l, Duration::from_secs(20));
+                    (elected, stepped.join().ok().flatten())
+                });
+                match elected {
                     Some((n, t)) => notes.push(format!("majority elected {n} after {}", secs(t))),
                     None => anomalies.push("the majority elected no leader within 20s".into()),
                 }
-                // The old leader steps down...
-                match poll(Duration::from_secs(10), || {
-                    lab.leader(&l).as_deref() != Some(&l)
-                }) {
-                    Some(_) => notes.push(format!(
+                match stepped_down {
+                    Some(t) if t <= Duration::from_secs(5) => notes.push(format!(
                         "{l} stopped claiming leadership {} after the cut",
-                        secs(cut_at.elapsed())
+                        secs(t)
+                    )),
+                    Some(t) => anomalies.push(format!(
+                        "{l}, cut off, claimed leadership for {} (more than 5s)",
+                        secs(t)
                     )),
                     None => anomalies.push(format!("{l} still claims leadership, cut off")),
                 }
@@ -924,6 +962,34 @@ impl Ctx<'_> {
                 }
                 lab.free_disk(&m)?;
                 lab.restart(&m)?;
+            }
+            Schedule::FlappingLinks => {
+                use rand::prelude::*;
+                let names: Vec<String> = lab.state.nodes.iter().map(|n| n.name.clone()).collect();
+                let mut rng = StdRng::seed_from_u64(
+                    self.opts.seed ^ (cycle as u64) << 16 ^ Schedule::FlappingLinks as u64,
+                );
+                let since = Instant::now();
+                let mut flaps = Vec::new();
+                while since.elapsed() < hold {
+                    let Some(n) = names.choose(&mut rng) else {
+                        break;
+                    };
+                    lab.cut(n, &[], Direction::Both)?;
+                    std::thread::sleep(Duration::from_millis(rng.random_range(300..1500)));
+                    lab.heal()?;
+                    flaps.push(n.clone());
+                    std::thread::sleep(Duration::from_millis(rng.random_range(200..800)));
+                }
+                let acked = self.acked_since(since);
+                notes.push(format!(
+                    "{} flaps ({}); {acked} writes acknowledged meanwhile",
+                    flaps.len(),
+                    flaps.join(" ")
+                ));
+                if acked == 0 {
+                    anomalies.push("no write was acknowledged while links flapped".into());
+                }
             }
             Schedule::SlowLeader => {
                 let l = self.leader()?;
