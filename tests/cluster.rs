@@ -462,3 +462,57 @@ fn cluster_settings_listing_formats_and_catch_up_after_compaction() {
         .stdout;
     assert_eq!(templated.trim(), "manager m2");
 }
+
+/// Runs `orch --data-dir DIR ARGS` with its stdout a pipe nobody reads any more (as
+/// `orch node ls | head -1` once head has exited); returns (exit code, stderr).
+fn with_closed_stdout(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = std::process::Command::new(common::orch_bin())
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run orch");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `orch version` shows this command's and the node process's versions, as `docker version`
+/// does; a command whose reader went away ends quietly (it used to panic with a backtrace:
+/// `orch node ls | head -1` on a busy cluster), with the status docker's gets from SIGPIPE.
+#[test]
+fn version_and_a_closed_stdout() {
+    let c = Cluster::with_nodes(1, 0, &[]);
+    let run = c.orch("m1", &["version"]);
+    run.expect_ok("version");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        run.stdout.starts_with("Client:\n")
+            && run.stdout.contains("\nServer:\n")
+            && run
+                .stdout
+                .matches(&format!(" Version:    {version}\n"))
+                .count()
+                == 2
+            && run.stdout.contains(" Is Manager: true"),
+        "{}",
+        run.stdout
+    );
+    // No node process: the client part, then why the server's is missing.
+    let nowhere = c.root.path().join("nowhere");
+    let run = common::orch_in(&nowhere, &["version"]);
+    assert!(!run.ok() && run.stdout.starts_with("Client:\n"), "{run:?}");
+    assert!(run.stderr.contains("not a swarm manager"), "{}", run.stderr);
+
+    for args in [&["node", "ls"][..], &["version"], &["service", "ls"]] {
+        let (code, stderr) = with_closed_stdout(&c.node("m1").dir, args);
+        assert_eq!(code, Some(141), "orch {args:?}: {stderr}");
+        assert!(stderr.is_empty(), "orch {args:?} said: {stderr}");
+    }
+}

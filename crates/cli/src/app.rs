@@ -43,6 +43,8 @@ enum Command {
     },
     /// Display swarm-wide information about this node
     Info,
+    /// Show the orch version information (this command's and the node process's)
+    Version,
     /// Manage the cluster's settings
     #[command(subcommand)]
     Cluster(ClusterCmd),
@@ -105,6 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::JoinToken(args) => cluster::join_token(&target, args).await,
         Command::Leave { force } => cluster::leave(&target, force).await,
         Command::Info => cluster::info(&target).await,
+        Command::Version => cluster::version(&target).await,
         Command::Cluster(ClusterCmd::Update(args)) => cluster::cluster_update(&target, args).await,
         Command::Node(cmd) => node::run(&target, cmd).await,
         Command::Lab(cmd) => crate::commands::lab::run(cmd).await,

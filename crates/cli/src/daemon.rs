@@ -603,6 +603,8 @@ impl NodeControl for LocalNode {
             ca_digest: orch_api::token::ca_digest(&node.tls.root_ca_pem),
             session_ready: session.connected,
             error: session.last_error.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            os_arch: crate::output::os_arch(),
             ..Default::default()
         };
         let manager_error = node.manager_error.lock().clone();

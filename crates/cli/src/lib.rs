@@ -1,6 +1,26 @@
 //! The `orch` command: the node process and every client command, plus the lab harness
 //! (`orch lab`) and the fault-injection checker the test suite shares with it.
 
+/// `println!` for a command's output: a reader that went away (`orch node ls | head -1`) ends
+/// the command quietly, as docker's does, instead of a panic with a backtrace.
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` for a command's output (see [`outln!`]).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
 mod app;
 pub mod bootstrap;
 pub mod client;

@@ -92,7 +92,7 @@ fn settings(args: &InitArgs) -> Result<ClusterSettings> {
 }
 
 fn print_worker_join(token: &str, addr: &str) {
-    println!("To add a worker to this swarm, run the following command:\n\n    orch join --token {token} {addr}\n");
+    outln!("To add a worker to this swarm, run the following command:\n\n    orch join --token {token} {addr}\n");
 }
 
 pub async fn init(target: &Target, args: InitArgs) -> Result<()> {
@@ -117,12 +117,12 @@ pub async fn init(target: &Target, args: InitArgs) -> Result<()> {
     };
     let mut child = bootstrap::spawn_daemon(dd)?;
     bootstrap::wait_ready(dd, &mut child, timeout).await?;
-    println!(
+    outln!(
         "Swarm initialized: current node ({}) is now a manager.\n",
         done.node_id
     );
     print_worker_join(&done.worker_token, &done.advertise_addr);
-    println!("To add a manager to this swarm, run 'orch join-token manager' and follow the instructions.\n");
+    outln!("To add a manager to this swarm, run 'orch join-token manager' and follow the instructions.\n");
     Ok(())
 }
 
@@ -183,8 +183,8 @@ pub async fn join(target: &Target, args: JoinArgs) -> Result<()> {
     let mut child = bootstrap::spawn_daemon(&target.dd)?;
     bootstrap::wait_ready(&target.dd, &mut child, opts.timeout).await?;
     match role {
-        NodeRole::Manager => println!("This node joined a swarm as a manager."),
-        NodeRole::Worker => println!("This node joined a swarm as a worker."),
+        NodeRole::Manager => outln!("This node joined a swarm as a manager."),
+        NodeRole::Worker => outln!("This node joined a swarm as a worker."),
     }
     Ok(())
 }
@@ -216,7 +216,7 @@ pub async fn join_token(target: &Target, args: JoinTokenArgs) -> Result<()> {
         };
         let c = control.update_cluster(req).await.map_err(rpc)?.into_inner();
         if !args.quiet {
-            println!("Successfully rotated {} join token.\n", args.role);
+            outln!("Successfully rotated {} join token.\n", args.role);
         }
         c
     } else {
@@ -236,14 +236,14 @@ pub async fn join_token(target: &Target, args: JoinTokenArgs) -> Result<()> {
         tokens.manager
     };
     if args.quiet {
-        println!("{token}");
+        outln!("{token}");
         return Ok(());
     }
     let addr = match &target.host {
         Some(h) => crate::net::remote_addr(h)?,
         None => target.dd.load_config()?.advertise_addr,
     };
-    println!("To add a {} to this swarm, run the following command:\n\n    orch join --token {token} {addr}\n", args.role);
+    outln!("To add a {} to this swarm, run the following command:\n\n    orch join --token {token} {addr}\n", args.role);
     Ok(())
 }
 
@@ -253,7 +253,7 @@ pub async fn leave(target: &Target, force: bool) -> Result<()> {
     // The node process wipes its state and exits; wait for it.
     for _ in 0..300 {
         if !target.dd.is_initialized() && !target.dd.socket().exists() {
-            println!("Node left the swarm.");
+            outln!("Node left the swarm.");
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -264,9 +264,47 @@ pub async fn leave(target: &Target, force: bool) -> Result<()> {
     )
 }
 
+/// `orch version`: this command's version, then the node process's, as `docker version`
+/// shows the client's and the engine's. The client part is printed even when no node process
+/// answers (the command then fails, saying why).
+pub async fn version(target: &Target) -> Result<()> {
+    outln!("Client:");
+    outln!(" Version:    {}", env!("CARGO_PKG_VERSION"));
+    outln!(" API:        orch.v1 (gRPC)");
+    outln!(" OS/Arch:    {}", crate::output::os_arch());
+    outln!();
+    if target.host.is_some() {
+        outln!("Server: the node process's version is read on its own machine (not over -H)");
+        return Ok(());
+    }
+    let info = target
+        .node_control()?
+        .info(Empty {})
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    outln!("Server:");
+    outln!(
+        " Version:    {}",
+        if info.version.is_empty() {
+            "unknown (older than this command)"
+        } else {
+            &info.version
+        }
+    );
+    if !info.os_arch.is_empty() {
+        outln!(" OS/Arch:    {}", info.os_arch);
+    }
+    if !info.node_id.is_empty() {
+        outln!(" Node ID:    {}", info.node_id);
+        outln!(" Is Manager: {}", info.is_manager);
+    }
+    Ok(())
+}
+
 pub async fn info(target: &Target) -> Result<()> {
     if !target.dd.is_initialized() {
-        println!("Swarm: inactive");
+        outln!("Swarm: inactive");
         return Ok(());
     }
     let info = target
@@ -281,47 +319,49 @@ pub async fn info(target: &Target) -> Result<()> {
         Ok(orch_api::pb::LocalNodeState::Error) => "error",
         _ => "inactive",
     };
-    println!("Swarm: {state}");
-    println!(" NodeID: {}", info.node_id);
+    outln!("Swarm: {state}");
+    outln!(" NodeID: {}", info.node_id);
     if !info.error.is_empty() && state != "active" {
-        println!(" Error: {}", info.error);
+        outln!(" Error: {}", info.error);
     }
-    println!(" Is Manager: {}", info.is_manager);
+    outln!(" Is Manager: {}", info.is_manager);
     if info.is_manager {
-        println!(" ClusterID: {}", info.cluster_id);
-        println!(" Managers: {}", info.managers);
-        println!(" Nodes: {}", info.nodes);
+        outln!(" ClusterID: {}", info.cluster_id);
+        outln!(" Managers: {}", info.managers);
+        outln!(" Nodes: {}", info.nodes);
         if let Some(spec) = &info.cluster_spec {
-            println!(
+            outln!(
                 " Orchestration:\n  Task History Retention Limit: {}",
                 spec.task_history_retention_limit
             );
-            println!(" Raft:\n  Snapshot Interval: {}", spec.snapshot_interval);
-            println!(
+            outln!(" Raft:\n  Snapshot Interval: {}", spec.snapshot_interval);
+            outln!(
                 "  Number of Old Snapshots to Retain: 0\n  Heartbeat Tick: 1\n  Election Tick: 10"
             );
-            println!(
+            outln!(
                 " Dispatcher:\n  Heartbeat Period: {}",
                 format_duration(Duration::from_nanos(spec.heartbeat_period.max(0) as u64))
             );
-            println!(
+            outln!(
                 " CA Configuration:\n  Expiry Duration: {}",
                 format_duration(Duration::from_nanos(spec.node_cert_expiry.max(0) as u64))
             );
-            println!(" Autolock Managers: {}", spec.autolock);
+            outln!(" Autolock Managers: {}", spec.autolock);
         }
-        println!(
+        outln!(
             " Raft Status:\n  Leader: {}\n  Term: {}\n  Applied Index: {}",
-            info.leader_id, info.raft_term, info.raft_applied
+            info.leader_id,
+            info.raft_term,
+            info.raft_applied
         );
     }
-    println!(" Node Address: {}", info.node_addr);
-    println!(" Manager Addresses:");
+    outln!(" Node Address: {}", info.node_addr);
+    outln!(" Manager Addresses:");
     for addr in &info.manager_addrs {
-        println!("  {addr}");
+        outln!("  {addr}");
     }
     let expires = std::time::UNIX_EPOCH + Duration::from_secs(info.cert_not_after.max(0) as u64);
-    println!(
+    outln!(
         " Node Certificate Expires: {}",
         humantime::format_rfc3339_seconds(expires)
     );
@@ -359,6 +399,6 @@ pub async fn cluster_update(target: &Target, args: ClusterUpdateArgs) -> Result<
         ..Default::default()
     };
     target.control()?.update_cluster(req).await.map_err(rpc)?;
-    println!("Swarm updated.");
+    outln!("Swarm updated.");
     Ok(())
 }

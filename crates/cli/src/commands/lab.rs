@@ -99,11 +99,11 @@ pub async fn run(cmd: LabCmd) -> Result<()> {
             };
             let lab = tokio::task::spawn_blocking(move || Lab::up(config)).await??;
             print_status(&lab);
-            println!(
+            outln!(
                 "\nUse it:\n  export ORCH_DATA_DIR={}\n  orch node ls\n",
                 lab.state.nodes[0].dir.display()
             );
-            println!(
+            outln!(
                 "Remove it:\n  orch lab down{}",
                 if root == default_dir() {
                     String::new()
@@ -117,7 +117,7 @@ pub async fn run(cmd: LabCmd) -> Result<()> {
             let root = dir.unwrap_or_else(default_dir);
             let lab = Lab::load(&root)?;
             tokio::task::spawn_blocking(move || lab.down()).await??;
-            println!("Lab in {} removed.", root.display());
+            outln!("Lab in {} removed.", root.display());
             Ok(())
         }
         LabCmd::Status { dir } => {
@@ -173,21 +173,21 @@ fn run_chaos(args: ChaosArgs) -> Result<()> {
         tmpfs_mib: Some(64),
     })?;
     lab.down_on_drop = !args.keep;
-    println!(
+    outln!(
         "Lab up in {}; running {} schedule(s) × {} cycle(s).",
         root.display(),
         opts.schedules.len(),
         opts.cycles
     );
-    let report = chaos::run(&lab, &opts, &mut |line| println!("{line}"))?;
+    let report = chaos::run(&lab, &opts, &mut |line| outln!("{line}"))?;
     drop(lab);
     if args.keep {
-        println!("The lab stays up: orch lab down --dir {}", root.display());
+        outln!("The lab stays up: orch lab down --dir {}", root.display());
     } else {
         let _ = std::fs::remove_dir_all(&root);
     }
     let table = report.table();
-    println!("\n{table}");
+    outln!("\n{table}");
     if let Some(path) = args.report {
         use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
@@ -198,11 +198,11 @@ fn run_chaos(args: ChaosArgs) -> Result<()> {
     }
     let anomalies = report.anomalies();
     if anomalies.is_empty() {
-        println!("No anomalies ({} operations acknowledged).", report.acked());
+        outln!("No anomalies ({} operations acknowledged).", report.acked());
         Ok(())
     } else {
         for a in &anomalies {
-            println!("ANOMALY {a}");
+            outln!("ANOMALY {a}");
         }
         anyhow::bail!("{} anomalies found", anomalies.len())
     }
@@ -215,7 +215,7 @@ fn print_status(lab: &Lab) {
     } else {
         "loopback addresses"
     };
-    println!(
+    outln!(
         "Lab: {managers} managers, {} workers ({how})",
         lab.state.nodes.len() - managers
     );
@@ -226,7 +226,7 @@ fn print_status(lab: &Lab) {
         } else {
             "stopped"
         };
-        println!(
+        outln!(
             "  {:<4} {:<18} {:<8} {:<8} --data-dir {}",
             n.name,
             n.addr(),

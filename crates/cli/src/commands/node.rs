@@ -134,7 +134,7 @@ async fn ls(target: &Target, args: LsArgs) -> Result<()> {
     });
     if args.quiet {
         for n in &nodes {
-            println!("{}", n.id);
+            outln!("{}", n.id);
         }
         return Ok(());
     }
@@ -202,7 +202,7 @@ async fn inspect(target: &Target, args: InspectArgs) -> Result<()> {
     if args.pretty {
         for (i, n) in nodes.iter().enumerate() {
             if i > 0 {
-                println!();
+                outln!();
             }
             print_pretty(n);
         }
@@ -216,58 +216,58 @@ fn print_pretty(n: &Node) {
     let desc = n.description.clone().unwrap_or_default();
     let spec = n.spec.clone().unwrap_or_default();
     let status = n.status.clone().unwrap_or_default();
-    println!("ID:\t\t\t{}", n.id);
+    outln!("ID:\t\t\t{}", n.id);
     if !spec.labels.is_empty() {
-        println!("Labels:");
+        outln!("Labels:");
         let mut labels: Vec<_> = spec.labels.iter().collect();
         labels.sort();
         for (k, v) in labels {
-            println!(" - {k}={v}");
+            outln!(" - {k}={v}");
         }
     }
-    println!("Hostname:\t\t{}", desc.hostname);
-    println!(
+    outln!("Hostname:\t\t{}", desc.hostname);
+    outln!(
         "Joined at:\t\t{}",
         output::rfc3339(n.meta.as_ref().map_or(0, |m| m.created_at))
     );
-    println!("Status:");
-    println!(
+    outln!("Status:");
+    outln!(
         " State:\t\t\t{}",
         json::title(json::node_state_name(status.state))
     );
     if !status.message.is_empty() {
-        println!(" Message:\t\t{}", status.message);
+        outln!(" Message:\t\t{}", status.message);
     }
-    println!(
+    outln!(
         " Availability:\t\t{}",
         json::title(json::availability_name(spec.availability))
     );
-    println!(" Address:\t\t{}", status.addr);
+    outln!(" Address:\t\t{}", status.addr);
     if let Some(ms) = &n.manager_status {
-        println!("Manager Status:");
-        println!(" Address:\t\t{}", ms.addr);
-        println!(
+        outln!("Manager Status:");
+        outln!(" Address:\t\t{}", ms.addr);
+        outln!(
             " Raft Status:\t\t{}",
             json::title(json::reachability_name(ms.reachability))
         );
-        println!(" Leader:\t\t{}", if ms.leader { "Yes" } else { "No" });
+        outln!(" Leader:\t\t{}", if ms.leader { "Yes" } else { "No" });
     }
     let platform = desc.platform.clone().unwrap_or_default();
-    println!("Platform:");
-    println!(" Operating System:\t{}", platform.os);
-    println!(" Architecture:\t\t{}", platform.architecture);
+    outln!("Platform:");
+    outln!(" Operating System:\t{}", platform.os);
+    outln!(" Architecture:\t\t{}", platform.architecture);
     let resources = desc.resources.unwrap_or_default();
-    println!("Resources:");
-    println!(" CPUs:\t\t\t{}", resources.nano_cpus / 1_000_000_000);
-    println!(" Memory:\t\t{}", output::bytes(resources.memory_bytes));
+    outln!("Resources:");
+    outln!(" CPUs:\t\t\t{}", resources.nano_cpus / 1_000_000_000);
+    outln!(" Memory:\t\t{}", output::bytes(resources.memory_bytes));
     let engine = desc.engine.clone().unwrap_or_default();
-    println!("Engine Version:\t\t{}", engine.engine_version);
+    outln!("Engine Version:\t\t{}", engine.engine_version);
     if !engine.labels.is_empty() {
-        println!("Engine Labels:");
+        outln!("Engine Labels:");
         let mut labels: Vec<_> = engine.labels.iter().collect();
         labels.sort();
         for (k, v) in labels {
-            println!(" - {k}={v}");
+            outln!(" - {k}={v}");
         }
     }
 }
@@ -300,7 +300,7 @@ async fn update(target: &Target, args: UpdateArgs) -> Result<()> {
         req.role = Some(parse_role(r)? as i32);
     }
     target.control()?.update_node(req).await.map_err(rpc)?;
-    println!("{}", args.node);
+    outln!("{}", args.node);
     Ok(())
 }
 
@@ -325,8 +325,8 @@ async fn set_role(target: &Target, nodes: Vec<String>, role: NodeRole) -> Result
         let current = node.spec.as_ref().map_or(0, |s| s.desired_role);
         if current == role as i32 {
             match role {
-                NodeRole::Manager => println!("Node {name} is already a manager."),
-                NodeRole::Worker => println!("Node {name} is already a worker."),
+                NodeRole::Manager => outln!("Node {name} is already a manager."),
+                NodeRole::Worker => outln!("Node {name} is already a worker."),
             }
             continue;
         }
@@ -337,8 +337,8 @@ async fn set_role(target: &Target, nodes: Vec<String>, role: NodeRole) -> Result
         };
         control.update_node(req).await.map_err(rpc)?;
         match role {
-            NodeRole::Manager => println!("Node {name} promoted to a manager in the swarm."),
-            NodeRole::Worker => println!("Manager {name} demoted in the swarm."),
+            NodeRole::Manager => outln!("Node {name} promoted to a manager in the swarm."),
+            NodeRole::Worker => outln!("Manager {name} demoted in the swarm."),
         }
     }
     Ok(())
@@ -355,7 +355,7 @@ async fn rm(target: &Target, force: bool, nodes: Vec<String>) -> Result<()> {
             })
             .await
         {
-            Ok(_) => println!("{name}"),
+            Ok(_) => outln!("{name}"),
             Err(status) => failed.push(status.message().to_string()),
         }
     }

@@ -252,7 +252,7 @@ async fn create(target: &Target, args: CreateArgs) -> Result<()> {
         .await
         .map_err(rpc)?
         .into_inner();
-    println!("{}", service.id);
+    outln!("{}", service.id);
     follow(
         &mut control,
         &service.id,
@@ -319,7 +319,7 @@ async fn ls(target: &Target, args: LsArgs) -> Result<()> {
     });
     if args.quiet {
         for s in &services {
-            println!("{}", s.id);
+            outln!("{}", s.id);
         }
         return Ok(());
     }
@@ -465,7 +465,7 @@ async fn print_tasks(target: &Target, request: ListTasksRequest, args: &PsArgs) 
     }
     if args.quiet {
         for t in &tasks {
-            println!(
+            outln!(
                 "{}",
                 if args.no_trunc {
                     t.id.as_str()
@@ -619,7 +619,7 @@ async fn inspect(target: &Target, args: InspectArgs) -> Result<()> {
     if args.pretty {
         for (i, s) in services.iter().enumerate() {
             if i > 0 {
-                println!();
+                outln!();
             }
             print_pretty(s);
         }
@@ -633,50 +633,51 @@ fn print_pretty(s: &Service) {
     let spec = s.spec.clone().unwrap_or_default();
     let task = spec.task.clone().unwrap_or_default();
     let c = task.container.clone().unwrap_or_default();
-    println!("\nID:\t\t{}", s.id);
-    println!("Name:\t\t{}", spec.name);
+    outln!("\nID:\t\t{}", s.id);
+    outln!("Name:\t\t{}", spec.name);
     if !spec.labels.is_empty() {
-        println!("Labels:");
+        outln!("Labels:");
         let mut labels: Vec<_> = spec.labels.iter().collect();
         labels.sort();
         for (k, v) in labels {
-            println!(" {k}={v}");
+            outln!(" {k}={v}");
         }
     }
     match &spec.mode {
         Some(Mode::Replicated(r)) => {
-            println!("Service Mode:\tReplicated\n Replicas:\t{}", r.replicas)
+            outln!("Service Mode:\tReplicated\n Replicas:\t{}", r.replicas)
         }
-        Some(Mode::Global(_)) => println!("Service Mode:\tGlobal"),
-        Some(Mode::ReplicatedJob(j)) => println!(
+        Some(Mode::Global(_)) => outln!("Service Mode:\tGlobal"),
+        Some(Mode::ReplicatedJob(j)) => outln!(
             "Service Mode:\tReplicated Job\n Max Concurrent Tasks:\t{}\n Total Completions:\t{}",
-            j.max_concurrent, j.total_completions
+            j.max_concurrent,
+            j.total_completions
         ),
-        Some(Mode::GlobalJob(_)) => println!("Service Mode:\tGlobal Job"),
+        Some(Mode::GlobalJob(_)) => outln!("Service Mode:\tGlobal Job"),
         None => {}
     }
     if let Some(u) = &s.update_status {
-        println!(
+        outln!(
             "UpdateStatus:\n State:\t\t{}",
             json::update_state_name(u.state)
         );
         if u.started_at > 0 {
-            println!(" Started:\t{}", output::ago(u.started_at));
+            outln!(" Started:\t{}", output::ago(u.started_at));
         }
         if u.completed_at > 0 {
-            println!(" Completed:\t{}", output::ago(u.completed_at));
+            outln!(" Completed:\t{}", output::ago(u.completed_at));
         }
-        println!(" Message:\t{}", u.message);
+        outln!(" Message:\t{}", u.message);
     }
     if let Some(p) = &task.placement {
         if !p.constraints.is_empty() {
-            println!("Placement:\n Constraints:\t{:?}", p.constraints);
+            outln!("Placement:\n Constraints:\t{:?}", p.constraints);
         }
         for pref in &p.preferences {
-            println!(" Preferences:\tSpread={}", pref.spread_descriptor);
+            outln!(" Preferences:\tSpread={}", pref.spread_descriptor);
         }
         if p.max_replicas > 0 {
-            println!(" Max Replicas Per Node:\t{}", p.max_replicas);
+            outln!(" Max Replicas Per Node:\t{}", p.max_replicas);
         }
     }
     for (title, u) in [
@@ -684,60 +685,60 @@ fn print_pretty(s: &Service) {
         ("RollbackConfig", &spec.rollback),
     ] {
         let u = u.unwrap_or_default();
-        println!("{title}:\n Parallelism:\t{}", u.parallelism);
+        outln!("{title}:\n Parallelism:\t{}", u.parallelism);
         if u.delay > 0 {
-            println!(
+            outln!(
                 " Delay:\t\t{}",
                 output::format_duration(std::time::Duration::from_nanos(u.delay as u64))
             );
         }
-        println!(
+        outln!(
             " On failure:\t{}",
             json::failure_action_name(u.failure_action)
         );
-        println!(
+        outln!(
             " Monitoring Period: {}",
             output::format_duration(std::time::Duration::from_nanos(u.monitor.max(0) as u64))
         );
-        println!(" Max failure ratio: {}", u.max_failure_ratio);
-        println!(" Update order:      {}", json::update_order_name(u.order));
+        outln!(" Max failure ratio: {}", u.max_failure_ratio);
+        outln!(" Update order:      {}", json::update_order_name(u.order));
     }
-    println!("ContainerSpec:\n Image:\t\t{}", c.image);
+    outln!("ContainerSpec:\n Image:\t\t{}", c.image);
     if !c.args.is_empty() {
-        println!(" Args:\t\t{}", c.args.join(" "));
+        outln!(" Args:\t\t{}", c.args.join(" "));
     }
     if !c.env.is_empty() {
-        println!(" Env:\t\t{}", c.env.join(" "));
+        outln!(" Env:\t\t{}", c.env.join(" "));
     }
     if let Some(r) = &task.restart {
-        println!(
+        outln!(
             "RestartPolicy:\n Condition:\t{}",
             json::restart_condition_name(r.condition)
         );
-        println!(
+        outln!(
             " Delay:\t\t{}",
             output::format_duration(std::time::Duration::from_nanos(r.delay.max(0) as u64))
         );
-        println!(" Max attempts:\t{}", r.max_attempts);
+        outln!(" Max attempts:\t{}", r.max_attempts);
     }
     if let Some(r) = &task.resources {
-        println!("Resources:");
+        outln!("Resources:");
         if let Some(l) = &r.reservations {
-            println!(
+            outln!(
                 " Reservations:\n  CPU:\t\t{}\n  Memory:\t{}",
                 l.nano_cpus as f64 / 1e9,
                 output::bytes(l.memory_bytes)
             );
         }
         if let Some(l) = &r.limits {
-            println!(
+            outln!(
                 " Limits:\n  CPU:\t\t{}\n  Memory:\t{}",
                 l.nano_cpus as f64 / 1e9,
                 output::bytes(l.memory_bytes)
             );
         }
     }
-    println!(
+    outln!(
         "Endpoint Mode:\t{}",
         spec.endpoint
             .as_ref()
@@ -746,7 +747,7 @@ fn print_pretty(s: &Service) {
     );
     let ports = ports(spec.endpoint.as_ref(), false);
     if !ports.is_empty() {
-        println!("Ports:\t\t{ports}");
+        outln!("Ports:\t\t{ports}");
     }
 }
 
@@ -802,7 +803,7 @@ async fn scale(target: &Target, args: ScaleArgs) -> Result<()> {
         };
         match control.update_service(req).await {
             Ok(_) => {
-                println!("{name} scaled to {replicas}");
+                outln!("{name} scaled to {replicas}");
                 scaled.push(service.id.clone());
             }
             Err(status) => errors.push(status.message().to_string()),
@@ -827,7 +828,7 @@ async fn rm(target: &Target, services: Vec<String>) -> Result<()> {
             })
             .await
         {
-            Ok(_) => println!("{name}"),
+            Ok(_) => outln!("{name}"),
             Err(status) if status.code() == tonic::Code::NotFound => {
                 errors.push(format!("No such service: {name}"))
             }
@@ -927,7 +928,10 @@ async fn logs(target: &Target, args: LogsArgs) -> Result<()> {
             } else {
                 &mut stdout
             };
-            let _ = writeln!(out, "{prefix}{time}{line}");
+            // `service logs -f | head` ends when the reader goes away.
+            if let Err(e) = writeln!(out, "{prefix}{time}{line}") {
+                output::output_failed(&e);
+            }
         }
     }
     Ok(())
@@ -1068,7 +1072,7 @@ async fn update(target: &Target, args: UpdateArgs) -> Result<()> {
             Err(status) => return Err(rpc(status)),
         }
     };
-    println!("{}", args.service);
+    outln!("{}", args.service);
     let expect = if rollback {
         progress::Expect::Rollback
     } else {
@@ -1096,6 +1100,6 @@ async fn rollback(target: &Target, name: &str, wait: &WaitFlags) -> Result<()> {
         })
         .await
         .map_err(rpc)?;
-    println!("{name}");
+    outln!("{name}");
     follow(&mut control, &service.id, wait, progress::Expect::Rollback).await
 }

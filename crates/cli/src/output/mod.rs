@@ -12,6 +12,37 @@ use serde_json::Value;
 
 use self::template::Template;
 
+/// Writes a command's output. A reader that went away ends the command at once (see
+/// [`output_failed`]).
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args) {
+        output_failed(&e)
+    }
+}
+
+/// Ends the command when its output cannot be written. A closed pipe (`orch node ls | head
+/// -1`) is not an error: the command ends quietly with the status of a process that SIGPIPE
+/// ended (141), as docker's does; any other failure is said.
+pub fn output_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+    eprintln!("Error: cannot write the output: {e}");
+    std::process::exit(1)
+}
+
+/// `os/arch` as docker prints it (`linux/amd64`).
+pub fn os_arch() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    format!("{}/{arch}", std::env::consts::OS)
+}
+
 /// What `--format` asked for.
 pub enum Format {
     Table,
@@ -41,11 +72,11 @@ pub fn print_list(format: &Format, headers: &[&str], keys: &[&str], rows: &[Valu
                         .collect(),
                 );
             }
-            print!("{}", t.render());
+            out!("{}", t.render());
         }
         Format::Json => {
             for row in rows {
-                println!("{}", serde_json::to_string(row)?);
+                outln!("{}", serde_json::to_string(row)?);
             }
         }
         Format::Template(tpl) => {
@@ -62,10 +93,10 @@ pub fn print_list(format: &Format, headers: &[&str], keys: &[&str], rows: &[Valu
                 lines.push(tpl.render(row)?.split('\t').map(str::to_string).collect());
             }
             if tpl.table {
-                print!("{}", table::render_rows(lines.iter()));
+                out!("{}", table::render_rows(lines.iter()));
             } else {
                 for line in lines {
-                    println!("{}", line.join("\t"));
+                    outln!("{}", line.join("\t"));
                 }
             }
         }
@@ -85,14 +116,14 @@ fn cell(v: &Value) -> String {
 /// Prints inspect output: a JSON array (docker's indentation), or a template per object.
 pub fn print_inspect(format: Option<&str>, objects: &[Value]) -> Result<()> {
     match format {
-        None | Some("") | Some("json") => println!(
+        None | Some("") | Some("json") => outln!(
             "{}",
             serde_json::to_string_pretty(&Value::Array(objects.to_vec()))?
         ),
         Some(f) => {
             let tpl = Template::parse(f)?;
             for o in objects {
-                println!("{}", tpl.render(o)?);
+                outln!("{}", tpl.render(o)?);
             }
         }
     }

@@ -235,23 +235,30 @@ impl Screen {
             self.last.clear();
         }
         let mut out = std::io::stdout().lock();
-        if self.tty {
-            if self.drawn > 0 {
-                let _ = write!(out, "\x1b[{}A", self.drawn);
-            }
-            for l in lines {
-                let _ = writeln!(out, "\x1b[2K{l}");
-            }
-            self.drawn = lines.len();
-        } else {
-            for (i, l) in lines.iter().enumerate() {
-                if self.last.get(i) != Some(l) {
-                    let _ = writeln!(out, "{l}");
+        let written = (|| -> std::io::Result<()> {
+            if self.tty {
+                if self.drawn > 0 {
+                    write!(out, "\x1b[{}A", self.drawn)?;
+                }
+                for l in lines {
+                    writeln!(out, "\x1b[2K{l}")?;
+                }
+            } else {
+                for (i, l) in lines.iter().enumerate() {
+                    if self.last.get(i) != Some(l) {
+                        writeln!(out, "{l}")?;
+                    }
                 }
             }
+            out.flush()
+        })();
+        if let Err(e) = written {
+            super::output_failed(&e);
+        }
+        if self.tty {
+            self.drawn = lines.len();
         }
         self.last = lines.to_vec();
-        let _ = out.flush();
     }
 }
 
@@ -317,7 +324,7 @@ pub async fn wait(
                 announce.clone()
             };
             screen.drawn = 0;
-            println!("{line}");
+            outln!("{line}");
             announced = announce;
         }
         match (expect, state) {
@@ -341,7 +348,7 @@ pub async fn wait(
                 bail!("update rolled back: {why}");
             }
             if !quiet {
-                println!("verify: Service {} converged", service.id);
+                outln!("verify: Service {} converged", service.id);
             }
             return Ok(());
         }
