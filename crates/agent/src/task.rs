@@ -150,6 +150,9 @@ impl Runner {
                 self.report(TaskState::Running, "started", "", Some(&info));
             }
             Some(info) if info.running => {}
+            // An ended task's stopped container says nothing new: its end is history already
+            // (reported again, a SHUTDOWN would become "failed: exit 137").
+            Some(_) if self.state().is_terminal() => {}
             Some(info) if self.state() >= TaskState::Starting => self.exited(&info),
             Some(_) => {}
             None if self.state() >= TaskState::Starting && !self.state().is_terminal() => {

@@ -379,6 +379,16 @@ mod tests {
             self.assign.send(a).await.expect("worker running");
         }
 
+        /// Collects the reports sent so far.
+        fn drain(&mut self) {
+            while let Ok(batch) = self.statuses.try_recv() {
+                for u in batch {
+                    let s = TaskState::try_from(u.status.expect("status").state).expect("state");
+                    self.seen.entry(u.task_id).or_default().push(s);
+                }
+            }
+        }
+
         /// Collects reports until `task` reaches `state` (panics after 5 s).
         async fn until(&mut self, task: &str, state: TaskState) -> Vec<TaskState> {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -621,6 +631,32 @@ mod tests {
         .await
         .expect("the ended task's container was stopped");
         assert_eq!(exec.calls().start, 0, "nothing was started");
+    }
+
+    /// Found by a user-style run (a leader SIGKILLed mid update, its node restarted): tasks the
+    /// managers had as SHUTDOWN were reported again as FAILED ("non-zero exit (137)") by the
+    /// restarted agent, which took every stopped container of a started task for a new exit;
+    /// a restart rewrote the service's history.
+    #[tokio::test]
+    async fn regression_a_restarted_agent_rewrote_an_ended_tasks_state() {
+        let exec = FakeExecutor::new();
+        let mut ended = task("ended", "busybox");
+        ended.desired_state = TaskState::Shutdown as i32;
+        ended.status = Some(TaskStatus {
+            state: TaskState::Shutdown as i32,
+            ..Default::default()
+        });
+        exec.add_existing(&ended, true);
+        exec.exit("ended", 137);
+        let mut h = Harness::new(exec.clone());
+        h.send(true, vec![ended], vec![]).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        h.drain();
+        assert!(
+            h.seen.get("ended").is_none_or(|s| s.is_empty()),
+            "an ended task is reported as it was: {:?}",
+            h.seen.get("ended")
+        );
     }
 
     #[tokio::test]

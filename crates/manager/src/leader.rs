@@ -31,7 +31,12 @@ pub fn start(ctx: Arc<ManagerCtx>, token: CancellationToken) {
     spawn_component(
         &ctx,
         "heartbeat_monitor",
-        heartbeat::monitor(ctx.clone(), token.clone()),
+        heartbeat::monitor(
+            ctx.store.clone(),
+            ctx.dispatcher.clone(),
+            ctx.clone(),
+            token.clone(),
+        ),
     );
     spawn_component(
         &ctx,

@@ -6,6 +6,7 @@ pub mod ca;
 pub mod controlapi;
 pub mod dispatcher;
 pub mod error;
+pub mod handles;
 pub mod leader;
 pub mod manager;
 pub mod orchestrator;

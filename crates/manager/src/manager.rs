@@ -69,6 +69,15 @@ pub struct ManagerCtx {
     fatal: mpsc::UnboundedSender<String>,
 }
 
+impl crate::handles::Proposer for ManagerCtx {
+    fn propose(
+        &self,
+        actions: Vec<Action>,
+    ) -> futures::future::BoxFuture<'_, Result<u64, ManagerError>> {
+        Box::pin(ManagerCtx::propose(self, actions))
+    }
+}
+
 /// Where a leader-only request runs.
 pub enum Route {
     Local,

@@ -10,7 +10,9 @@ pub mod status;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use orch_api::pb::agent_message::Msg as AgentMsg;
 use orch_api::pb::dispatcher_server::Dispatcher as DispatcherRpc;
