@@ -143,6 +143,7 @@ pub async fn run(ops: usize, concurrency: usize) -> Result<()> {
                 state: NodeState::Ready as i32,
                 message: format!("bench {i}"),
                 addr: String::new(),
+                engine_error: String::new(),
             }),
             description: None,
         })
@@ -186,6 +187,7 @@ pub async fn run(ops: usize, concurrency: usize) -> Result<()> {
                         state: NodeState::Ready as i32,
                         message: format!("c {i}"),
                         addr: String::new(),
+                        engine_error: String::new(),
                     }),
                     description: None,
                 });

@@ -9,6 +9,8 @@ use orch_api::pb::store_action::Action;
 
 use crate::error::ManagerError;
 
+pub mod conflict;
+
 /// Proposes actions as one store transaction, stamped with the proposer's clock; resolves
 /// with the raft index once the transaction is applied on this manager.
 pub trait Proposer: Send + Sync + 'static {

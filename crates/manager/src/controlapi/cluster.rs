@@ -5,9 +5,9 @@ use std::time::Duration;
 use orch_api::pb::store_action::Action;
 use orch_api::pb::{Cluster, UpdateClusterRequest};
 
-use super::conflict::retry_conflicts;
 use crate::ca::MIN_CERT_EXPIRY;
 use crate::error::{ManagerError, Result};
+use crate::handles::conflict::retry_conflicts;
 use crate::manager::ManagerCtx;
 
 /// The shortest heartbeat period accepted.

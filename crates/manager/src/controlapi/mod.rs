@@ -3,7 +3,6 @@
 //! the leader, which validates, commits through raft, and answers from a linearizable view.
 
 pub mod cluster;
-pub mod conflict;
 pub mod node;
 pub mod service;
 

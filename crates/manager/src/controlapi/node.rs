@@ -6,8 +6,8 @@ use orch_api::pb::{
     UpdateNodeRequest,
 };
 
-use super::conflict::retry_conflicts;
 use crate::error::{ManagerError, Result};
+use crate::handles::conflict::retry_conflicts;
 use crate::manager::ManagerCtx;
 use crate::raft::membership::{can_remove_member, LAST_MANAGER, QUORUM_LOSS};
 use crate::state::store::Tables;

@@ -59,6 +59,7 @@ pub async fn monitor<P: Proposer + ?Sized>(
                             state: NodeState::Down as i32,
                             message: "heartbeat failure".into(),
                             addr,
+                            engine_error: String::new(),
                         }),
                         description: None,
                     }),

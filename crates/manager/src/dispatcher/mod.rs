@@ -288,11 +288,7 @@ impl DispatcherRpc for DispatcherService {
         let message = if register.engine_error.is_empty() {
             String::new()
         } else {
-            format!(
-                "{}: {}",
-                crate::scheduler::plan::ENGINE_UNAVAILABLE,
-                register.engine_error
-            )
+            format!("engine unavailable: {}", register.engine_error)
         };
         let change = NodeStatusChange {
             node_id: node_id.clone(),
@@ -300,6 +296,7 @@ impl DispatcherRpc for DispatcherService {
                 state: NodeState::Ready as i32,
                 message,
                 addr,
+                engine_error: register.engine_error.clone(),
             }),
             description: register.description.clone(),
         };

@@ -546,7 +546,7 @@ pub async fn commit(ctx: &ManagerCtx, actions: Vec<Action>) {
     while !rest.is_empty() {
         let tail = rest.split_off(rest.len().min(crate::scheduler::BATCH));
         if let Err(e) = ctx.propose(rest).await {
-            if crate::controlapi::conflict::is_conflict(&e) {
+            if crate::handles::conflict::is_conflict(&e) {
                 debug!("orchestrator batch conflicted; deciding again");
             } else {
                 warn!(error = %e, "orchestrator could not commit");

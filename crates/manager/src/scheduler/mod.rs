@@ -89,7 +89,7 @@ async fn schedule_once(ctx: &ManagerCtx) {
     for chunk in chunks {
         // A conflict means the task changed meanwhile: the next round sees it as it is now.
         if let Err(e) = ctx.propose(chunk).await {
-            if crate::controlapi::conflict::is_conflict(&e) {
+            if crate::handles::conflict::is_conflict(&e) {
                 debug!("scheduler batch conflicted; retrying next round");
             } else {
                 warn!(error = %e, "scheduler could not commit");

@@ -14,9 +14,6 @@ use orch_api::pb::{Node, NodeAvailability, NodeState, Task};
 
 use crate::state::store::{self, occupies_node, reservation, Tables};
 
-/// The node status message of a node whose engine does not answer.
-pub const ENGINE_UNAVAILABLE: &str = "engine unavailable";
-
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Plan {
     /// (task ID, node ID)
@@ -78,9 +75,10 @@ fn node_infos(view: &Tables, services: &HashSet<&str>) -> Vec<NodeInfo> {
     view.nodes()
         .map(|n| {
             // A node whose engine does not answer is up but cannot run containers.
-            let ready = n.status.as_ref().is_some_and(|s| {
-                s.state == NodeState::Ready as i32 && !s.message.starts_with(ENGINE_UNAVAILABLE)
-            });
+            let ready = n
+                .status
+                .as_ref()
+                .is_some_and(|s| s.state == NodeState::Ready as i32 && s.engine_error.is_empty());
             let active =
                 n.spec.as_ref().map_or(0, |s| s.availability) == NodeAvailability::Active as i32;
             let resources = n.description.as_ref().and_then(|d| d.resources.as_ref());
@@ -644,5 +642,33 @@ mod tests {
             plan.unschedulable[0].1,
             "no suitable node (1 node not available for new tasks)"
         );
+    }
+
+    /// Readiness is the node's engine state, a field of its status: the message is for
+    /// people (it used to be read by its prefix).
+    #[test]
+    fn a_node_whose_engine_does_not_answer_gets_no_task() {
+        let s = replicated("s", 1);
+        let t = pending("s1", &s, 1);
+        let mut broken = node("n1");
+        if let Some(st) = broken.status.as_mut() {
+            st.engine_error = "connection refused".into();
+            st.message = "something else entirely".into();
+        }
+        let v = view(vec![broken, node("n2")], vec![s.clone()], vec![t.clone()]);
+        let plan = plan(&v, &arcs(&[t.clone()]));
+        assert_eq!(plan.assignments.len(), 1);
+        assert_eq!(plan.assignments[0].1, "n2");
+        // A message alone does not make a node unready.
+        let mut worded = node("n1");
+        if let Some(st) = worded.status.as_mut() {
+            st.message = "engine unavailable: but the field says it answers".into();
+        }
+        let v = view(vec![worded], vec![s], vec![t.clone()]);
+        assert_eq!(plan_of(&v, &t).assignments.len(), 1);
+    }
+
+    fn plan_of(v: &Tables, t: &Task) -> Plan {
+        plan(v, &arcs(std::slice::from_ref(t)))
     }
 }
