@@ -5,6 +5,7 @@ pub mod engine;
 pub mod exec;
 pub mod logs;
 pub mod session;
+pub mod shared;
 pub mod sim;
 pub mod task;
 pub mod worker;
@@ -32,8 +33,8 @@ pub struct AgentParams {
 /// Starts a node's agent: the session with the dispatcher and the worker that runs the node's
 /// tasks, wired together, until `shutdown`.
 pub fn start(params: AgentParams, shutdown: &CancellationToken) {
-    let registry: worker::TaskRegistry = Default::default();
-    let contact = session::Contact::default();
+    let registry: shared::TaskRegistry = Default::default();
+    let contact = shared::Contact::default();
     let (assign_tx, assign_rx) = mpsc::channel(64);
     let (status_tx, status_rx) = mpsc::channel(64);
     let generation_rx = session::generations(params.state.subscribe());

@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 pub use orch_api::heartbeat::LEADER_ADDR;
+
+use crate::shared::{Contact, TaskRegistry};
 use orch_api::heartbeat::{session_silence_limit, DEFAULT_PERIOD};
 
 /// What the node knows about its session.
@@ -34,22 +36,6 @@ pub struct SessionState {
     pub last_error: String,
     /// Bumped on every new session (so listeners can resend full state).
     pub generation: u64,
-}
-
-/// When the agent last heard from a manager, and the heartbeat period then in force: what
-/// the worker's fencing looks at.
-#[derive(Clone, Default)]
-pub struct Contact(Arc<Mutex<Option<(tokio::time::Instant, Duration)>>>);
-
-impl Contact {
-    pub fn touch(&self, period: Duration) {
-        *self.0.lock() = Some((tokio::time::Instant::now(), period));
-    }
-
-    /// How long the agent has heard nothing, and the period; None before the first contact.
-    pub fn silence(&self) -> Option<(Duration, Duration)> {
-        self.0.lock().map(|(at, period)| (at.elapsed(), period))
-    }
 }
 
 /// How the agent describes itself when it registers.
@@ -64,7 +50,7 @@ pub struct SessionParams {
     pub tls: Arc<ClientConfig>,
     /// For log subscriptions: the executor and the tasks the worker holds.
     pub exec: Arc<dyn crate::exec::Executor>,
-    pub tasks: crate::worker::TaskRegistry,
+    pub tasks: TaskRegistry,
     /// Manager addresses to try, best first; updated from session info.
     pub managers: Arc<Mutex<Vec<String>>>,
     pub registration: Arc<Mutex<Registration>>,

@@ -14,10 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::exec::Executor;
+use crate::shared::TaskRegistry;
 use crate::task;
-
-/// The tasks this node's worker holds, by ID (for log subscriptions).
-pub type TaskRegistry = Arc<parking_lot::Mutex<HashMap<String, Task>>>;
 
 /// How long a status report may wait for others to share its message.
 const REPORT_LINGER: Duration = Duration::from_millis(10);
@@ -37,7 +35,7 @@ pub struct WorkerParams {
     pub session_generation: watch::Receiver<u64>,
     pub registry: TaskRegistry,
     /// When a manager was last heard from (fencing).
-    pub contact: crate::session::Contact,
+    pub contact: crate::shared::Contact,
 }
 
 struct Worker {
@@ -334,7 +332,7 @@ mod tests {
     }
 
     struct Harness {
-        contact: crate::session::Contact,
+        contact: crate::shared::Contact,
         exec: Arc<FakeExecutor>,
         assign: mpsc::Sender<Assignments>,
         statuses: mpsc::Receiver<Vec<TaskStatusUpdate>>,
@@ -349,7 +347,7 @@ mod tests {
             let (status_tx, statuses) = mpsc::channel(16);
             let (generation, session_generation) = watch::channel(0);
             let shutdown = CancellationToken::new();
-            let contact = crate::session::Contact::default();
+            let contact = crate::shared::Contact::default();
             let params = WorkerParams {
                 exec: exec.clone(),
                 assignments,
