@@ -10,7 +10,6 @@ use tracing::Instrument;
 
 use crate::dispatcher::{assignments, heartbeat, status};
 use crate::manager::ManagerCtx;
-use crate::raft::membership;
 
 fn spawn_component<F>(ctx: &Arc<ManagerCtx>, name: &'static str, fut: F)
 where
@@ -51,7 +50,12 @@ pub fn start(ctx: Arc<ManagerCtx>, token: CancellationToken) {
     spawn_component(
         &ctx,
         "role_manager",
-        membership::role_manager(ctx.clone(), token.clone()),
+        crate::roles::role_manager(
+            ctx.store.clone(),
+            ctx.clone(),
+            ctx.raft.clone(),
+            token.clone(),
+        ),
     );
     spawn_component(
         &ctx,

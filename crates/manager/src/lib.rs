@@ -11,6 +11,7 @@ pub mod leader;
 pub mod manager;
 pub mod orchestrator;
 pub mod raft;
+pub mod roles;
 pub mod scheduler;
 pub mod state;
 #[cfg(test)]

@@ -1,18 +1,12 @@
-//! Raft membership: the quorum arithmetic behind promote, demote, leave and `node rm`, and the
-//! leader's role manager, which turns a node's desired role into raft membership.
+//! Raft membership: the quorum arithmetic behind promote, demote, leave and `node rm`, and
+//! handing leadership over before this manager leaves (the role manager, which turns a node's
+//! desired role into membership, is a leader component: `crate::roles`).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use orch_api::pb::store_action::Action;
-use orch_api::pb::{Node, NodeRole, RaftMember};
-use tokio::sync::broadcast::error::RecvError;
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
-use super::node::RaftStatus;
-use crate::manager::ManagerCtx;
-use crate::state::store::Object;
+use super::node::{RaftHandle, RaftStatus};
 
 pub const QUORUM_LOSS: &str =
     "can't remove member from the raft: this would result in a loss of quorum";
@@ -37,17 +31,6 @@ pub fn can_remove_member(status: &RaftStatus, raft_id: u64) -> bool {
     reachable > remaining.len() / 2
 }
 
-fn member_of(node: &Node) -> Option<RaftMember> {
-    node.manager_status
-        .as_ref()
-        .filter(|m| m.raft_id != 0)
-        .map(|m| RaftMember {
-            raft_id: m.raft_id,
-            node_id: node.id.clone(),
-            addr: m.addr.clone(),
-        })
-}
-
 /// A reachable voter other than this one to hand leadership to.
 pub fn transfer_target(status: &RaftStatus) -> Option<u64> {
     status
@@ -58,8 +41,8 @@ pub fn transfer_target(status: &RaftStatus) -> Option<u64> {
 }
 
 /// Hands leadership to another reachable manager and waits (up to 5 s) until it has it.
-pub async fn step_down(ctx: &ManagerCtx) -> Result<(), String> {
-    let status = ctx.raft.status();
+pub async fn step_down(raft: &RaftHandle) -> Result<(), String> {
+    let status = raft.status();
     if !status.is_leader {
         return Ok(());
     }
@@ -67,10 +50,10 @@ pub async fn step_down(ctx: &ManagerCtx) -> Result<(), String> {
         return Err("no other reachable manager to take over leadership".into());
     };
     info!(to = target, "transferring raft leadership");
-    let mut watch = ctx.raft.watch_status();
+    let mut watch = raft.watch_status();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        ctx.raft.transfer_leadership(target);
+        raft.transfer_leadership(target);
         let waited = tokio::time::timeout_at(
             std::cmp::min(
                 deadline,
@@ -84,79 +67,6 @@ pub async fn step_down(ctx: &ManagerCtx) -> Result<(), String> {
         }
         if tokio::time::Instant::now() >= deadline {
             return Err("leadership transfer did not complete".into());
-        }
-    }
-}
-
-/// Leader-only: promotes nodes whose desired role is manager (the node then renews its
-/// certificate and joins raft itself) and demotes nodes whose desired role is worker (out of
-/// raft first, leadership handed over first if it is this manager).
-pub async fn role_manager(ctx: Arc<ManagerCtx>, token: CancellationToken) {
-    let (_, mut rx) = ctx.store.view_and_watch();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        reconcile(&ctx).await;
-        // Only node changes (or a snapshot, or missed changes) can change a role; task
-        // traffic does not make it walk every node again.
-        loop {
-            tokio::select! {
-                _ = token.cancelled() => return,
-                _ = tick.tick() => break,
-                change = rx.recv() => match change {
-                    Ok(change)
-                        if !change.events.is_empty()
-                            && !change
-                                .events
-                                .iter()
-                                .any(|e| matches!(e.object(), Object::Node(_))) => {}
-                    Err(RecvError::Closed) => return,
-                    _ => break,
-                },
-            }
-        }
-    }
-}
-
-async fn reconcile(ctx: &ManagerCtx) {
-    let view = ctx.store.view();
-    for node in view.nodes() {
-        let desired = node.spec.as_ref().map_or(0, |s| s.desired_role);
-        let member = member_of(node);
-        if desired == NodeRole::Manager as i32 && node.role != NodeRole::Manager as i32 {
-            let mut n = (**node).clone();
-            n.role = NodeRole::Manager as i32;
-            match ctx.propose(vec![Action::UpdateNode(n)]).await {
-                Ok(_) => info!(node = %node.id, "node promoted to manager"),
-                Err(e) => warn!(node = %node.id, error = %e, "promotion not recorded"),
-            }
-        } else if desired == NodeRole::Worker as i32 {
-            if let Some(member) = member {
-                if member.raft_id == ctx.raft_id {
-                    if let Err(e) = step_down(ctx).await {
-                        warn!(error = %e, "cannot demote this manager yet");
-                    }
-                    return;
-                }
-                if !can_remove_member(&ctx.raft.status(), member.raft_id) {
-                    warn!(node = %node.id, "demotion waits: removing this manager now would lose quorum");
-                    continue;
-                }
-                if let Err(e) = ctx.raft.change_membership(&member, false).await {
-                    warn!(node = %node.id, error = %e, "could not remove manager from raft");
-                    continue;
-                }
-            }
-            let current = ctx.store.view().node(&node.id).cloned();
-            if let Some(current) =
-                current.filter(|n| n.role != NodeRole::Worker as i32 && n.manager_status.is_none())
-            {
-                let mut n = (*current).clone();
-                n.role = NodeRole::Worker as i32;
-                match ctx.propose(vec![Action::UpdateNode(n)]).await {
-                    Ok(_) => info!(node = %node.id, "node demoted to worker"),
-                    Err(e) => warn!(node = %node.id, error = %e, "demotion not recorded"),
-                }
-            }
         }
     }
 }

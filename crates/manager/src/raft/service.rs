@@ -161,7 +161,9 @@ impl Raft for RaftService {
             _ => cert.node_id.clone(),
         };
         if node_id == self.ctx.node_id && self.ctx.raft.is_leader() {
-            step_down(&self.ctx).await.map_err(Status::unavailable)?;
+            step_down(&self.ctx.raft)
+                .await
+                .map_err(Status::unavailable)?;
         }
         if let Route::Forward(channel, leader) = self.ctx.route(&request).await? {
             let mut fwd = forwarded(Empty {});
