@@ -60,7 +60,7 @@ pub fn start(ctx: Arc<ManagerCtx>, token: CancellationToken) {
     spawn_component(
         &ctx,
         "status_writer",
-        status::writer(ctx.clone(), token.clone()),
+        status::writer(ctx.dispatcher.clone(), ctx.clone(), token.clone()),
     );
     spawn_component(
         &ctx,

@@ -10,16 +10,21 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::manager::ManagerCtx;
+use super::Dispatcher;
+use crate::handles::Proposer;
 
 /// Reports per raft entry, at most.
 const MAX_BATCH: usize = 4000;
 /// How long a report may wait for others to share its entry.
 const LINGER: Duration = Duration::from_millis(5);
 
-pub async fn writer(ctx: Arc<ManagerCtx>, token: CancellationToken) {
+pub async fn writer<P: Proposer + ?Sized>(
+    dispatcher: Arc<Dispatcher>,
+    proposer: Arc<P>,
+    token: CancellationToken,
+) {
     let (tx, mut rx) = mpsc::channel::<Vec<TaskStatusUpdate>>(4096);
-    ctx.dispatcher.set_status_sink(Some(tx));
+    dispatcher.set_status_sink(Some(tx));
     loop {
         let first = tokio::select! {
             _ = token.cancelled() => break,
@@ -42,13 +47,13 @@ pub async fn writer(ctx: Arc<ManagerCtx>, token: CancellationToken) {
         // this manager leads. An agent sends each report once per session, so one given up
         // here would be lost until the agent's next session (when it sends every status).
         let mut backoff = Duration::from_millis(100);
-        while let Err(e) = ctx.propose(actions.clone()).await {
+        while let Err(e) = proposer.propose(actions.clone()).await {
             warn!(error = %e, "task status reports not written yet; trying again");
             tokio::select! {
                 _ = token.cancelled() => {
                     // No longer the leader: its sessions end, and agents send every status
                     // again to the next one.
-                    ctx.dispatcher.set_status_sink(None);
+                    dispatcher.set_status_sink(None);
                     return;
                 }
                 _ = tokio::time::sleep(backoff) => {}
@@ -56,5 +61,63 @@ pub async fn writer(ctx: Arc<ManagerCtx>, token: CancellationToken) {
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
-    ctx.dispatcher.set_status_sink(None);
+    dispatcher.set_status_sink(None);
+}
+
+#[cfg(test)]
+mod tests {
+    use orch_api::pb::{TaskState, TaskStatus};
+
+    use super::*;
+    use crate::handles::testing::Applier;
+    use crate::state::store::Store;
+
+    fn report(task: &str) -> TaskStatusUpdate {
+        TaskStatusUpdate {
+            task_id: task.into(),
+            status: Some(TaskStatus {
+                state: TaskState::Running as i32,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// Reports that arrive within the linger share one proposal; later ones get their own.
+    #[tokio::test(start_paused = true)]
+    async fn reports_arriving_together_share_one_proposal() {
+        let applier = Applier::new(Arc::new(Store::new()));
+        let dispatcher = Arc::new(Dispatcher::default());
+        let token = CancellationToken::new();
+        let task = tokio::spawn(writer(dispatcher.clone(), applier.clone(), token.clone()));
+        // Three sessions' batches at once, then one more well after the linger.
+        assert!(
+            dispatcher
+                .forward_statuses(vec![report("a"), report("b")])
+                .await
+        );
+        assert!(dispatcher.forward_statuses(vec![report("c")]).await);
+        assert!(dispatcher.forward_statuses(vec![report("d")]).await);
+        tokio::time::sleep(LINGER * 4).await;
+        assert!(dispatcher.forward_statuses(vec![report("e")]).await);
+        tokio::time::sleep(LINGER * 4).await;
+        let ids: Vec<Vec<String>> = applier
+            .proposed()
+            .iter()
+            .map(|actions| {
+                actions
+                    .iter()
+                    .map(|a| match a {
+                        Action::TaskStatus(u) => u.task_id.clone(),
+                        other => panic!("not a status: {other:?}"),
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(ids, vec![vec!["a", "b", "c", "d"], vec!["e"]]);
+        // Cancelled (no longer the leader): reports are refused, so sessions end and agents
+        // send them again to the next leader.
+        token.cancel();
+        task.await.expect("the writer ends");
+        assert!(!dispatcher.forward_statuses(vec![report("f")]).await);
+    }
 }
