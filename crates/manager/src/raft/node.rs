@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use orch_api::pb::{RaftMember, StoreSnapshot, StoreTransaction};
+use orch_api::pb::{MemberChange, RaftMember, StoreSnapshot, StoreTransaction};
 use prost::Message as _;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, Snapshot};
@@ -112,6 +112,18 @@ pub trait Transport: Send + Sync + 'static {
     fn remove_peer(&self, raft_id: u64);
 }
 
+/// The member and the proposer's timestamp of a membership change entry's context (a bare
+/// `RaftMember`, with no timestamp, in entries written before `MemberChange`).
+fn member_change(context: &[u8]) -> (RaftMember, i64) {
+    match MemberChange::decode(context) {
+        Ok(MemberChange {
+            member: Some(member),
+            timestamp,
+        }) => (member, timestamp),
+        _ => (RaftMember::decode(context).unwrap_or_default(), 0),
+    }
+}
+
 /// A cheap handle to the raft node task.
 #[derive(Clone)]
 pub struct RaftHandle {
@@ -159,7 +171,12 @@ impl RaftHandle {
             ConfChangeType::RemoveNode
         });
         cc.node_id = member.raft_id;
-        cc.context = member.encode_to_vec().into();
+        cc.context = MemberChange {
+            member: Some(member.clone()),
+            timestamp: orch_api::now_nanos(),
+        }
+        .encode_to_vec()
+        .into();
         self.request(|reply| Request::ConfChange { cc, reply })
             .await
     }
@@ -632,7 +649,7 @@ impl<T: Transport> RaftNode<T> {
     fn apply_conf_change(&mut self, entry: &Entry) -> Result<Result<u64, ProposeError>, RaftError> {
         let cc = ConfChange::parse_from_bytes(entry.data.as_ref())
             .map_err(|e| RaftError::Corrupt(format!("conf change {}: {e}", entry.index)))?;
-        let member = RaftMember::decode(cc.context.as_ref()).unwrap_or_default();
+        let (member, ts) = member_change(&cc.context);
         let added = cc.get_change_type() == ConfChangeType::AddNode;
         let cs = match self.raw.apply_conf_change(&cc) {
             Ok(cs) => cs,
@@ -642,7 +659,6 @@ impl<T: Transport> RaftNode<T> {
             }
         };
         self.raw.mut_store().set_conf_state(cs)?;
-        let ts = orch_api::now_nanos();
         self.store.apply_member_change(
             entry.index,
             &RaftMember {
@@ -802,7 +818,7 @@ pub fn replay_log(log: &LogStore, store: &Store) -> Result<u64, RaftError> {
             EntryType::EntryConfChange => {
                 let cc = ConfChange::parse_from_bytes(entry.data.as_ref())
                     .map_err(|e| RaftError::Corrupt(format!("conf change {}: {e}", entry.index)))?;
-                let member = RaftMember::decode(cc.context.as_ref()).unwrap_or_default();
+                let (member, ts) = member_change(&cc.context);
                 let added = cc.get_change_type() == ConfChangeType::AddNode;
                 store.apply_member_change(
                     entry.index,
@@ -811,7 +827,7 @@ pub fn replay_log(log: &LogStore, store: &Store) -> Result<u64, RaftError> {
                         ..member
                     },
                     added,
-                    0,
+                    ts,
                 );
             }
             _ => store.advance(entry.index),
@@ -867,4 +883,37 @@ pub fn force_new_cluster(log: &mut LogStore, raft_id: u64, store: &Store) -> Res
     snap.data = store.view().to_snapshot().encode_to_vec().into();
     log.apply_snapshot(&snap)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    /// Every manager stamps a member's node with the proposer's clock carried in the entry
+    /// (it used its own clock when applying, and 0 when replaying: apply differed between
+    /// managers and between a manager and itself after a restart).
+    #[test]
+    fn a_membership_change_carries_the_proposers_timestamp() {
+        let member = RaftMember {
+            raft_id: 7,
+            node_id: "n7".into(),
+            addr: "10.0.0.7:2377".into(),
+        };
+        let now = MemberChange {
+            member: Some(member.clone()),
+            timestamp: 42,
+        }
+        .encode_to_vec();
+        assert_eq!(member_change(&now), (member.clone(), 42));
+        // Entries written before MemberChange: a bare RaftMember, no timestamp.
+        assert_eq!(member_change(&member.encode_to_vec()), (member.clone(), 0));
+        let no_raft_id = RaftMember {
+            raft_id: 0,
+            ..member.clone()
+        };
+        assert_eq!(member_change(&no_raft_id.encode_to_vec()), (no_raft_id, 0));
+        assert_eq!(member_change(&[]), (RaftMember::default(), 0));
+    }
 }
