@@ -45,7 +45,7 @@ pub fn start(ctx: Arc<ManagerCtx>, token: CancellationToken) {
     spawn_component(
         &ctx,
         "assignments",
-        assignments::streamer(ctx.clone(), token.clone()),
+        assignments::streamer(ctx.store.clone(), ctx.dispatcher.clone(), token.clone()),
     );
     spawn_component(
         &ctx,
@@ -65,11 +65,11 @@ pub fn start(ctx: Arc<ManagerCtx>, token: CancellationToken) {
     spawn_component(
         &ctx,
         "orchestrator",
-        crate::orchestrator::run(ctx.clone(), token.clone()),
+        crate::orchestrator::run(ctx.store.clone(), ctx.clone(), token.clone()),
     );
     spawn_component(
         &ctx,
         "scheduler",
-        crate::scheduler::run(ctx.clone(), token.clone()),
+        crate::scheduler::run(ctx.store.clone(), ctx.clone(), token.clone()),
     );
 }

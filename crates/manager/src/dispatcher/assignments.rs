@@ -10,8 +10,8 @@ use orch_api::pb::{Assignments, Task, TaskState};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use crate::manager::ManagerCtx;
-use crate::state::store::{Event, Object, Tables};
+use super::Dispatcher;
+use crate::state::store::{Event, Object, Store, Tables};
 
 /// A task belongs in its node's assignment set once scheduled (ASSIGNED or later), until the
 /// task is deleted; the agent keeps the container of every task it holds.
@@ -23,13 +23,13 @@ pub fn is_assigned(task: &Task) -> bool {
             .is_some_and(|s| s.state >= TaskState::Assigned as i32)
 }
 
-pub fn send_full(ctx: &ManagerCtx, view: &Tables, node_id: &str) {
+pub fn send_full(dispatcher: &Dispatcher, view: &Tables, node_id: &str) {
     let tasks: Vec<Task> = view
         .tasks_of_node(node_id)
         .filter(|t| is_assigned(t))
         .map(|t| (**t).clone())
         .collect();
-    ctx.dispatcher.send(
+    dispatcher.send(
         node_id,
         ManagerMsg::Assignments(Assignments {
             full: true,
@@ -46,8 +46,8 @@ struct NodeChanges {
 }
 
 /// Leader-only: turns task events into incremental assignment messages, batched per node.
-pub async fn streamer(ctx: Arc<ManagerCtx>, token: CancellationToken) {
-    let (_, mut rx) = ctx.store.view_and_watch();
+pub async fn streamer(store: Arc<Store>, dispatcher: Arc<Dispatcher>, token: CancellationToken) {
+    let (_, mut rx) = store.view_and_watch();
     loop {
         let mut changes: BTreeMap<String, NodeChanges> = BTreeMap::new();
         let mut resync = false;
@@ -77,9 +77,9 @@ pub async fn streamer(ctx: Arc<ManagerCtx>, token: CancellationToken) {
             }
         }
         if resync {
-            let view = ctx.store.view();
-            for node in ctx.dispatcher.connected_nodes() {
-                send_full(&ctx, &view, &node);
+            let view = store.view();
+            for node in dispatcher.connected_nodes() {
+                send_full(&dispatcher, &view, &node);
             }
             continue;
         }
@@ -90,11 +90,11 @@ pub async fn streamer(ctx: Arc<ManagerCtx>, token: CancellationToken) {
                 tasks: c.updated.into_values().collect(),
                 removed: c.removed.into_iter().collect(),
             };
-            if !ctx.dispatcher.send(&node, ManagerMsg::Assignments(message))
-                && ctx.dispatcher.is_connected(&node)
+            if !dispatcher.send(&node, ManagerMsg::Assignments(message))
+                && dispatcher.is_connected(&node)
             {
                 // The agent fell behind: end its session; it reconnects and gets a full set.
-                ctx.dispatcher.close(&node);
+                dispatcher.close(&node);
             }
         }
     }
@@ -133,5 +133,84 @@ fn collect(event: &Event, changes: &mut BTreeMap<String, NodeChanges>) {
         }
         Event::Deleted(Object::Task(t)) if is_assigned(t) => remove(t, changes),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use orch_api::pb::store_action::Action;
+    use orch_api::pb::ManagerMessage;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::handles::testing::Applier;
+    use crate::handles::Proposer;
+    use crate::testkit;
+
+    async fn next(rx: &mut mpsc::Receiver<Result<ManagerMessage, tonic::Status>>) -> Assignments {
+        let message = tokio::time::timeout(Duration::from_secs(1), rx.recv())
+            .await
+            .expect("an assignment message")
+            .expect("session open")
+            .expect("not an error");
+        match message.msg {
+            Some(ManagerMsg::Assignments(a)) => a,
+            other => panic!("not assignments: {other:?}"),
+        }
+    }
+
+    fn ids(tasks: &[Task]) -> Vec<&str> {
+        tasks.iter().map(|t| t.id.as_str()).collect()
+    }
+
+    /// Each node hears of the changes to its own tasks, those of one transaction (and of
+    /// transactions close together) in one message; unscheduled tasks are nobody's yet.
+    #[tokio::test(start_paused = true)]
+    async fn changes_reach_their_node_batched() {
+        let store = Arc::new(Store::new());
+        let applier = Applier::new(store.clone());
+        let dispatcher = Arc::new(Dispatcher::default());
+        let (tx1, mut rx1) = mpsc::channel(16);
+        let (tx2, mut rx2) = mpsc::channel(16);
+        dispatcher.register("n1", tx1);
+        dispatcher.register("n2", tx2);
+        let token = CancellationToken::new();
+        tokio::spawn(streamer(store.clone(), dispatcher.clone(), token.clone()));
+        tokio::time::sleep(Duration::from_millis(1)).await; // the streamer subscribes
+
+        let s = testkit::replicated("s", 3);
+        applier
+            .propose(vec![
+                Action::CreateService(s.clone()),
+                Action::CreateTask(testkit::running("t1", &s, 1, "n1")),
+                Action::CreateTask(testkit::running("t2", &s, 2, "n1")),
+                Action::CreateTask(testkit::pending("t3", &s, 3)),
+            ])
+            .await
+            .expect("create");
+        let a = next(&mut rx1).await;
+        assert!(!a.full);
+        assert_eq!(ids(&a.tasks), ["t1", "t2"]);
+        assert!(a.removed.is_empty());
+
+        // t3 is scheduled on n2: n2 alone hears of it.
+        let mut t3 = testkit::running("t3", &s, 3, "n2");
+        t3.meta = store.view().task("t3").and_then(|t| t.meta.clone());
+        applier
+            .propose(vec![Action::UpdateTask(t3)])
+            .await
+            .expect("schedule");
+        assert_eq!(ids(&next(&mut rx2).await.tasks), ["t3"]);
+        assert!(rx1.try_recv().is_err(), "n1 hears nothing of n2's task");
+
+        // A deleted task is removed from its node's set.
+        applier
+            .propose(vec![Action::DeleteTask("t1".into())])
+            .await
+            .expect("delete");
+        let a = next(&mut rx1).await;
+        assert!(a.tasks.is_empty());
+        assert_eq!(a.removed, ["t1"]);
+        token.cancel();
     }
 }

@@ -309,7 +309,7 @@ impl DispatcherRpc for DispatcherService {
         let _ = tx.try_send(Ok(ManagerMessage {
             msg: Some(ManagerMsg::Session(info)),
         }));
-        assignments::send_full(&self.ctx, &view, &node_id);
+        assignments::send_full(&self.ctx.dispatcher, &view, &node_id);
         info!(node = %node_id, "agent session started");
 
         let ctx = self.ctx.clone();

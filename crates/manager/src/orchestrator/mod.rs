@@ -147,8 +147,8 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::manager::ManagerCtx;
-use crate::state::store::{Event, Object, Tables};
+use crate::handles::Proposer;
+use crate::state::store::{Event, Object, Store, Tables};
 
 /// A change to one task.
 #[derive(Debug, Clone, PartialEq)]
@@ -370,15 +370,19 @@ impl Timers {
 
 /// The orchestrator loop: reconciles the services the store's changes touched (all of them
 /// when nodes change), plus orphaned tasks, and commits the changes in batches.
-pub async fn run(ctx: Arc<ManagerCtx>, token: CancellationToken) {
-    let (_, mut rx) = ctx.store.view_and_watch();
+pub async fn run<P: Proposer + ?Sized>(
+    store: Arc<Store>,
+    proposer: Arc<P>,
+    token: CancellationToken,
+) {
+    let (_, mut rx) = store.view_and_watch();
     let mut dirty = Dirty {
         everything: true,
         ..Default::default()
     };
     let mut timers = Timers::new(orch_api::now_nanos());
     loop {
-        let view = ctx.store.view();
+        let view = store.view();
         let now = orch_api::now_nanos();
         let services: Vec<Arc<Service>> = if timers.begin(now, dirty.everything) {
             view.services().cloned().collect()
@@ -408,7 +412,7 @@ pub async fn run(ctx: Arc<ManagerCtx>, token: CancellationToken) {
                 .into_iter()
                 .map(Action::DeleteTask),
         );
-        commit(&ctx, actions).await;
+        commit(proposer.as_ref(), actions).await;
 
         let sleep = timers.sleep(orch_api::now_nanos());
         tokio::select! {
@@ -541,11 +545,11 @@ impl Dirty {
 
 /// Commits actions in batches; a batch that conflicts is dropped (the next round, from a
 /// fresh view, decides again).
-pub async fn commit(ctx: &ManagerCtx, actions: Vec<Action>) {
+pub async fn commit<P: Proposer + ?Sized>(proposer: &P, actions: Vec<Action>) {
     let mut rest = actions;
     while !rest.is_empty() {
         let tail = rest.split_off(rest.len().min(crate::scheduler::BATCH));
-        if let Err(e) = ctx.propose(rest).await {
+        if let Err(e) = proposer.propose(rest).await {
             if crate::handles::conflict::is_conflict(&e) {
                 debug!("orchestrator batch conflicted; deciding again");
             } else {

@@ -13,16 +13,21 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::manager::ManagerCtx;
+use crate::handles::Proposer;
+use crate::state::store::Store;
 
 /// Actions per raft entry.
 pub const BATCH: usize = 1000;
 
-pub async fn run(ctx: Arc<ManagerCtx>, token: CancellationToken) {
-    let (_, mut rx) = ctx.store.view_and_watch();
+pub async fn run<P: Proposer + ?Sized>(
+    store: Arc<Store>,
+    proposer: Arc<P>,
+    token: CancellationToken,
+) {
+    let (_, mut rx) = store.view_and_watch();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        schedule_once(&ctx).await;
+        schedule_once(&store, proposer.as_ref()).await;
         tokio::select! {
             _ = token.cancelled() => return,
             _ = tick.tick() => {}
@@ -38,8 +43,8 @@ pub async fn run(ctx: Arc<ManagerCtx>, token: CancellationToken) {
     }
 }
 
-async fn schedule_once(ctx: &ManagerCtx) {
-    let view = ctx.store.view();
+async fn schedule_once<P: Proposer + ?Sized>(store: &Store, proposer: &P) {
+    let view = store.view();
     let pending: Vec<_> = view
         .pending_tasks()
         .filter(|t| t.desired_state <= TaskState::Running as i32)
@@ -88,7 +93,7 @@ async fn schedule_once(ctx: &ManagerCtx) {
     }
     for chunk in chunks {
         // A conflict means the task changed meanwhile: the next round sees it as it is now.
-        if let Err(e) = ctx.propose(chunk).await {
+        if let Err(e) = proposer.propose(chunk).await {
             if crate::handles::conflict::is_conflict(&e) {
                 debug!("scheduler batch conflicted; retrying next round");
             } else {
