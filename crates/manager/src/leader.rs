@@ -8,8 +8,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::ctx::ManagerCtx;
 use crate::dispatcher::{assignments, heartbeat, status};
-use crate::manager::ManagerCtx;
 
 fn spawn_component<F>(ctx: &Arc<ManagerCtx>, name: &'static str, fut: F)
 where

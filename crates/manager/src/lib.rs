@@ -4,6 +4,7 @@
 pub mod bootstrap;
 pub mod ca;
 pub mod controlapi;
+pub mod ctx;
 pub mod dispatcher;
 pub mod error;
 pub mod handles;
@@ -17,4 +18,5 @@ pub mod state;
 #[cfg(test)]
 pub(crate) mod testkit;
 
-pub use manager::{Manager, ManagerCtx, ManagerExit, ManagerParams, ManagerSlot};
+pub use ctx::{ManagerCtx, ManagerSlot};
+pub use manager::{Manager, ManagerExit, ManagerParams};

@@ -18,7 +18,7 @@ use tracing::info;
 
 use super::auth::require_node;
 use super::{RootCa, DEFAULT_CERT_EXPIRY};
-use crate::manager::{ManagerCtx, Route, FORWARDED};
+use crate::ctx::{ManagerCtx, Route, FORWARDED};
 use crate::state::store::Tables;
 
 pub const INVALID_TOKEN: &str = "A valid join token is necessary to join this cluster";

@@ -6,9 +6,9 @@ use orch_api::pb::store_action::Action;
 use orch_api::pb::{Cluster, UpdateClusterRequest};
 
 use crate::ca::MIN_CERT_EXPIRY;
+use crate::ctx::ManagerCtx;
 use crate::error::{ManagerError, Result};
 use crate::handles::conflict::retry_conflicts;
-use crate::manager::ManagerCtx;
 
 /// The shortest heartbeat period accepted.
 pub const MIN_HEARTBEAT: Duration = Duration::from_millis(100);

@@ -15,7 +15,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::ca::auth::require_manager;
-use crate::manager::{ManagerCtx, ManagerSlot, Route, FORWARDED};
+use crate::ctx::{ManagerCtx, ManagerSlot, Route, FORWARDED};
 
 /// Whether the node is a manager by its certificate, its manager stack up or not.
 pub type IsManager = Arc<dyn Fn() -> bool + Send + Sync>;
@@ -100,7 +100,12 @@ impl Control for ControlApi {
                 .into_inner();
             return Ok(Response::new(Box::pin(stream) as BoxedLogs));
         }
-        let stream = crate::dispatcher::logs::subscribe(ctx, request.into_inner()).await?;
+        let view = ctx.read_view().await?;
+        let stream = crate::dispatcher::logs::subscribe(
+            ctx.dispatcher.clone(),
+            &view,
+            request.into_inner(),
+        )?;
         Ok(Response::new(Box::pin(stream) as BoxedLogs))
     }
 

@@ -6,9 +6,9 @@ use orch_api::pb::{
     UpdateNodeRequest,
 };
 
+use crate::ctx::ManagerCtx;
 use crate::error::{ManagerError, Result};
 use crate::handles::conflict::retry_conflicts;
-use crate::manager::ManagerCtx;
 use crate::raft::membership::{can_remove_member, LAST_MANAGER, QUORUM_LOSS};
 use crate::state::store::Tables;
 

@@ -10,9 +10,9 @@ use orch_api::pb::{
 use orch_api::validate::{is_job, normalize_service_spec};
 use rand::seq::IndexedRandom;
 
+use crate::ctx::ManagerCtx;
 use crate::error::{ManagerError, Result};
 use crate::handles::conflict::retry_conflicts;
-use crate::manager::ManagerCtx;
 use crate::raft::node::ProposeError;
 use crate::state::store::ApplyError;
 

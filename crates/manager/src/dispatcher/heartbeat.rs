@@ -15,8 +15,8 @@ use orch_api::heartbeat::heartbeat_deadline;
 use tokio::time::Instant;
 
 use super::{heartbeat_period, push_session_info, Dispatcher};
+use crate::ctx::ManagerCtx;
 use crate::handles::Proposer;
-use crate::manager::ManagerCtx;
 use crate::state::store::{Event, Object, Store};
 
 /// Marks nodes Down whose agent has not heartbeated within the heartbeat deadline. Nodes get

@@ -10,70 +10,19 @@ use std::task::{Context, Poll};
 
 use futures::Stream;
 use orch_api::pb::manager_message::Msg as ManagerMsg;
-use orch_api::pb::{LogBatch, LogMessage, LogSubscription, ServiceLogsRequest, TaskState};
-use parking_lot::Mutex;
+use orch_api::pb::{LogMessage, LogSubscription, ServiceLogsRequest, TaskState};
 use tokio::sync::mpsc;
 use tonic::Status;
 
+use super::sessions::{Dispatcher, Subscription};
 use crate::error::{ManagerError, Result};
-use crate::manager::ManagerCtx;
-
-type Tx = mpsc::Sender<Result<LogMessage, Status>>;
-
-struct Subscription {
-    tx: Tx,
-    /// Nodes that have not sent everything yet.
-    pending: HashSet<String>,
-    nodes: HashSet<String>,
-}
-
-#[derive(Default)]
-pub struct LogBroker {
-    subs: Mutex<HashMap<String, Subscription>>,
-}
-
-impl LogBroker {
-    /// Delivers a batch from `node`; false if the subscription is gone (the agent stops).
-    pub async fn deliver(&self, node: &str, batch: LogBatch) -> bool {
-        let tx = {
-            let subs = self.subs.lock();
-            match subs.get(&batch.subscription_id) {
-                Some(s) if s.nodes.contains(node) => s.tx.clone(),
-                _ => return false,
-            }
-        };
-        for mut m in batch.messages {
-            m.node_id = node.to_string();
-            if tx.send(Ok(m)).await.is_err() {
-                return false;
-            }
-        }
-        if batch.done {
-            let mut subs = self.subs.lock();
-            let finished = match subs.get_mut(&batch.subscription_id) {
-                Some(s) => {
-                    s.pending.remove(node);
-                    s.pending.is_empty()
-                }
-                None => false,
-            };
-            if finished {
-                subs.remove(&batch.subscription_id);
-            }
-        }
-        true
-    }
-
-    fn remove(&self, id: &str) -> Option<Subscription> {
-        self.subs.lock().remove(id)
-    }
-}
+use crate::state::store::Tables;
 
 /// The client's end: dropping it (client gone) tells the nodes to stop.
 pub struct LogStream {
     rx: mpsc::Receiver<Result<LogMessage, Status>>,
     id: String,
-    ctx: Arc<ManagerCtx>,
+    dispatcher: Arc<Dispatcher>,
 }
 
 impl Stream for LogStream {
@@ -85,22 +34,26 @@ impl Stream for LogStream {
 
 impl Drop for LogStream {
     fn drop(&mut self) {
-        if let Some(sub) = self.ctx.dispatcher.logs.remove(&self.id) {
+        if let Some(sub) = self.dispatcher.logs.remove(&self.id) {
             for node in sub.nodes {
                 let close = LogSubscription {
                     id: self.id.clone(),
                     close: true,
                     ..Default::default()
                 };
-                self.ctx.dispatcher.send(&node, ManagerMsg::Logs(close));
+                self.dispatcher.send(&node, ManagerMsg::Logs(close));
             }
         }
     }
 }
 
-/// Starts a subscription for the tasks `req` names and returns the client's stream.
-pub async fn subscribe(ctx: Arc<ManagerCtx>, req: ServiceLogsRequest) -> Result<LogStream> {
-    let view = ctx.read_view().await?;
+/// Starts a subscription for the tasks `req` names (in `view`, a linearizable read) and
+/// returns the client's stream.
+pub fn subscribe(
+    dispatcher: Arc<Dispatcher>,
+    view: &Tables,
+    req: ServiceLogsRequest,
+) -> Result<LogStream> {
     let tasks: Vec<_> = if !req.task.is_empty() {
         let found: Vec<_> = view
             .tasks()
@@ -132,7 +85,7 @@ pub async fn subscribe(ctx: Arc<ManagerCtx>, req: ServiceLogsRequest) -> Result<
         let state = t.status.as_ref().map_or(0, |s| s.state);
         if !t.node_id.is_empty()
             && state >= TaskState::Ready as i32
-            && ctx.dispatcher.is_connected(&t.node_id)
+            && dispatcher.is_connected(&t.node_id)
         {
             by_node
                 .entry(t.node_id.clone())
@@ -144,7 +97,7 @@ pub async fn subscribe(ctx: Arc<ManagerCtx>, req: ServiceLogsRequest) -> Result<
     let (tx, rx) = mpsc::channel(4096);
     let nodes: HashSet<String> = by_node.keys().cloned().collect();
     if !nodes.is_empty() {
-        ctx.dispatcher.logs.subs.lock().insert(
+        dispatcher.logs.subs.lock().insert(
             id.clone(),
             Subscription {
                 tx,
@@ -163,7 +116,7 @@ pub async fn subscribe(ctx: Arc<ManagerCtx>, req: ServiceLogsRequest) -> Result<
             timestamps: req.timestamps,
             close: false,
         };
-        ctx.dispatcher.send(&node, ManagerMsg::Logs(sub));
+        dispatcher.send(&node, ManagerMsg::Logs(sub));
     }
-    Ok(LogStream { rx, id, ctx })
+    Ok(LogStream { rx, id, dispatcher })
 }

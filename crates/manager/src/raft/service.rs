@@ -14,7 +14,7 @@ use tracing::info;
 use super::membership::{can_remove_member, step_down, QUORUM_LOSS};
 use super::transport::decode_batch;
 use crate::ca::auth::{require_node, WORKER_DENIED};
-use crate::manager::{ManagerCtx, Route, FORWARDED};
+use crate::ctx::{ManagerCtx, Route, FORWARDED};
 
 pub struct RaftService {
     ctx: Arc<ManagerCtx>,
