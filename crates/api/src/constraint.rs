@@ -4,7 +4,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::pb::{Node, NodeRole};
+use crate::pb::{Node, NodeRole, Placement};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Key {
@@ -196,6 +196,64 @@ fn in_network(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
     }
 }
 
+/// Why a node does not fit a placement's static filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mismatch {
+    Constraints,
+    Platform,
+}
+
+/// The part of a placement that depends on the node alone — its constraints and platforms —
+/// as the scheduler (for replicated tasks) and the global orchestrator (which nodes get a
+/// task) both apply it.
+#[derive(Debug, Clone, Default)]
+pub struct NodeFilter {
+    constraints: Vec<Constraint>,
+    /// (os, architecture); an empty field matches any.
+    platforms: Vec<(String, String)>,
+}
+
+impl NodeFilter {
+    /// Specs are validated at the API edge; a constraint that no longer parses matches nothing
+    /// (it is dropped, as swarm does).
+    pub fn of(placement: &Placement) -> Self {
+        NodeFilter {
+            constraints: placement
+                .constraints
+                .iter()
+                .filter_map(|c| Constraint::parse(c).ok())
+                .collect(),
+            platforms: placement
+                .platforms
+                .iter()
+                .map(|p| (p.os.clone(), p.architecture.clone()))
+                .collect(),
+        }
+    }
+
+    /// Whether `node` fits, or the first filter it fails.
+    pub fn check(&self, node: &Node) -> Result<(), Mismatch> {
+        if !self.constraints.iter().all(|c| c.matches(node)) {
+            return Err(Mismatch::Constraints);
+        }
+        if !self.platforms.is_empty() {
+            let p = node
+                .description
+                .as_ref()
+                .and_then(|d| d.platform.clone())
+                .unwrap_or_default();
+            let fits = self.platforms.iter().any(|(os, arch)| {
+                (os.is_empty() || os.eq_ignore_ascii_case(&p.os))
+                    && (arch.is_empty() || arch.eq_ignore_ascii_case(&p.architecture))
+            });
+            if !fits {
+                return Err(Mismatch::Platform);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Parses all of a task's constraints.
 pub fn parse_all(texts: &[String]) -> Result<Vec<Constraint>, ConstraintError> {
     texts.iter().map(|t| Constraint::parse(t)).collect()
@@ -281,6 +339,55 @@ mod tests {
                 Constraint::parse(text).is_err(),
                 "{text:?} should be refused"
             );
+        }
+    }
+
+    /// The filter the scheduler and the global orchestrator share: constraints first, then
+    /// platforms; an empty platform field matches any.
+    #[test]
+    fn node_filter_cases() {
+        let placement = |constraints: &[&str], platforms: &[(&str, &str)]| Placement {
+            constraints: constraints.iter().map(|c| c.to_string()).collect(),
+            platforms: platforms
+                .iter()
+                .map(|(os, arch)| Platform {
+                    os: os.to_string(),
+                    architecture: arch.to_string(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let cases: [(&str, Placement, Result<(), Mismatch>); 7] = [
+            ("nothing asked", placement(&[], &[]), Ok(())),
+            (
+                "constraint met",
+                placement(&["node.labels.zone==east"], &[]),
+                Ok(()),
+            ),
+            (
+                "constraint not met",
+                placement(&["node.labels.zone==west"], &[]),
+                Err(Mismatch::Constraints),
+            ),
+            (
+                "platform met, any case",
+                placement(&[], &[("Linux", "X86_64")]),
+                Ok(()),
+            ),
+            ("os only", placement(&[], &[("linux", "")]), Ok(())),
+            (
+                "platform not met",
+                placement(&[], &[("windows", ""), ("linux", "arm64")]),
+                Err(Mismatch::Platform),
+            ),
+            (
+                "constraints are checked first",
+                placement(&["node.role==manager"], &[("windows", "")]),
+                Err(Mismatch::Constraints),
+            ),
+        ];
+        for (name, p, want) in cases {
+            assert_eq!(NodeFilter::of(&p).check(&node()), want, "{name}");
         }
     }
 }

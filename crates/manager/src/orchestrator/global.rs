@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use orch_api::constraint::Constraint;
+use orch_api::constraint::NodeFilter;
 use orch_api::pb::{Node, Service, Task, TaskState};
 
 use super::replicated::{keep_current, split_slots};
@@ -19,23 +19,7 @@ fn eligible(service: &Service, node: &Node) -> bool {
         .and_then(|s| s.task.as_ref())
         .and_then(|t| t.placement.clone())
         .unwrap_or_default();
-    let constraints_ok = placement
-        .constraints
-        .iter()
-        .filter_map(|c| Constraint::parse(c).ok())
-        .all(|c| c.matches(node));
-    let platform = node
-        .description
-        .as_ref()
-        .and_then(|d| d.platform.clone())
-        .unwrap_or_default();
-    let platform_ok = placement.platforms.is_empty()
-        || placement.platforms.iter().any(|p| {
-            (p.os.is_empty() || p.os.eq_ignore_ascii_case(&platform.os))
-                && (p.architecture.is_empty()
-                    || p.architecture.eq_ignore_ascii_case(&platform.architecture))
-        });
-    constraints_ok && platform_ok
+    NodeFilter::of(&placement).check(node).is_ok()
 }
 
 pub fn reconcile(

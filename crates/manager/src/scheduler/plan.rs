@@ -9,7 +9,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use orch_api::constraint::Constraint;
+use orch_api::constraint::{Mismatch, NodeFilter};
 use orch_api::pb::{Node, NodeAvailability, NodeState, Task};
 
 use crate::state::store::{self, occupies_node, reservation, Tables};
@@ -119,8 +119,7 @@ struct Demand {
     service_id: String,
     cpu: i64,
     memory: i64,
-    constraints: Vec<Constraint>,
-    platforms: Vec<(String, String)>,
+    filter: NodeFilter,
     ports: Vec<(String, u32)>,
     max_replicas: u64,
     preferences: Vec<String>,
@@ -138,17 +137,7 @@ impl Demand {
             service_id: t.service_id.clone(),
             cpu,
             memory,
-            // Specs are validated at the API edge; a constraint that no longer parses matches nothing.
-            constraints: placement
-                .constraints
-                .iter()
-                .filter_map(|c| Constraint::parse(c).ok())
-                .collect(),
-            platforms: placement
-                .platforms
-                .iter()
-                .map(|p| (p.os.clone(), p.architecture.clone()))
-                .collect(),
+            filter: NodeFilter::of(&placement),
             ports: host_ports(t),
             max_replicas: placement.max_replicas,
             preferences: placement
@@ -169,25 +158,11 @@ impl Demand {
         if !info.available {
             return Some(Reason::NotAvailable);
         }
-        if !self.constraints.iter().all(|c| c.matches(&info.node)) {
-            return Some(Reason::Constraints);
+        match self.filter.check(&info.node) {
+            Ok(()) => None,
+            Err(Mismatch::Constraints) => Some(Reason::Constraints),
+            Err(Mismatch::Platform) => Some(Reason::Platform),
         }
-        if !self.platforms.is_empty() {
-            let p = info
-                .node
-                .description
-                .as_ref()
-                .and_then(|d| d.platform.clone())
-                .unwrap_or_default();
-            let fits = self.platforms.iter().any(|(os, arch)| {
-                (os.is_empty() || os.eq_ignore_ascii_case(&p.os))
-                    && (arch.is_empty() || arch.eq_ignore_ascii_case(&p.architecture))
-            });
-            if !fits {
-                return Some(Reason::Platform);
-            }
-        }
-        None
     }
 
     /// Filters that change as tasks are placed (resources, ports, replicas per node).
