@@ -119,7 +119,7 @@ pub fn step(
         if t.spec == wanted {
             // An older duplicate is stopped by reconcile; the newest waits for it too.
             if let Some(older) = slot.new.replace(t) {
-                if !old_stopped(older, view) {
+                if may_be_running(older, view) {
                     slot.stopping.push(older);
                 }
             }
@@ -130,7 +130,7 @@ pub fn step(
     for t in sorted
         .iter()
         .copied()
-        .filter(|t| !is_current(t) && !old_stopped(t, view))
+        .filter(|t| !is_current(t) && may_be_running(t, view))
     {
         if let Some(slot) = slots.get_mut(&key_of(t)) {
             slot.stopping.push(t);
@@ -212,7 +212,7 @@ pub fn step(
                         .iter()
                         .chain(slot.stopping.iter())
                         .copied()
-                        .filter(|o| !old_stopped(o, view))
+                        .filter(|o| may_be_running(o, view))
                         .collect();
                     // The slot last changed when any of its tasks did; the blocker named is
                     // the one that has not changed for longest.
@@ -356,11 +356,6 @@ pub fn step(
         }
     }
     None
-}
-
-/// The old task of a slot no longer runs (or its node is down or gone, so it never will).
-fn old_stopped(t: &Task, view: &Tables) -> bool {
-    !may_be_running(t, view)
 }
 
 #[cfg(test)]
