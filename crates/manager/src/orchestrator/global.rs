@@ -63,7 +63,7 @@ pub fn reconcile(
                 d.changes
                     .push(Change::Update(with_desired(extra, TaskState::Shutdown)));
             }
-            if job && state(newest) == TaskState::Complete as i32 {
+            if job && state(newest) == TaskState::Complete {
                 continue;
             }
             let history: Vec<&Task> = list.iter().copied().filter(|t| t.id != newest.id).collect();
@@ -73,7 +73,7 @@ pub fn reconcile(
         let job_done = job
             && list
                 .iter()
-                .any(|t| t.job_iteration == iteration && state(t) == TaskState::Complete as i32);
+                .any(|t| t.job_iteration == iteration && state(t) == TaskState::Complete);
         if fit == NodeFit::Active && !job_done {
             d.changes
                 .push(Change::Create(new_task(service, 0, &node.id, now)));

@@ -27,7 +27,7 @@ pub fn reconcile_replicated(
         .collect();
     let completed: BTreeSet<u64> = this_run
         .iter()
-        .filter(|t| state(t) == TaskState::Complete as i32)
+        .filter(|t| state(t) == TaskState::Complete)
         .map(|t| t.slot)
         .collect();
     let mut busy: BTreeSet<u64> = BTreeSet::new();

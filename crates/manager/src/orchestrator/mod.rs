@@ -176,15 +176,16 @@ impl Decision {
 
 /// Tasks the service still wants (desired state running or earlier).
 pub fn is_current(t: &Task) -> bool {
-    t.desired_state <= TaskState::Running as i32
+    t.desired_state() <= TaskState::Running
 }
 
-pub fn state(t: &Task) -> i32 {
-    t.status.as_ref().map_or(0, |s| s.state)
+/// The task's observed state (NEW before any report).
+pub fn state(t: &Task) -> TaskState {
+    t.status.as_ref().map_or(TaskState::New, |s| s.state())
 }
 
 pub fn is_terminal(t: &Task) -> bool {
-    state(t) >= TaskState::Complete as i32
+    state(t) >= TaskState::Complete
 }
 
 /// The task may still have a container running: an agent took it, has not reported it
@@ -192,8 +193,8 @@ pub fn is_terminal(t: &Task) -> bool {
 /// marked Down, and a removed node's tasks are gone with it.)
 pub fn may_be_running(t: &Task, view: &Tables) -> bool {
     let s = state(t);
-    s >= TaskState::Assigned as i32
-        && s < TaskState::Complete as i32
+    s >= TaskState::Assigned
+        && s < TaskState::Complete
         && !t.node_id.is_empty()
         && view
             .node(&t.node_id)
@@ -250,15 +251,21 @@ pub fn node_fit(node: Option<&Node>) -> NodeFit {
     let Some(node) = node else {
         return NodeFit::Drained;
     };
-    let availability = node.spec.as_ref().map_or(0, |s| s.availability);
-    if availability == NodeAvailability::Drain as i32 {
+    let availability = node
+        .spec
+        .as_ref()
+        .map_or(NodeAvailability::Active, |s| s.availability());
+    if availability == NodeAvailability::Drain {
         return NodeFit::Drained;
     }
-    let state = node.status.as_ref().map_or(0, |s| s.state);
-    if state == NodeState::Down as i32 {
+    let state = node
+        .status
+        .as_ref()
+        .map_or(NodeState::Unknown, |s| s.state());
+    if state == NodeState::Down {
         return NodeFit::Down;
     }
-    if availability == NodeAvailability::Pause as i32 {
+    if availability == NodeAvailability::Pause {
         NodeFit::Paused
     } else {
         NodeFit::Active
@@ -460,7 +467,7 @@ fn task_interest(old: &Task, new: &Task) -> Interest {
         Interest::Always
     } else if old.node_id != new.node_id {
         Interest::IfNodeUnfit
-    } else if state(new) == TaskState::Running as i32 && state(old) != TaskState::Running as i32 {
+    } else if state(new) == TaskState::Running && state(old) != TaskState::Running {
         Interest::IfUpdating
     } else {
         Interest::None

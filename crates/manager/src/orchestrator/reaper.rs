@@ -13,7 +13,7 @@ use crate::state::store::Tables;
 /// A task that no longer runs anywhere (or never ran, or sits on a node that is gone).
 fn settled(t: &Task, view: &Tables) -> bool {
     is_terminal(t)
-        || state(t) < TaskState::Assigned as i32
+        || state(t) < TaskState::Assigned
         || t.node_id.is_empty()
         || matches!(
             node_fit(view.node(&t.node_id).map(|n| n.as_ref())),
@@ -34,11 +34,11 @@ pub fn reap_history(tasks: &[Arc<Task>], global: bool, limit: usize, view: &Tabl
     for list in slots.values() {
         let mut history: Vec<&Task> = Vec::new();
         for t in list {
-            if t.desired_state >= TaskState::Remove as i32 {
+            if t.desired_state() >= TaskState::Remove {
                 if settled(t, view) {
                     out.push(Change::Delete(t.id.clone()));
                 }
-            } else if t.desired_state >= TaskState::Shutdown as i32 && settled(t, view) {
+            } else if t.desired_state() >= TaskState::Shutdown && settled(t, view) {
                 history.push(t);
             }
         }

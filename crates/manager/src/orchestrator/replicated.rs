@@ -124,7 +124,7 @@ pub fn reconcile(
         if keep_current(service, newest, &history, view, now, &mut d) {
             occupied.insert(newest.slot, newest);
             // A waiting task starts once the slot's earlier tasks have stopped.
-            if newest.desired_state == TaskState::Ready as i32 && !busy(newest.slot, &newest.id) {
+            if newest.desired_state() == TaskState::Ready && !busy(newest.slot, &newest.id) {
                 d.changes
                     .push(Change::Update(with_desired(newest, TaskState::Running)));
             }
@@ -154,7 +154,7 @@ pub fn reconcile(
         for _ in 0..(count - replicas) {
             // Not running first, then the most crowded node, then the highest slot.
             let Some((pos, _)) = candidates.iter().enumerate().max_by_key(|(_, t)| {
-                let running = state(t) == TaskState::Running as i32;
+                let running = state(t) == TaskState::Running;
                 (
                     !running,
                     crowd.get(t.node_id.as_str()).copied().unwrap_or(0),

@@ -15,7 +15,7 @@ pub enum Restart {
 /// `task` has stopped (terminal state) while still desired running; `earlier` are the other
 /// tasks of its slot (its history).
 pub fn decide(policy: &RestartPolicy, task: &Task, earlier: &[&Task], now: i64) -> Restart {
-    let failed = state(task) != TaskState::Complete as i32;
+    let failed = state(task) != TaskState::Complete;
     let restart =
         match RestartCondition::try_from(policy.condition).unwrap_or(RestartCondition::Any) {
             RestartCondition::None => false,

@@ -14,7 +14,7 @@ fn summary(d: &Decision, before: &[orch_api::pb::Task]) -> Vec<String> {
         .changes
         .iter()
         .map(|c| match c {
-            Change::Create(t) if t.desired_state == TaskState::Ready as i32 => {
+            Change::Create(t) if t.desired_state() == TaskState::Ready => {
                 format!("create slot {} ready", t.slot)
             }
             Change::Create(t) if t.node_id.is_empty() => format!("create slot {}", t.slot),

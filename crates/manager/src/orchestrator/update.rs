@@ -23,7 +23,7 @@ use crate::state::store::Tables;
 /// A service whose tasks are being moved to its spec.
 pub fn in_progress(service: &Service) -> bool {
     service.update_status.as_ref().is_some_and(|u| {
-        u.state == UpdateState::Updating as i32 || u.state == UpdateState::RollbackStarted as i32
+        u.state() == UpdateState::Updating || u.state() == UpdateState::RollbackStarted
     })
 }
 
@@ -31,7 +31,7 @@ fn rolling_back(service: &Service) -> bool {
     service
         .update_status
         .as_ref()
-        .is_some_and(|u| u.state == UpdateState::RollbackStarted as i32)
+        .is_some_and(|u| u.state() == UpdateState::RollbackStarted)
 }
 
 /// Where the update of one slot stands.
@@ -47,7 +47,7 @@ struct Slot<'a> {
 }
 
 fn running_since(t: &Task) -> Option<i64> {
-    (state(t) == TaskState::Running as i32).then(|| t.status.as_ref().map_or(0, |s| s.timestamp))
+    (state(t) == TaskState::Running).then(|| t.status.as_ref().map_or(0, |s| s.timestamp))
 }
 
 /// How long an update may wait on one slot without any of its tasks changing before it pauses,
@@ -64,18 +64,15 @@ fn last_change(t: &Task) -> i64 {
 }
 
 fn state_name(t: &Task) -> String {
-    TaskState::try_from(state(t))
-        .map_or_else(|_| "unknown".into(), |s| format!("{s:?}").to_lowercase())
+    format!("{:?}", state(t)).to_lowercase()
 }
 
 /// A task of this update that stopped where it should run: the update's failures.
 fn failed(t: &Task) -> bool {
     let s = state(t);
-    t.desired_state <= TaskState::Running as i32
-        && s >= TaskState::Complete as i32
-        && s != TaskState::Shutdown as i32
-        || s == TaskState::Failed as i32
-        || s == TaskState::Rejected as i32
+    t.desired_state() <= TaskState::Running && s >= TaskState::Complete && s != TaskState::Shutdown
+        || s == TaskState::Failed
+        || s == TaskState::Rejected
 }
 
 /// One step of the service's update: task changes, and the service itself when the update's
@@ -182,7 +179,7 @@ pub fn step(
         return Some(s);
     }
 
-    let start_first = config.order == UpdateOrder::StartFirst as i32;
+    let start_first = config.order() == UpdateOrder::StartFirst;
     let monitor = config.monitor.max(0);
     let mut in_flight = 0usize;
     let mut last_settled: i64 = 0;
@@ -200,7 +197,7 @@ pub fn step(
             (None, _) => dirty.push(slot),
             (Some(new), old_gone) => {
                 // Stop-first: the new task waits (desired READY) until the old one has stopped.
-                if new.desired_state < TaskState::Running as i32 {
+                if new.desired_state() < TaskState::Running {
                     // An old task still wanted running would never stop by itself: a task the
                     // restart policy made waiting behind it (start-first, say) waited for ever.
                     for o in &slot.old {
