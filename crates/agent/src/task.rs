@@ -85,11 +85,11 @@ impl Runner {
     }
 
     fn wants_stop(&self) -> bool {
-        self.task.borrow().desired_state >= TaskState::Shutdown as i32
+        self.task.borrow().desired_state() >= TaskState::Shutdown
     }
 
     fn wants_run(&self) -> bool {
-        self.task.borrow().desired_state == TaskState::Running as i32
+        self.task.borrow().desired_state() == TaskState::Running
     }
 
     /// Runs `op` until it succeeds or fails for good; an unavailable engine is retried with
@@ -314,7 +314,7 @@ impl Runner {
                     let mut desired = self.task.clone();
                     let unwanted = async move {
                         let _ = desired
-                            .wait_for(|t| t.desired_state != TaskState::Running as i32)
+                            .wait_for(|t| t.desired_state() != TaskState::Running)
                             .await;
                     };
                     let turn = tokio::select! {

@@ -702,7 +702,7 @@ mod tests {
         assert!(batch.iter().any(|u| u.task_id == "t1"
             && u.status
                 .as_ref()
-                .is_some_and(|s| s.state == TaskState::Running as i32)));
+                .is_some_and(|s| s.state() == TaskState::Running)));
     }
 
     #[tokio::test]

@@ -218,7 +218,7 @@ pub async fn remove(ctx: &ManagerCtx, reference: &str) -> Result<()> {
         let service = view.find_service(reference)?;
         let mut actions = vec![Action::DeleteService(service.id.clone())];
         for t in view.tasks_of_service(&service.id) {
-            if t.desired_state < TaskState::Remove as i32 {
+            if t.desired_state() < TaskState::Remove {
                 let mut t = (**t).clone();
                 t.desired_state = TaskState::Remove as i32;
                 actions.push(Action::UpdateTask(t));
@@ -231,9 +231,8 @@ pub async fn remove(ctx: &ManagerCtx, reference: &str) -> Result<()> {
 
 pub async fn list_tasks(ctx: &ManagerCtx, req: ListTasksRequest) -> Result<ListTasksResponse> {
     let view = ctx.read_view().await?;
-    let keep = |t: &orch_api::pb::Task| {
-        !req.desired_running || t.desired_state <= TaskState::Running as i32
-    };
+    let keep =
+        |t: &orch_api::pb::Task| !req.desired_running || t.desired_state() <= TaskState::Running;
     let mut tasks: Vec<orch_api::pb::Task> = Vec::new();
     if !req.service_ids.is_empty() {
         for id in &req.service_ids {

@@ -20,7 +20,7 @@ pub fn is_assigned(task: &Task) -> bool {
         && task
             .status
             .as_ref()
-            .is_some_and(|s| s.state >= TaskState::Assigned as i32)
+            .is_some_and(|s| s.state() >= TaskState::Assigned)
 }
 
 pub fn send_full(dispatcher: &Dispatcher, view: &Tables, node_id: &str) {

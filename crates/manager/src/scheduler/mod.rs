@@ -47,7 +47,7 @@ async fn schedule_once<P: Proposer + ?Sized>(store: &Store, proposer: &P) {
     let view = store.view();
     let pending: Vec<_> = view
         .pending_tasks()
-        .filter(|t| t.desired_state <= TaskState::Running as i32)
+        .filter(|t| t.desired_state() <= TaskState::Running)
         .cloned()
         .collect();
     if pending.is_empty() {
