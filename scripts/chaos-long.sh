@@ -2,10 +2,10 @@
 # The long run of the fault-injection suite: every schedule CYCLES times (default 100), in
 # chunks of CHUNK cycles (default 5), each chunk a fresh lab with its own workload seed, each
 # appending its report to REPORT (default chaos-long.md) and its log to REPORT's .log, so a run
-# stopped half-way keeps what it measured. Runs for hours (a cycle takes ~30 s on 2 cores):
+# stopped half-way keeps what it measured. Runs for hours (a cycle takes ~19 s on 2 cores):
 #
-#   sudo scripts/chaos-long.sh                 # 100 cycles of every schedule, ~9 h
-#   sudo CYCLES=20 scripts/chaos-long.sh       # 20 cycles, ~1 h 45 min
+#   sudo scripts/chaos-long.sh                 # 100 cycles of every schedule, ~6 h
+#   sudo CYCLES=20 scripts/chaos-long.sh       # 20 cycles, ~70 min
 #   sudo CYCLES=10 SCHEDULES="leader-kill disk-full" scripts/chaos-long.sh
 #
 # Exits non-zero if any chunk found an anomaly (the others still run). Needs root (network
