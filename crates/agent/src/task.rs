@@ -88,10 +88,6 @@ impl Runner {
         self.task.borrow().desired_state() >= TaskState::Shutdown
     }
 
-    fn wants_run(&self) -> bool {
-        self.task.borrow().desired_state() == TaskState::Running
-    }
-
     /// Runs `op` until it succeeds or fails for good; an unavailable engine is retried with
     /// backoff (returns None if the task was cancelled meanwhile).
     async fn retry<T, F, Fut>(
@@ -248,145 +244,205 @@ impl Runner {
             if cancel.is_cancelled() {
                 return;
             }
-            let state = self.state();
-            if state.is_terminal() {
-                // Nothing more to do; the worker removes the container when the task goes.
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    changed = self.task.changed() => if changed.is_err() { return },
+            let desired = self.task.borrow().desired_state();
+            let flow = match next(self.state(), desired) {
+                Step::Wait => self.wait_for_change(&cancel).await,
+                Step::Stop => {
+                    self.stop(&cancel).await;
+                    Flow::Next
                 }
-                continue;
-            }
-            if self.wants_stop() {
-                self.stop(&cancel).await;
-                continue;
-            }
-            match state {
-                TaskState::New | TaskState::Pending | TaskState::Assigned => {
-                    self.report(TaskState::Accepted, "accepted", "", None)
+                Step::Report(state, message) => {
+                    self.report(state, message, "", None);
+                    Flow::Next
                 }
-                TaskState::Accepted => self.report(TaskState::Preparing, "preparing", "", None),
-                TaskState::Preparing => {
-                    let Some(prepared) = self
-                        .retry(&cancel, |e, t| async move { e.prepare(&t).await })
-                        .await
-                    else {
-                        return;
-                    };
-                    if let Err(e) = prepared {
-                        self.report(TaskState::Rejected, "rejected", &e.to_string(), None);
-                        continue;
-                    }
-                    match self
-                        .retry(&cancel, |e, t| async move { e.create(&t).await })
-                        .await
-                    {
-                        None => return,
-                        Some(Ok(id)) => {
-                            let info = ContainerInfo {
-                                id,
-                                ..Default::default()
-                            };
-                            self.report(TaskState::Ready, "created", "", Some(&info));
-                        }
-                        Some(Err(ExecError::Rejected(e))) => {
-                            self.report(TaskState::Rejected, "rejected", &e, None)
-                        }
-                        Some(Err(e)) => {
-                            self.report(TaskState::Failed, "failed", &e.to_string(), None)
-                        }
-                    }
+                Step::Prepare => self.prepare(&cancel).await,
+                Step::Start => self.start(&cancel).await,
+                Step::CheckStarted => self.check_started(&cancel).await,
+                Step::Supervise => {
+                    self.supervise(&cancel).await;
+                    Flow::Next
                 }
-                TaskState::Ready => {
-                    if !self.wants_run() {
-                        tokio::select! {
-                            _ = cancel.cancelled() => return,
-                            changed = self.task.changed() => if changed.is_err() { return },
-                        }
-                        continue;
-                    }
-                    // A start can wait long for its turn (starts queue per node). Should the
-                    // task stop being wanted meanwhile (a newer spec replaced it), the start
-                    // is dropped instead of starting a container only to stop it. A start
-                    // sent to the engine is not: the engine finishes it anyway, and a stop
-                    // sent before it has would find nothing running — the task would report
-                    // SHUTDOWN while its container went on to run.
-                    let mut desired = self.task.clone();
-                    let unwanted = async move {
-                        let _ = desired
-                            .wait_for(|t| t.desired_state() != TaskState::Running)
-                            .await;
-                    };
-                    let turn = tokio::select! {
-                        turn = self.exec.start_turn() => turn,
-                        () = unwanted => {
-                            debug!(task = %self.task_id, "no longer wanted running; start dropped");
-                            continue;
-                        }
-                    };
-                    let started = self
-                        .retry(&cancel, |e, t| async move { e.start(&t).await })
-                        .await;
-                    drop(turn);
-                    match started {
-                        None => return,
-                        Some(Ok(())) => self.report(TaskState::Starting, "starting", "", None),
-                        Some(Err(e)) => {
-                            self.report(TaskState::Failed, "failed", &e.to_string(), None)
-                        }
-                    }
+                Step::Unexpected => {
+                    warn!(task = %self.task_id, state = ?self.state(), "unexpected task state");
+                    Flow::Cancelled
                 }
-                TaskState::Starting => {
-                    let Some(result) = self
-                        .retry(&cancel, |e, t| async move { e.inspect(&t).await })
-                        .await
-                    else {
-                        return;
-                    };
-                    match result {
-                        Ok(Some(info)) if !info.running => self.exited(&info),
-                        Ok(Some(info))
-                            if !has_healthcheck(&self.current())
-                                || info.health == Health::Healthy =>
-                        {
-                            self.report(TaskState::Running, "started", "", Some(&info));
-                        }
-                        Ok(Some(info)) if info.health == Health::Unhealthy => {
-                            let _ = self.exec.stop(&self.current()).await;
-                            self.report(
-                                TaskState::Failed,
-                                "failed",
-                                "task: container is unhealthy",
-                                Some(&info),
-                            );
-                        }
-                        Ok(Some(info)) => {
-                            // Starting with a healthcheck: wait for it to pass.
-                            if info.health.as_str() != self.status.health {
-                                self.report(TaskState::Starting, "starting", "", Some(&info));
-                            }
-                            tokio::select! {
-                                _ = cancel.cancelled() => return,
-                                _ = tokio::time::sleep(HEALTH_POLL) => {}
-                                _ = self.task.changed() => {}
-                            }
-                        }
-                        Ok(None) => self.report(
-                            TaskState::Failed,
-                            "failed",
-                            "the task's container is gone",
-                            None,
-                        ),
-                        Err(e) => self.report(TaskState::Failed, "failed", &e.to_string(), None),
-                    }
-                }
-                TaskState::Running => self.supervise(&cancel).await,
-                other => {
-                    warn!(task = %self.task_id, state = ?other, "unexpected task state");
-                    return;
-                }
+            };
+            if flow == Flow::Cancelled {
+                return;
             }
         }
+    }
+
+    /// Nothing to do until the task changes (an ended task: the worker removes its container
+    /// when the task goes; a created task not yet wanted running).
+    async fn wait_for_change(&mut self, cancel: &CancellationToken) -> Flow {
+        tokio::select! {
+            _ = cancel.cancelled() => Flow::Cancelled,
+            changed = self.task.changed() => if changed.is_err() { Flow::Cancelled } else { Flow::Next },
+        }
+    }
+
+    /// PREPARING: prepares (pulls) and creates the container: READY, or REJECTED/FAILED.
+    async fn prepare(&mut self, cancel: &CancellationToken) -> Flow {
+        let Some(prepared) = self
+            .retry(&cancel, |e, t| async move { e.prepare(&t).await })
+            .await
+        else {
+            return Flow::Cancelled;
+        };
+        if let Err(e) = prepared {
+            self.report(TaskState::Rejected, "rejected", &e.to_string(), None);
+            return Flow::Next;
+        }
+        match self
+            .retry(&cancel, |e, t| async move { e.create(&t).await })
+            .await
+        {
+            None => return Flow::Cancelled,
+            Some(Ok(id)) => {
+                let info = ContainerInfo {
+                    id,
+                    ..Default::default()
+                };
+                self.report(TaskState::Ready, "created", "", Some(&info));
+            }
+            Some(Err(ExecError::Rejected(e))) => {
+                self.report(TaskState::Rejected, "rejected", &e, None)
+            }
+            Some(Err(e)) => self.report(TaskState::Failed, "failed", &e.to_string(), None),
+        }
+        Flow::Next
+    }
+
+    /// READY and wanted running: waits for a turn to start, then starts: STARTING or FAILED.
+    async fn start(&mut self, cancel: &CancellationToken) -> Flow {
+        // A start can wait long for its turn (starts queue per node). Should the
+        // task stop being wanted meanwhile (a newer spec replaced it), the start
+        // is dropped instead of starting a container only to stop it. A start
+        // sent to the engine is not: the engine finishes it anyway, and a stop
+        // sent before it has would find nothing running — the task would report
+        // SHUTDOWN while its container went on to run.
+        let mut desired = self.task.clone();
+        let unwanted = async move {
+            let _ = desired
+                .wait_for(|t| t.desired_state() != TaskState::Running)
+                .await;
+        };
+        let turn = tokio::select! {
+            turn = self.exec.start_turn() => turn,
+            () = unwanted => {
+                debug!(task = %self.task_id, "no longer wanted running; start dropped");
+                return Flow::Next;
+            }
+        };
+        let started = self
+            .retry(&cancel, |e, t| async move { e.start(&t).await })
+            .await;
+        drop(turn);
+        match started {
+            None => return Flow::Cancelled,
+            Some(Ok(())) => self.report(TaskState::Starting, "starting", "", None),
+            Some(Err(e)) => self.report(TaskState::Failed, "failed", &e.to_string(), None),
+        }
+        Flow::Next
+    }
+
+    /// STARTING: RUNNING once the container runs (and is healthy, with a healthcheck).
+    async fn check_started(&mut self, cancel: &CancellationToken) -> Flow {
+        let Some(result) = self
+            .retry(&cancel, |e, t| async move { e.inspect(&t).await })
+            .await
+        else {
+            return Flow::Cancelled;
+        };
+        match result {
+            Ok(Some(info)) if !info.running => self.exited(&info),
+            Ok(Some(info))
+                if !has_healthcheck(&self.current()) || info.health == Health::Healthy =>
+            {
+                self.report(TaskState::Running, "started", "", Some(&info));
+            }
+            Ok(Some(info)) if info.health == Health::Unhealthy => {
+                let _ = self.exec.stop(&self.current()).await;
+                self.report(
+                    TaskState::Failed,
+                    "failed",
+                    "task: container is unhealthy",
+                    Some(&info),
+                );
+            }
+            Ok(Some(info)) => {
+                // Starting with a healthcheck: wait for it to pass.
+                if info.health.as_str() != self.status.health {
+                    self.report(TaskState::Starting, "starting", "", Some(&info));
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return Flow::Cancelled,
+                    _ = tokio::time::sleep(HEALTH_POLL) => {}
+                    _ = self.task.changed() => {}
+                }
+            }
+            Ok(None) => self.report(
+                TaskState::Failed,
+                "failed",
+                "the task's container is gone",
+                None,
+            ),
+            Err(e) => self.report(TaskState::Failed, "failed", &e.to_string(), None),
+        }
+        Flow::Next
+    }
+}
+
+/// Whether the runner goes on after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Next,
+    /// The task was cancelled (the worker dropped it, or the agent stops).
+    Cancelled,
+}
+
+/// What the runner does next (swarmkit's `exec.Do`): a pure function of the task's observed
+/// and desired states; the runner carries the step out, and what it observes (the engine's
+/// answers) becomes the next observed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing until the task changes.
+    Wait,
+    /// Stop the container (and report SHUTDOWN).
+    Stop,
+    /// Move the task to this state (no engine call).
+    Report(TaskState, &'static str),
+    /// Prepare and create the container.
+    Prepare,
+    /// Start the container.
+    Start,
+    /// See whether the started container runs (and is healthy).
+    CheckStarted,
+    /// Watch the running container until it exits or the task is stopped.
+    Supervise,
+    /// A state the agent never holds a task in.
+    Unexpected,
+}
+
+pub fn next(state: TaskState, desired: TaskState) -> Step {
+    if state.is_terminal() {
+        return Step::Wait;
+    }
+    if desired >= TaskState::Shutdown {
+        return Step::Stop;
+    }
+    match state {
+        TaskState::New | TaskState::Pending | TaskState::Assigned => {
+            Step::Report(TaskState::Accepted, "accepted")
+        }
+        TaskState::Accepted => Step::Report(TaskState::Preparing, "preparing"),
+        TaskState::Preparing => Step::Prepare,
+        TaskState::Ready if desired == TaskState::Running => Step::Start,
+        TaskState::Ready => Step::Wait,
+        TaskState::Starting => Step::CheckStarted,
+        TaskState::Running => Step::Supervise,
+        _ => Step::Unexpected,
     }
 }
 
@@ -408,4 +464,80 @@ pub fn spawn(
     };
     let span = tracing::debug_span!("task", id = %initial.id, service = %initial.service_name, slot = initial.slot);
     tokio::spawn(tracing::Instrument::instrument(runner.run(cancel), span))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TaskState::*;
+
+    /// The runner's transition table: (observed, desired) -> what it does next.
+    #[test]
+    fn next_step_cases() {
+        let cases = [
+            (
+                "a new task is accepted",
+                New,
+                Running,
+                Step::Report(Accepted, "accepted"),
+            ),
+            (
+                "as is an assigned one",
+                Assigned,
+                Running,
+                Step::Report(Accepted, "accepted"),
+            ),
+            (
+                "accepted: preparing",
+                Accepted,
+                Running,
+                Step::Report(Preparing, "preparing"),
+            ),
+            (
+                "preparing: pull and create",
+                Preparing,
+                Running,
+                Step::Prepare,
+            ),
+            (
+                "created and wanted running: start",
+                Ready,
+                Running,
+                Step::Start,
+            ),
+            (
+                "created, waiting for its slot (desired READY)",
+                Ready,
+                Ready,
+                Step::Wait,
+            ),
+            (
+                "started: see whether it runs",
+                Starting,
+                Running,
+                Step::CheckStarted,
+            ),
+            ("running: supervise", Running, Running, Step::Supervise),
+            ("told to stop while running", Running, Shutdown, Step::Stop),
+            (
+                "told to stop before it started",
+                Preparing,
+                Shutdown,
+                Step::Stop,
+            ),
+            ("removal stops too", Ready, Remove, Step::Stop),
+            ("ended: nothing to do", Complete, Running, Step::Wait),
+            ("shut down: nothing to do", Shutdown, Shutdown, Step::Wait),
+            (
+                "failed and told to stop: nothing to do",
+                Failed,
+                Shutdown,
+                Step::Wait,
+            ),
+            ("rejected: nothing to do", Rejected, Running, Step::Wait),
+        ];
+        for (name, observed, desired, want) in cases {
+            assert_eq!(next(observed, desired), want, "{name}");
+        }
+    }
 }
