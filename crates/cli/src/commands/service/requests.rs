@@ -1,194 +1,27 @@
-//! `orch service create|ls|ps|inspect|scale|rm` and `orch node ps`.
+//! Building and sending `orch service`'s requests: [`run`] dispatches a subcommand, specs
+//! come from flags (create) or from the flags applied to the current spec (update), names and
+//! ID prefixes resolve through the manager, and each subcommand makes its RPC calls and waits
+//! for convergence where docker does.
 
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
-use clap::{Args, Subcommand};
-use orch_api::ids::short;
 use orch_api::pb::control_client::ControlClient;
 use orch_api::pb::service_spec::Mode;
 use orch_api::pb::{
     CreateServiceRequest, GetServiceRequest, ListNodesRequest, ListServicesRequest,
-    ListTasksRequest, PublishMode, Service, Task, TaskState, UpdateServiceRequest,
+    ListTasksRequest, Service, Task, TaskState, UpdateServiceRequest,
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 use tonic::transport::Channel;
 
-use super::spec_flags::{build_spec, timeout, SpecFlags};
+use super::args::{
+    CreateArgs, InspectArgs, LogsArgs, LsArgs, PsArgs, ScaleArgs, ServiceCmd, UpdateArgs, WaitFlags,
+};
+use super::print::{self, mode_name, task_name};
 use crate::client::{rpc, DaemonError, Target};
+use crate::commands::spec_flags::{build_spec, timeout};
 use crate::output::{self, json, progress, Format};
-
-#[derive(Subcommand, Debug)]
-pub enum ServiceCmd {
-    /// Create a new service
-    Create(Box<CreateArgs>),
-    /// List services
-    #[command(alias = "list")]
-    Ls(LsArgs),
-    /// List the tasks of one or more services
-    Ps(PsArgs),
-    /// Display detailed information on one or more services
-    Inspect(InspectArgs),
-    /// Scale one or multiple replicated services
-    Scale(ScaleArgs),
-    /// Update a service
-    Update(Box<UpdateArgs>),
-    /// Revert changes to a service's configuration
-    Rollback {
-        #[command(flatten)]
-        wait: WaitFlags,
-        service: String,
-    },
-    /// Fetch the logs of a service or task
-    Logs(LogsArgs),
-    /// Remove one or more services
-    #[command(alias = "remove")]
-    Rm {
-        #[arg(required = true)]
-        services: Vec<String>,
-    },
-}
-
-/// How a command that changes a service waits for it.
-#[derive(Args, Debug, Default)]
-pub struct WaitFlags {
-    /// Exit immediately instead of waiting for the service to converge
-    #[arg(short, long)]
-    pub detach: bool,
-    /// Suppress progress output
-    #[arg(short, long)]
-    pub quiet: bool,
-    /// Give up waiting after this long (e.g. 2m)
-    #[arg(long)]
-    pub timeout: Option<String>,
-}
-
-#[derive(Args, Debug)]
-pub struct CreateArgs {
-    #[command(flatten)]
-    pub flags: SpecFlags,
-    #[command(flatten)]
-    pub wait: WaitFlags,
-    pub image: String,
-    /// COMMAND and ARG...: the container's Args, as docker's
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub args: Vec<String>,
-}
-
-#[derive(Args, Debug)]
-pub struct LsArgs {
-    #[arg(short, long)]
-    quiet: bool,
-    #[arg(short, long)]
-    filter: Vec<String>,
-    #[arg(long)]
-    format: Option<String>,
-}
-
-#[derive(Args, Debug)]
-pub struct PsArgs {
-    #[arg(short, long)]
-    pub quiet: bool,
-    /// Do not truncate output
-    #[arg(long)]
-    pub no_trunc: bool,
-    /// Filter output (desired-state=running|shutdown|accepted, node=, name=, id=)
-    #[arg(short, long)]
-    pub filter: Vec<String>,
-    #[arg(long)]
-    pub format: Option<String>,
-    pub targets: Vec<String>,
-}
-
-#[derive(Args, Debug)]
-pub struct InspectArgs {
-    #[arg(long)]
-    pretty: bool,
-    #[arg(short, long)]
-    format: Option<String>,
-    #[arg(required = true)]
-    services: Vec<String>,
-}
-
-#[derive(Args, Debug)]
-pub struct UpdateArgs {
-    #[command(flatten)]
-    pub flags: SpecFlags,
-    /// Service image tag
-    #[arg(long)]
-    pub image: Option<String>,
-    /// Force update even if no changes require it
-    #[arg(long)]
-    pub force: bool,
-    /// Service command args (replaces them; split on spaces)
-    #[arg(long, allow_hyphen_values = true)]
-    pub args: Option<String>,
-    #[arg(long)]
-    pub env_add: Vec<String>,
-    #[arg(long)]
-    pub env_rm: Vec<String>,
-    #[arg(long)]
-    pub label_add: Vec<String>,
-    #[arg(long)]
-    pub label_rm: Vec<String>,
-    #[arg(long)]
-    pub container_label_add: Vec<String>,
-    #[arg(long)]
-    pub container_label_rm: Vec<String>,
-    #[arg(long)]
-    pub constraint_add: Vec<String>,
-    #[arg(long)]
-    pub constraint_rm: Vec<String>,
-    #[arg(long)]
-    pub mount_add: Vec<String>,
-    /// Remove a mount by its target path
-    #[arg(long)]
-    pub mount_rm: Vec<String>,
-    #[arg(long)]
-    pub publish_add: Vec<String>,
-    /// Remove a published port (<published>[/protocol] or target=<port>)
-    #[arg(long)]
-    pub publish_rm: Vec<String>,
-    /// Roll back to the previous specification
-    #[arg(long)]
-    pub rollback: bool,
-    #[command(flatten)]
-    pub wait: WaitFlags,
-    pub service: String,
-}
-
-#[derive(Args, Debug)]
-pub struct LogsArgs {
-    /// Follow log output
-    #[arg(short, long)]
-    follow: bool,
-    /// Number of lines to show from the end of the logs ("all" or a number)
-    #[arg(short = 'n', long, default_value = "all")]
-    tail: String,
-    /// Show logs since a timestamp (unix seconds) or relative (e.g. 42m for 42 minutes)
-    #[arg(long)]
-    since: Option<String>,
-    /// Show timestamps
-    #[arg(short, long)]
-    timestamps: bool,
-    /// Do not include task IDs in the prefix
-    #[arg(long)]
-    no_task_ids: bool,
-    /// Do not add any prefix
-    #[arg(long)]
-    raw: bool,
-    /// SERVICE or TASK
-    target: String,
-}
-
-#[derive(Args, Debug)]
-pub struct ScaleArgs {
-    #[command(flatten)]
-    wait: WaitFlags,
-    /// SERVICE=REPLICAS...
-    #[arg(required = true)]
-    pairs: Vec<String>,
-}
 
 pub async fn run(target: &Target, cmd: ServiceCmd) -> Result<()> {
     match cmd {
@@ -262,28 +95,6 @@ async fn create(target: &Target, args: CreateArgs) -> Result<()> {
     .await
 }
 
-pub fn mode_name(s: &Service) -> &'static str {
-    match s.spec.as_ref().and_then(|sp| sp.mode.as_ref()) {
-        Some(Mode::Global(_)) => "global",
-        Some(Mode::ReplicatedJob(_)) => "replicated job",
-        Some(Mode::GlobalJob(_)) => "global job",
-        _ => "replicated",
-    }
-}
-
-fn ports(endpoint: Option<&orch_api::pb::EndpointSpec>, host_only: bool) -> String {
-    endpoint
-        .map(|e| {
-            e.ports
-                .iter()
-                .filter(|p| !host_only || p.publish_mode == PublishMode::Host as i32)
-                .map(|p| format!("*:{}->{}/{}", p.published_port, p.target_port, p.protocol))
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default()
-}
-
 async fn ls(target: &Target, args: LsArgs) -> Result<()> {
     let format = Format::parse(args.format.as_deref())?;
     let list = target
@@ -317,57 +128,7 @@ async fn ls(target: &Target, args: LsArgs) -> Result<()> {
             .map(|s| &s.name)
             .cmp(&b.spec.as_ref().map(|s| &s.name))
     });
-    if args.quiet {
-        for s in &services {
-            outln!("{}", s.id);
-        }
-        return Ok(());
-    }
-    let rows: Vec<Value> = services
-        .iter()
-        .map(|s| {
-            let spec = s.spec.clone().unwrap_or_default();
-            let running = list.running.get(&s.id).copied().unwrap_or(0);
-            let desired = list.desired.get(&s.id).copied().unwrap_or(0);
-            let mut replicas = format!("{running}/{desired}");
-            if let Some(max) = spec
-                .task
-                .as_ref()
-                .and_then(|t| t.placement.as_ref())
-                .map(|p| p.max_replicas)
-                .filter(|m| *m > 0)
-            {
-                replicas.push_str(&format!(" (max {max} per node)"));
-            }
-            if let (Some(done), Some(Mode::ReplicatedJob(j))) =
-                (list.completed.get(&s.id), spec.mode.as_ref())
-            {
-                replicas.push_str(&format!(" ({done}/{} completed)", j.total_completions));
-            }
-            json!({
-                "ID": short(&s.id),
-                "Name": spec.name,
-                "Mode": mode_name(s),
-                "Replicas": replicas,
-                "Image": spec.task.and_then(|t| t.container).map(|c| c.image).unwrap_or_default(),
-                "Ports": ports(spec.endpoint.as_ref(), false),
-            })
-        })
-        .collect();
-    output::print_list(
-        &format,
-        &["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"],
-        &["ID", "Name", "Mode", "Replicas", "Image", "Ports"],
-        &rows,
-    )
-}
-
-fn task_name(t: &Task) -> String {
-    if t.slot > 0 {
-        format!("{}.{}", t.service_name, t.slot)
-    } else {
-        format!("{}.{}", t.service_name, t.node_id)
-    }
+    print::service_list(&format, &list, &services, args.quiet)
 }
 
 fn matches_filter(t: &Task, filter: &str, hostnames: &BTreeMap<String, String>) -> Result<bool> {
@@ -386,62 +147,6 @@ fn matches_filter(t: &Task, filter: &str, hostnames: &BTreeMap<String, String>) 
         "id" => t.id.starts_with(v),
         other => bail!("invalid filter '{other}'"),
     })
-}
-
-/// Orders tasks as docker's `service ps`: by slot (or node), the current task first, then
-/// its history, newest first; history rows are marked with ` \_ `.
-fn ps_rows(
-    mut tasks: Vec<Task>,
-    hostnames: &BTreeMap<String, String>,
-    no_trunc: bool,
-) -> Vec<Value> {
-    let created = |t: &Task| t.meta.as_ref().map_or(0, |m| m.created_at);
-    tasks.sort_by(|a, b| {
-        (
-            a.service_name.as_str(),
-            a.slot,
-            if a.slot == 0 { a.node_id.as_str() } else { "" },
-        )
-            .cmp(&(
-                b.service_name.as_str(),
-                b.slot,
-                if b.slot == 0 { b.node_id.as_str() } else { "" },
-            ))
-            .then(
-                (b.desired_state <= TaskState::Running as i32)
-                    .cmp(&(a.desired_state <= TaskState::Running as i32)),
-            )
-            .then(created(b).cmp(&created(a)))
-    });
-    let mut rows = Vec::new();
-    let mut previous_group: Option<String> = None;
-    for t in &tasks {
-        let name = task_name(t);
-        let first = previous_group.as_deref() != Some(&name);
-        previous_group = Some(name.clone());
-        let status = t.status.clone().unwrap_or_default();
-        let state = TaskState::try_from(status.state)
-            .map(|s| s.display())
-            .unwrap_or("Unknown");
-        let desired = TaskState::try_from(t.desired_state)
-            .map(|s| s.display())
-            .unwrap_or("Unknown");
-        let mut error = status.err.clone();
-        if !no_trunc && error.chars().count() > 30 {
-            error = format!("{}…", error.chars().take(29).collect::<String>());
-        }
-        rows.push(json!({
-            "ID": if no_trunc { t.id.clone() } else { short(&t.id).to_string() },
-            "Name": if first { name } else { format!(" \\_ {name}") },
-            "Image": t.spec.as_ref().and_then(|s| s.container.as_ref()).map(|c| c.image.clone()).unwrap_or_default(),
-            "Node": hostnames.get(&t.node_id).cloned().unwrap_or_default(),
-            "DesiredState": desired,
-            "CurrentState": format!("{state} {}", output::ago(status.timestamp)),
-            "Error": if error.is_empty() { String::new() } else { format!("\"{error}\"") },
-            "Ports": ports(t.endpoint.as_ref(), true),
-        }));
-    }
-    rows
 }
 
 async fn print_tasks(target: &Target, request: ListTasksRequest, args: &PsArgs) -> Result<()> {
@@ -463,44 +168,7 @@ async fn print_tasks(target: &Target, request: ListTasksRequest, args: &PsArgs) 
         }
         tasks = kept;
     }
-    if args.quiet {
-        for t in &tasks {
-            outln!(
-                "{}",
-                if args.no_trunc {
-                    t.id.as_str()
-                } else {
-                    short(&t.id)
-                }
-            );
-        }
-        return Ok(());
-    }
-    let rows = ps_rows(tasks, &names, args.no_trunc);
-    output::print_list(
-        &format,
-        &[
-            "ID",
-            "NAME",
-            "IMAGE",
-            "NODE",
-            "DESIRED STATE",
-            "CURRENT STATE",
-            "ERROR",
-            "PORTS",
-        ],
-        &[
-            "ID",
-            "Name",
-            "Image",
-            "Node",
-            "DesiredState",
-            "CurrentState",
-            "Error",
-            "Ports",
-        ],
-        &rows,
-    )
+    print::task_list(&format, tasks, &names, args)
 }
 
 async fn ps(target: &Target, args: PsArgs) -> Result<()> {
@@ -621,134 +289,12 @@ async fn inspect(target: &Target, args: InspectArgs) -> Result<()> {
             if i > 0 {
                 outln!();
             }
-            print_pretty(s);
+            print::print_pretty(s);
         }
         return Ok(());
     }
     let objects: Vec<Value> = services.iter().map(json::service).collect();
     output::print_inspect(args.format.as_deref(), &objects)
-}
-
-fn print_pretty(s: &Service) {
-    let spec = s.spec.clone().unwrap_or_default();
-    let task = spec.task.clone().unwrap_or_default();
-    let c = task.container.clone().unwrap_or_default();
-    outln!("\nID:\t\t{}", s.id);
-    outln!("Name:\t\t{}", spec.name);
-    if !spec.labels.is_empty() {
-        outln!("Labels:");
-        let mut labels: Vec<_> = spec.labels.iter().collect();
-        labels.sort();
-        for (k, v) in labels {
-            outln!(" {k}={v}");
-        }
-    }
-    match &spec.mode {
-        Some(Mode::Replicated(r)) => {
-            outln!("Service Mode:\tReplicated\n Replicas:\t{}", r.replicas)
-        }
-        Some(Mode::Global(_)) => outln!("Service Mode:\tGlobal"),
-        Some(Mode::ReplicatedJob(j)) => outln!(
-            "Service Mode:\tReplicated Job\n Max Concurrent Tasks:\t{}\n Total Completions:\t{}",
-            j.max_concurrent,
-            j.total_completions
-        ),
-        Some(Mode::GlobalJob(_)) => outln!("Service Mode:\tGlobal Job"),
-        None => {}
-    }
-    if let Some(u) = &s.update_status {
-        outln!(
-            "UpdateStatus:\n State:\t\t{}",
-            json::update_state_name(u.state)
-        );
-        if u.started_at > 0 {
-            outln!(" Started:\t{}", output::ago(u.started_at));
-        }
-        if u.completed_at > 0 {
-            outln!(" Completed:\t{}", output::ago(u.completed_at));
-        }
-        outln!(" Message:\t{}", u.message);
-    }
-    if let Some(p) = &task.placement {
-        if !p.constraints.is_empty() {
-            outln!("Placement:\n Constraints:\t{:?}", p.constraints);
-        }
-        for pref in &p.preferences {
-            outln!(" Preferences:\tSpread={}", pref.spread_descriptor);
-        }
-        if p.max_replicas > 0 {
-            outln!(" Max Replicas Per Node:\t{}", p.max_replicas);
-        }
-    }
-    for (title, u) in [
-        ("UpdateConfig", &spec.update),
-        ("RollbackConfig", &spec.rollback),
-    ] {
-        let u = u.unwrap_or_default();
-        outln!("{title}:\n Parallelism:\t{}", u.parallelism);
-        if u.delay > 0 {
-            outln!(
-                " Delay:\t\t{}",
-                output::format_duration(std::time::Duration::from_nanos(u.delay as u64))
-            );
-        }
-        outln!(
-            " On failure:\t{}",
-            json::failure_action_name(u.failure_action)
-        );
-        outln!(
-            " Monitoring Period: {}",
-            output::format_duration(std::time::Duration::from_nanos(u.monitor.max(0) as u64))
-        );
-        outln!(" Max failure ratio: {}", u.max_failure_ratio);
-        outln!(" Update order:      {}", json::update_order_name(u.order));
-    }
-    outln!("ContainerSpec:\n Image:\t\t{}", c.image);
-    if !c.args.is_empty() {
-        outln!(" Args:\t\t{}", c.args.join(" "));
-    }
-    if !c.env.is_empty() {
-        outln!(" Env:\t\t{}", c.env.join(" "));
-    }
-    if let Some(r) = &task.restart {
-        outln!(
-            "RestartPolicy:\n Condition:\t{}",
-            json::restart_condition_name(r.condition)
-        );
-        outln!(
-            " Delay:\t\t{}",
-            output::format_duration(std::time::Duration::from_nanos(r.delay.max(0) as u64))
-        );
-        outln!(" Max attempts:\t{}", r.max_attempts);
-    }
-    if let Some(r) = &task.resources {
-        outln!("Resources:");
-        if let Some(l) = &r.reservations {
-            outln!(
-                " Reservations:\n  CPU:\t\t{}\n  Memory:\t{}",
-                l.nano_cpus as f64 / 1e9,
-                output::bytes(l.memory_bytes)
-            );
-        }
-        if let Some(l) = &r.limits {
-            outln!(
-                " Limits:\n  CPU:\t\t{}\n  Memory:\t{}",
-                l.nano_cpus as f64 / 1e9,
-                output::bytes(l.memory_bytes)
-            );
-        }
-    }
-    outln!(
-        "Endpoint Mode:\t{}",
-        spec.endpoint
-            .as_ref()
-            .map(|e| e.mode.clone())
-            .unwrap_or_else(|| "vip".into())
-    );
-    let ports = ports(spec.endpoint.as_ref(), false);
-    if !ports.is_empty() {
-        outln!("Ports:\t\t{ports}");
-    }
 }
 
 async fn scale(target: &Target, args: ScaleArgs) -> Result<()> {
@@ -852,7 +398,6 @@ fn parse_since(s: &str) -> Result<i64> {
 }
 
 async fn logs(target: &Target, args: LogsArgs) -> Result<()> {
-    use std::io::Write;
     let tail = match args.tail.as_str() {
         "all" => -1,
         n => n
@@ -885,56 +430,12 @@ async fn logs(target: &Target, args: LogsArgs) -> Result<()> {
         since,
         timestamps: args.timestamps,
     };
-    let mut stream = control
+    let stream = control
         .service_logs(request)
         .await
         .map_err(rpc)?
         .into_inner();
-    let mut stdout = std::io::stdout().lock();
-    let mut stderr = std::io::stderr().lock();
-    while let Some(m) = stream.message().await.map_err(rpc)? {
-        let slot = if m.slot > 0 {
-            m.slot.to_string()
-        } else {
-            m.node_id.clone()
-        };
-        let prefix = if args.raw {
-            String::new()
-        } else if args.no_task_ids {
-            format!(
-                "{}.{}@{}    | ",
-                m.service_name,
-                slot,
-                names.get(&m.node_id).cloned().unwrap_or_default()
-            )
-        } else {
-            format!(
-                "{}.{}.{}@{}    | ",
-                m.service_name,
-                slot,
-                short(&m.task_id),
-                names.get(&m.node_id).cloned().unwrap_or_default()
-            )
-        };
-        let time = if args.timestamps && m.timestamp > 0 {
-            format!("{} ", output::rfc3339(m.timestamp))
-        } else {
-            String::new()
-        };
-        let text = String::from_utf8_lossy(&m.data);
-        for line in text.lines() {
-            let out: &mut dyn Write = if m.stream == 2 {
-                &mut stderr
-            } else {
-                &mut stdout
-            };
-            // `service logs -f | head` ends when the reader goes away.
-            if let Err(e) = writeln!(out, "{prefix}{time}{line}") {
-                output::output_failed(&e);
-            }
-        }
-    }
-    Ok(())
+    print::log_messages(stream, &names, &args).await
 }
 
 fn key_of(env: &str) -> &str {
@@ -943,7 +444,7 @@ fn key_of(env: &str) -> &str {
 
 /// Applies `service update`'s flags to the service's current spec.
 fn updated_spec(service: &Service, args: &UpdateArgs) -> Result<orch_api::pb::ServiceSpec> {
-    use super::spec_flags::{parse_key_values, parse_mount, parse_publish};
+    use crate::commands::spec_flags::{parse_key_values, parse_mount, parse_publish};
     let mut spec = service.spec.clone().unwrap_or_default();
     if args.flags.name.as_ref().is_some_and(|n| *n != spec.name) {
         bail!("renaming services is not supported");
@@ -1030,7 +531,7 @@ fn updated_spec(service: &Service, args: &UpdateArgs) -> Result<orch_api::pb::Se
         }
     }
     // The options create and update share (env, health, restart, update config, ...).
-    super::spec_flags::apply(&args.flags, &mut spec)?;
+    crate::commands::spec_flags::apply(&args.flags, &mut spec)?;
     Ok(spec)
 }
 

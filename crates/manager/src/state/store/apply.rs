@@ -1,0 +1,306 @@
+//! Applying a committed [`StoreTransaction`] to [`Tables`]: create, update (with its version
+//! check), delete, the meta stamp, status reports, and raft membership changes.
+
+use std::sync::Arc;
+
+use orch_api::pb::store_action::Action;
+use orch_api::pb::{
+    Cluster, ManagerStatus, Meta, Node, RaftMember, Service, StoreTransaction, Task,
+};
+
+use super::{Event, Object, Tables};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{kind} {id} already exists")]
+    Exists { kind: &'static str, id: String },
+    #[error("{kind} with name {name} already exists")]
+    NameConflict { kind: &'static str, name: String },
+    #[error("{kind} {id} not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("update out of sequence: {kind} {id} changed since it was read (version {read}, now {current})")]
+    VersionConflict {
+        kind: &'static str,
+        id: String,
+        read: u64,
+        current: u64,
+    },
+    #[error("malformed store transaction: {0}")]
+    Malformed(String),
+}
+
+/// What every table's objects share, so create/update/delete are written once.
+trait Stored: Clone + PartialEq {
+    const KIND: &'static str;
+    fn id(&self) -> &str;
+    fn meta(&self) -> &Option<Meta>;
+    fn meta_mut(&mut self) -> &mut Option<Meta>;
+    fn object(obj: Arc<Self>) -> Object;
+    fn get(t: &Tables, id: &str) -> Option<Arc<Self>>;
+    /// Inserts or replaces, keeping the table's indexes.
+    fn put(t: &mut Tables, obj: Arc<Self>);
+    fn remove(t: &mut Tables, id: &str) -> Option<Arc<Self>>;
+}
+
+macro_rules! stored {
+    ($ty:ty, $kind:literal, $variant:ident, put: $put:expr, remove: $remove:expr, get: $table:ident) => {
+        impl Stored for $ty {
+            const KIND: &'static str = $kind;
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn meta(&self) -> &Option<Meta> {
+                &self.meta
+            }
+            fn meta_mut(&mut self) -> &mut Option<Meta> {
+                &mut self.meta
+            }
+            fn object(obj: Arc<Self>) -> Object {
+                Object::$variant(obj)
+            }
+            fn get(t: &Tables, id: &str) -> Option<Arc<Self>> {
+                t.$table.get(id).cloned()
+            }
+            fn put(t: &mut Tables, obj: Arc<Self>) {
+                let put: fn(&mut Tables, Arc<Self>) = $put;
+                put(t, obj)
+            }
+            fn remove(t: &mut Tables, id: &str) -> Option<Arc<Self>> {
+                let remove: fn(&mut Tables, &str) -> Option<Arc<Self>> = $remove;
+                remove(t, id)
+            }
+        }
+    };
+}
+
+stored!(Cluster, "cluster", Cluster,
+    put: |t, c| { t.clusters.insert(c.id.clone(), c); },
+    remove: |t, id| t.clusters.remove(id),
+    get: clusters);
+stored!(Node, "node", Node,
+    put: |t, n| { t.nodes.insert(n.id.clone(), n); },
+    remove: |t, id| t.nodes.remove(id),
+    get: nodes);
+stored!(Service, "service", Service,
+    put: |t, s| {
+        t.remove_service(&s.id);
+        t.insert_service(s);
+    },
+    remove: |t, id| t.remove_service(id),
+    get: services);
+stored!(Task, "task", Task,
+    put: |t, task| t.insert_task(task),
+    remove: |t, id| t.remove_task(id),
+    get: tasks);
+
+fn stamp(meta: &mut Option<Meta>, index: u64, ts: i64, created: Option<i64>) {
+    let meta = meta.get_or_insert_with(Default::default);
+    meta.version = index;
+    meta.updated_at = ts;
+    match created {
+        Some(created) => meta.created_at = created,
+        None if meta.created_at == 0 => meta.created_at = ts,
+        None => {}
+    }
+}
+
+fn version_of(meta: &Option<Meta>) -> u64 {
+    meta.as_ref().map_or(0, |m| m.version)
+}
+
+fn created_of(meta: &Option<Meta>) -> i64 {
+    meta.as_ref().map_or(0, |m| m.created_at)
+}
+
+fn not_found<T: Stored>(id: &str) -> ApplyError {
+    ApplyError::NotFound {
+        kind: T::KIND,
+        id: id.to_string(),
+    }
+}
+
+fn create<T: Stored>(
+    t: &mut Tables,
+    index: u64,
+    ts: i64,
+    obj: &T,
+    events: &mut Vec<Event>,
+) -> Result<(), ApplyError> {
+    if T::get(t, obj.id()).is_some() {
+        return Err(ApplyError::Exists {
+            kind: T::KIND,
+            id: obj.id().to_string(),
+        });
+    }
+    let mut obj = obj.clone();
+    stamp(obj.meta_mut(), index, ts, None);
+    let obj = Arc::new(obj);
+    T::put(t, obj.clone());
+    events.push(Event::Created(T::object(obj)));
+    Ok(())
+}
+
+/// Replaces an object read at the version its meta carries (optimistic concurrency).
+fn update<T: Stored>(
+    t: &mut Tables,
+    index: u64,
+    ts: i64,
+    obj: &T,
+    events: &mut Vec<Event>,
+) -> Result<(), ApplyError> {
+    let old = T::get(t, obj.id()).ok_or_else(|| not_found::<T>(obj.id()))?;
+    let (read, current) = (version_of(obj.meta()), version_of(old.meta()));
+    if read != current {
+        return Err(ApplyError::VersionConflict {
+            kind: T::KIND,
+            id: obj.id().to_string(),
+            read,
+            current,
+        });
+    }
+    replace(t, index, ts, &old, obj.clone(), events);
+    Ok(())
+}
+
+/// Stores `new` in place of `old` (no version check), recording the event.
+fn replace<T: Stored>(
+    t: &mut Tables,
+    index: u64,
+    ts: i64,
+    old: &Arc<T>,
+    mut new: T,
+    events: &mut Vec<Event>,
+) {
+    stamp(new.meta_mut(), index, ts, Some(created_of(old.meta())));
+    let new = Arc::new(new);
+    T::put(t, new.clone());
+    events.push(Event::Updated {
+        old: T::object(old.clone()),
+        new: T::object(new),
+    });
+}
+
+fn delete<T: Stored>(t: &mut Tables, id: &str, events: &mut Vec<Event>) -> Result<(), ApplyError> {
+    let old = T::remove(t, id).ok_or_else(|| not_found::<T>(id))?;
+    events.push(Event::Deleted(T::object(old)));
+    Ok(())
+}
+
+fn service_name(s: &Service) -> String {
+    s.spec
+        .as_ref()
+        .map(|sp| sp.name.clone())
+        .unwrap_or_default()
+}
+
+/// Applies one transaction to `t`, collecting events. Pure: the caller discards `t` on error.
+pub(super) fn apply_txn(
+    t: &mut Tables,
+    index: u64,
+    txn: &StoreTransaction,
+    events: &mut Vec<Event>,
+) -> Result<(), ApplyError> {
+    let ts = txn.timestamp;
+    for action in &txn.actions {
+        let action = action
+            .action
+            .as_ref()
+            .ok_or_else(|| ApplyError::Malformed("empty action".into()))?;
+        match action {
+            Action::CreateCluster(c) => create(t, index, ts, c, events)?,
+            Action::UpdateCluster(c) => update(t, index, ts, c, events)?,
+            Action::CreateNode(n) => create(t, index, ts, n, events)?,
+            Action::UpdateNode(n) => update(t, index, ts, n, events)?,
+            Action::DeleteNode(id) => delete::<Node>(t, id, events)?,
+            Action::CreateService(s) => {
+                let name = service_name(s);
+                if t.service_names.contains_key(&name) {
+                    return Err(ApplyError::NameConflict {
+                        kind: "service",
+                        name,
+                    });
+                }
+                create(t, index, ts, s, events)?
+            }
+            Action::UpdateService(s) => {
+                let name = service_name(s);
+                if t.service_names.get(&name).is_some_and(|id| id != &s.id) {
+                    return Err(ApplyError::NameConflict {
+                        kind: "service",
+                        name,
+                    });
+                }
+                update(t, index, ts, s, events)?
+            }
+            Action::DeleteService(id) => delete::<Service>(t, id, events)?,
+            Action::CreateTask(task) => create(t, index, ts, task, events)?,
+            Action::UpdateTask(task) => update(t, index, ts, task, events)?,
+            Action::DeleteTask(id) => delete::<Task>(t, id, events)?,
+            Action::TaskStatus(report) => {
+                // Agents report what they see; a report about a task that is gone, or an
+                // older state than the store has, is dropped without failing the batch.
+                let (Some(old), Some(status)) = (
+                    t.tasks.get(&report.task_id).cloned(),
+                    report.status.as_ref(),
+                ) else {
+                    continue;
+                };
+                let current = old.status.as_ref();
+                let cur_state = current.map_or(0, |s| s.state);
+                let newer = status.state > cur_state
+                    || (status.state == cur_state
+                        && current.is_some_and(|c| c != status && status.timestamp >= c.timestamp));
+                if newer {
+                    let mut task = (*old).clone();
+                    task.status = Some(status.clone());
+                    replace(t, index, ts, &old, task, events);
+                }
+            }
+            Action::NodeStatus(change) => {
+                let Some(old) = t.nodes.get(&change.node_id).cloned() else {
+                    continue;
+                };
+                let mut n = (*old).clone();
+                if let Some(status) = &change.status {
+                    n.status = Some(status.clone());
+                }
+                if let Some(description) = &change.description {
+                    n.description = Some(description.clone());
+                }
+                if *old != n {
+                    replace(t, index, ts, &old, n, events);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sets (added) or clears (removed) the manager status on a raft member's node object.
+pub(super) fn apply_member_change(
+    t: &mut Tables,
+    index: u64,
+    member: &RaftMember,
+    added: bool,
+    timestamp: i64,
+    events: &mut Vec<Event>,
+) {
+    let node_id = if added {
+        Some(member.node_id.clone())
+    } else {
+        t.node_by_raft_id(member.raft_id).map(|n| n.id.clone())
+    };
+    if let Some(old) = node_id.and_then(|id| t.nodes.get(&id).cloned()) {
+        let mut n = (*old).clone();
+        n.manager_status = if added {
+            Some(ManagerStatus {
+                raft_id: member.raft_id,
+                addr: member.addr.clone(),
+                ..Default::default()
+            })
+        } else {
+            None
+        };
+        replace(t, index, timestamp, &old, n, events);
+    }
+}
