@@ -325,7 +325,8 @@ mod tests {
         let managers: Vec<String> = ["m1", "m2", "m3"].iter().map(|s| s.to_string()).collect();
         let one = vec!["m1".to_string()];
         // (name, managers, next, failed, the managers tried in order)
-        let cases: [(&str, &[String], usize, Option<&str>, [&str; 4]); 4] = [
+        type Case<'a> = (&'a str, &'a [String], usize, Option<&'a str>, [&'a str; 4]);
+        let cases: [Case<'_>; 4] = [
             ("round robin", &managers, 0, None, ["m1", "m2", "m3", "m1"]),
             (
                 "the failed leader is passed over",

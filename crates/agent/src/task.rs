@@ -285,7 +285,7 @@ impl Runner {
     /// PREPARING: prepares (pulls) and creates the container: READY, or REJECTED/FAILED.
     async fn prepare(&mut self, cancel: &CancellationToken) -> Flow {
         let Some(prepared) = self
-            .retry(&cancel, |e, t| async move { e.prepare(&t).await })
+            .retry(cancel, |e, t| async move { e.prepare(&t).await })
             .await
         else {
             return Flow::Cancelled;
@@ -295,7 +295,7 @@ impl Runner {
             return Flow::Next;
         }
         match self
-            .retry(&cancel, |e, t| async move { e.create(&t).await })
+            .retry(cancel, |e, t| async move { e.create(&t).await })
             .await
         {
             None => return Flow::Cancelled,
@@ -336,7 +336,7 @@ impl Runner {
             }
         };
         let started = self
-            .retry(&cancel, |e, t| async move { e.start(&t).await })
+            .retry(cancel, |e, t| async move { e.start(&t).await })
             .await;
         drop(turn);
         match started {
@@ -350,7 +350,7 @@ impl Runner {
     /// STARTING: RUNNING once the container runs (and is healthy, with a healthcheck).
     async fn check_started(&mut self, cancel: &CancellationToken) -> Flow {
         let Some(result) = self
-            .retry(&cancel, |e, t| async move { e.inspect(&t).await })
+            .retry(cancel, |e, t| async move { e.inspect(&t).await })
             .await
         else {
             return Flow::Cancelled;

@@ -195,7 +195,7 @@ mod tests {
 
         // t3 is scheduled on n2: n2 alone hears of it.
         let mut t3 = testkit::running("t3", &s, 3, "n2");
-        t3.meta = store.view().task("t3").and_then(|t| t.meta.clone());
+        t3.meta = store.view().task("t3").and_then(|t| t.meta);
         applier
             .propose(vec![Action::UpdateTask(t3)])
             .await

@@ -631,7 +631,7 @@ mod tests {
             st.message = "something else entirely".into();
         }
         let v = view(vec![broken, node("n2")], vec![s.clone()], vec![t.clone()]);
-        let plan = plan(&v, &arcs(&[t.clone()]));
+        let plan = plan_of(&v, &t);
         assert_eq!(plan.assignments.len(), 1);
         assert_eq!(plan.assignments[0].1, "n2");
         // A message alone does not make a node unready.

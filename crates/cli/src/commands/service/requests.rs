@@ -536,8 +536,10 @@ fn updated_spec(service: &Service, args: &UpdateArgs) -> Result<orch_api::pb::Se
 }
 
 /// The manager refused an update because the service changed since it was read.
+/// (The server answers a version conflict, and only that, with ABORTED; the message is
+/// docker's "update out of sequence", for people.)
 fn out_of_sequence(status: &tonic::Status) -> bool {
-    status.message().contains("update out of sequence")
+    status.code() == tonic::Code::Aborted
 }
 
 async fn update(target: &Target, args: UpdateArgs) -> Result<()> {
