@@ -266,9 +266,9 @@ fn lab_up_status_down() {
 }
 
 /// A lab of `managers` managers and no workers, in namespaces, removed when dropped.
-fn manager_lab(name: &str, tmpfs_mib: Option<u32>) -> (orch_cli::lab::Lab, LabGuard) {
+fn manager_lab(name: &str, tmpfs_mib: Option<u32>) -> (orch_lab::Lab, LabGuard) {
     let guard = scratch(name);
-    let mut lab = orch_cli::lab::Lab::up(orch_cli::lab::LabConfig {
+    let mut lab = orch_lab::Lab::up(orch_lab::LabConfig {
         root: guard.0.clone(),
         managers: 3,
         workers: 0,
@@ -285,7 +285,7 @@ fn manager_lab(name: &str, tmpfs_mib: Option<u32>) -> (orch_cli::lab::Lab, LabGu
 
 /// `orch service create -d --name NAME orch-test/busybox:1 sleep 9` on lab node `node`.
 fn create_sleeper(
-    lab: &orch_cli::lab::Lab,
+    lab: &orch_lab::Lab,
     node: &str,
     name: &str,
 ) -> anyhow::Result<std::process::Output> {
@@ -304,7 +304,7 @@ fn create_sleeper(
     )
 }
 
-fn leader_of(lab: &orch_cli::lab::Lab) -> String {
+fn leader_of(lab: &orch_lab::Lab) -> String {
     let mut leader = None;
     wait_for(Duration::from_secs(20), "a leader", || {
         leader = lab.leader("m1");
@@ -367,7 +367,7 @@ fn regression_a_leader_partition_made_every_agent_stop_its_tasks() {
     };
     let before = running(followers[0]);
     assert_eq!(before.len(), 4, "{before:?}");
-    lab.cut(&leader, &[], orch_cli::lab::Direction::Both)
+    lab.cut(&leader, &[], orch_lab::Direction::Both)
         .expect("cut the leader off");
     std::thread::sleep(Duration::from_secs(6));
     lab.heal().expect("heal");
@@ -403,7 +403,7 @@ fn regression_forwarded_call_hung_after_the_leader_was_cut_off() {
         .expect("test step");
     lab.orch_ok(follower, &["node", "ls"])
         .expect("the follower answers");
-    lab.cut(&leader, &[], orch_cli::lab::Direction::Both)
+    lab.cut(&leader, &[], orch_lab::Direction::Both)
         .expect("cut the leader off");
     let started = Instant::now();
     let out = create_sleeper(&lab, follower, "fwd").expect("run orch");

@@ -72,7 +72,7 @@ impl Bench {
     }
 
     fn restart(&self, i: usize) -> Result<()> {
-        orch_cli::process::spawn_node(Command::new(&self.orch), &self.dir(i))?;
+        orch_lab::process::spawn_node(Command::new(&self.orch), &self.dir(i))?;
         Ok(())
     }
 }
@@ -191,7 +191,7 @@ pub fn run(orch: &str, trials: usize) -> Result<()> {
         wait(
             Duration::from_secs(10),
             "the killed process to exit",
-            || !orch_cli::process::holds_files(pid as i32),
+            || !orch_lab::process::holds_files(pid as i32),
         )?;
         bench.restart(leader)?;
     }

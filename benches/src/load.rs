@@ -14,7 +14,7 @@
 //! Correctness (every task RUNNING, spread ≤ 1, nothing rescheduled by a leader change) makes
 //! the exit status; speed is only reported.
 
-use orch_cli::lab::chaos::percentile;
+use orch_lab::chaos::percentile;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use orch_api::pb::{
     ListTasksRequest, NodeState, Placement, ReplicatedService, ServiceSpec, Task, TaskSpec,
     TaskState,
 };
-use orch_cli::lab::{Lab, LabConfig};
+use orch_lab::{Lab, LabConfig};
 use parking_lot::Mutex;
 use tonic::transport::Channel;
 

@@ -248,7 +248,7 @@ impl Cluster {
     /// Starts a stopped node's process again (`orch daemon` in the background).
     pub fn restart(&self, name: &str) {
         let node = self.node(name);
-        orch_cli::process::spawn_node(Command::new(orch_bin()), &node.dir).expect("spawn daemon");
+        orch_lab::process::spawn_node(Command::new(orch_bin()), &node.dir).expect("spawn daemon");
         wait_for(Duration::from_secs(20), "restarted node to answer", || {
             node.dir.join("orch.sock").exists() && self.orch(name, &["info"]).ok()
         });
@@ -503,7 +503,7 @@ pub fn orch_in(dir: &Path, args: &[&str]) -> Run {
 pub fn alive(pid: i32) -> bool {
     // A zombie counts as dead once every thread has exited (until then it holds its files,
     // the pid-file lock among them).
-    orch_cli::process::holds_files(pid)
+    orch_lab::process::holds_files(pid)
 }
 
 fn rand_u8() -> u8 {

@@ -1,5 +1,5 @@
-//! The `orch` command: the node process and every client command, plus the lab harness
-//! (`orch lab`) and the fault-injection checker the test suite shares with it.
+//! The `orch` command: the node process and every client command; `orch lab` runs the lab
+//! harness and the fault-injection suite of the `orch-lab` crate.
 
 /// `println!` for a command's output: a reader that went away (`orch node ls | head -1`) ends
 /// the command quietly, as docker's does, instead of a panic with a backtrace.
@@ -27,9 +27,10 @@ pub mod client;
 pub mod commands;
 pub mod daemon;
 pub mod datadir;
-pub mod lab;
 pub mod net;
 pub mod output;
-pub mod process;
+/// The /proc liveness check and `spawn_node` live in `orch-lab` (which the lab, the daemon,
+/// the tests and the benches share).
+pub use orch_lab::process;
 
 pub use app::main_entry;

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use crate::lab::chaos::{self, Schedule};
-use crate::lab::{Lab, LabConfig};
+use orch_lab::chaos::{self, Schedule};
+use orch_lab::{Lab, LabConfig};
 
 #[derive(Subcommand, Debug)]
 pub enum LabCmd {

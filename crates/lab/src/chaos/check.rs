@@ -14,9 +14,12 @@ use orch_api::pb::{
     TaskState,
 };
 
+use orch_api::pb::control_client::ControlClient;
+use orch_api::pb::node_control_client::NodeControlClient;
+use orch_api::transport::unix_channel;
+use tonic::transport::Channel;
+
 use super::workload::{Spec, Value};
-use crate::client::Target;
-use crate::datadir::DataDir;
 
 pub const PREFIX: &str = "chaos-";
 const GEN: &str = "chaos.gen";
@@ -43,16 +46,27 @@ impl Probe {
         })
     }
 
-    fn target(dir: &Path) -> Target {
-        Target {
-            dd: DataDir::new(dir),
-            host: None,
+    /// A channel to the node process whose data dir is `dir` (over its control socket).
+    fn channel(dir: &Path) -> Result<Channel> {
+        let socket = dir.join("orch.sock");
+        if !socket.exists() {
+            anyhow::bail!(
+                "the orch node process is not running (no socket at {})",
+                socket.display()
+            );
         }
+        Ok(unix_channel(&socket)?)
+    }
+
+    fn control(dir: &Path) -> Result<ControlClient<Channel>> {
+        Ok(ControlClient::new(Self::channel(dir)?)
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(64 << 20))
     }
 
     pub fn services(&self, dir: &Path) -> Result<Vec<Service>> {
         self.call(async {
-            let mut c = Self::target(dir).control()?;
+            let mut c = Self::control(dir)?;
             Ok(c.list_services(ListServicesRequest {})
                 .await?
                 .into_inner()
@@ -62,7 +76,7 @@ impl Probe {
 
     pub fn tasks(&self, dir: &Path) -> Result<Vec<Task>> {
         self.call(async {
-            let mut c = Self::target(dir).control()?;
+            let mut c = Self::control(dir)?;
             Ok(c.list_tasks(ListTasksRequest::default())
                 .await?
                 .into_inner()
@@ -72,7 +86,7 @@ impl Probe {
 
     pub fn digest(&self, dir: &Path) -> Result<StoreDigestResponse> {
         self.call(async {
-            let mut c = Self::target(dir).node_control()?;
+            let mut c = NodeControlClient::new(Self::channel(dir)?);
             Ok(c.store_digest(Empty {}).await?.into_inner())
         })
     }

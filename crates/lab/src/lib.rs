@@ -21,6 +21,7 @@ use serde_json::Value;
 
 pub mod chaos;
 mod delay;
+pub mod process;
 
 pub use delay::Delay;
 
