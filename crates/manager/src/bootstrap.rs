@@ -23,7 +23,7 @@ impl Default for ClusterSettings {
     fn default() -> Self {
         ClusterSettings {
             cert_expiry: crate::ca::DEFAULT_CERT_EXPIRY,
-            heartbeat: crate::dispatcher::DEFAULT_HEARTBEAT,
+            heartbeat: orch_api::heartbeat::DEFAULT_PERIOD,
             task_history_limit: 5,
             snapshot_interval: 10_000,
         }

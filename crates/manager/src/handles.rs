@@ -11,6 +11,9 @@ use crate::error::ManagerError;
 
 pub mod conflict;
 
+/// Actions per proposal (one raft entry), at most: leader components split larger batches.
+pub const MAX_ACTIONS: usize = 1000;
+
 /// Proposes actions as one store transaction, stamped with the proposer's clock; resolves
 /// with the raft index once the transaction is applied on this manager.
 pub trait Proposer: Send + Sync + 'static {

@@ -555,7 +555,7 @@ impl Dirty {
 pub async fn commit<P: Proposer + ?Sized>(proposer: &P, actions: Vec<Action>) {
     let mut rest = actions;
     while !rest.is_empty() {
-        let tail = rest.split_off(rest.len().min(crate::scheduler::BATCH));
+        let tail = rest.split_off(rest.len().min(crate::handles::MAX_ACTIONS));
         if let Err(e) = proposer.propose(rest).await {
             if crate::handles::conflict::is_conflict(&e) {
                 debug!("orchestrator batch conflicted; deciding again");

@@ -13,11 +13,8 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::handles::Proposer;
+use crate::handles::{Proposer, MAX_ACTIONS};
 use crate::state::store::Store;
-
-/// Actions per raft entry.
-pub const BATCH: usize = 1000;
 
 pub async fn run<P: Proposer + ?Sized>(
     store: Arc<Store>,
@@ -87,7 +84,7 @@ async fn schedule_once<P: Proposer + ?Sized>(store: &Store, proposer: &P) {
     let mut chunks = Vec::new();
     let mut rest = actions;
     while !rest.is_empty() {
-        let tail = rest.split_off(rest.len().min(BATCH));
+        let tail = rest.split_off(rest.len().min(MAX_ACTIONS));
         chunks.push(rest);
         rest = tail;
     }
