@@ -100,7 +100,7 @@ impl Constraint {
             Key::Id => Some(node.id.clone()),
             Key::Hostname => desc.map(|d| d.hostname.clone()),
             Key::Role => Some(
-                if node.role == NodeRole::Manager as i32 {
+                if node.role() == NodeRole::Manager {
                     "manager"
                 } else {
                     "worker"

@@ -240,7 +240,7 @@ fn validate_endpoint(e: &mut EndpointSpec) -> Result<(), SpecError> {
         if p.target_port == 0 || p.target_port > 65535 || p.published_port > 65535 {
             return invalid("ports must be between 1 and 65535");
         }
-        if p.publish_mode != PublishMode::Host as i32 {
+        if p.publish_mode() != PublishMode::Host {
             return invalid(
                 "the routing mesh (ingress publishing) is not implemented yet: publish in host mode, e.g. --publish published=8080,target=80,mode=host",
             );

@@ -66,7 +66,7 @@ async fn reconcile<P: Proposer + ?Sized>(store: &Store, proposer: &P, raft: &Raf
     for node in view.nodes() {
         let desired = node.spec.as_ref().map_or(0, |s| s.desired_role);
         let member = member_of(node);
-        if desired == NodeRole::Manager as i32 && node.role != NodeRole::Manager as i32 {
+        if desired == NodeRole::Manager as i32 && node.role() != NodeRole::Manager {
             let mut n = (**node).clone();
             n.role = NodeRole::Manager as i32;
             match proposer.propose(vec![Action::UpdateNode(n)]).await {
@@ -92,7 +92,7 @@ async fn reconcile<P: Proposer + ?Sized>(store: &Store, proposer: &P, raft: &Raf
             }
             let current = store.view().node(&node.id).cloned();
             if let Some(current) =
-                current.filter(|n| n.role != NodeRole::Worker as i32 && n.manager_status.is_none())
+                current.filter(|n| n.role() != NodeRole::Worker && n.manager_status.is_none())
             {
                 let mut n = (*current).clone();
                 n.role = NodeRole::Worker as i32;

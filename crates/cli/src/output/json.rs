@@ -319,7 +319,7 @@ fn endpoint_spec(e: &Option<EndpointSpec>) -> Value {
                 "Protocol": p.protocol,
                 "TargetPort": p.target_port,
                 "PublishedPort": p.published_port,
-                "PublishMode": if p.publish_mode == PublishMode::Host as i32 { "host" } else { "ingress" },
+                "PublishMode": if p.publish_mode() == PublishMode::Host { "host" } else { "ingress" },
             })
         })
         .collect();

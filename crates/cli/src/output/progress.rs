@@ -81,7 +81,7 @@ pub fn assess(service: &Service, tasks: &[Task], hostnames: &BTreeMap<String, St
     let spec = service.spec.clone().unwrap_or_default();
     let current: Vec<&Task> = tasks
         .iter()
-        .filter(|t| t.desired_state <= TaskState::Running as i32)
+        .filter(|t| t.desired_state() <= TaskState::Running)
         .collect();
     // Up to date: running the service's current task spec (a scale changes the service's
     // version but not its tasks').
@@ -122,8 +122,7 @@ pub fn assess(service: &Service, tasks: &[Task], hostnames: &BTreeMap<String, St
             let stopping = tasks
                 .iter()
                 .filter(|t| {
-                    t.desired_state > TaskState::Running as i32
-                        && state(t) == TaskState::Running as i32
+                    t.desired_state() > TaskState::Running && state(t) == TaskState::Running as i32
                 })
                 .count();
             if stopping > 0 {
@@ -193,9 +192,7 @@ pub fn assess(service: &Service, tasks: &[Task], hostnames: &BTreeMap<String, St
             let iteration = service.job_status.as_ref().map_or(0, |s| s.job_iteration);
             let mine: Vec<&Task> = tasks
                 .iter()
-                .filter(|t| {
-                    t.job_iteration == iteration && t.desired_state <= TaskState::Running as i32
-                })
+                .filter(|t| t.job_iteration == iteration && t.desired_state() <= TaskState::Running)
                 .collect();
             let complete = mine
                 .iter()

@@ -118,8 +118,8 @@ pub fn value_of(service: &Service) -> Value {
 }
 
 fn running(t: &Task) -> bool {
-    t.desired_state == TaskState::Running as i32
-        && t.status.as_ref().map_or(0, |s| s.state) == TaskState::Running as i32
+    t.desired_state() == TaskState::Running
+        && t.status.as_ref().map_or(TaskState::New, |s| s.state()) == TaskState::Running
 }
 
 /// Tasks of the workload's services wanted running that are not running yet: the queue of
@@ -129,8 +129,8 @@ pub fn start_backlog(tasks: &[Task]) -> usize {
         .iter()
         .filter(|t| {
             t.service_name.starts_with(PREFIX)
-                && t.desired_state == TaskState::Running as i32
-                && t.status.as_ref().map_or(0, |s| s.state) < TaskState::Running as i32
+                && t.desired_state() == TaskState::Running
+                && t.status.as_ref().map_or(TaskState::New, |s| s.state()) < TaskState::Running
         })
         .count()
 }
@@ -292,7 +292,7 @@ pub fn converged(services: &[Service], tasks: &[Task], containers: &[Container])
         let key = (want.image.clone(), want.gen.to_string());
         let current: Vec<&Task> = tasks
             .iter()
-            .filter(|t| t.service_id == s.id && t.desired_state <= TaskState::Running as i32)
+            .filter(|t| t.service_id == s.id && t.desired_state() <= TaskState::Running)
             .collect();
         let slots: BTreeSet<u64> = current
             .iter()

@@ -1071,7 +1071,7 @@ impl Ctx<'_> {
                     .iter()
                     .filter(|t| {
                         t.service_name == name
-                            && t.desired_state == orch_api::pb::TaskState::Running as i32
+                            && t.desired_state() == orch_api::pb::TaskState::Running
                             && t.status.as_ref().map_or(0, |s| s.state)
                                 == orch_api::pb::TaskState::Running as i32
                             && t.spec
@@ -1167,7 +1167,7 @@ impl Ctx<'_> {
                     s.spec.as_ref().is_some_and(|sp| sp.name == name)
                         && s.update_status
                             .as_ref()
-                            .is_some_and(|u| u.state == UpdateState::Completed as i32)
+                            .is_some_and(|u| u.state() == UpdateState::Completed)
                 })
             })
         });

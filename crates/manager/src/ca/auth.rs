@@ -55,7 +55,7 @@ pub fn require_manager<T>(request: &Request<T>, view: &Tables) -> Result<Caller,
         Caller::Node(cert) if cert.role == NodeRole::Manager => {
             // A demoted manager keeps its old certificate until it renews: the store decides.
             match view.node(&cert.node_id) {
-                Some(node) if node.role != NodeRole::Manager as i32 => {
+                Some(node) if node.role() != NodeRole::Manager => {
                     Err(Status::permission_denied(WORKER_DENIED))
                 }
                 _ => Ok(caller),

@@ -28,7 +28,7 @@ pub async fn get(ctx: &ManagerCtx, reference: &str) -> Result<Node> {
 fn is_manager(node: &Node) -> bool {
     node.spec
         .as_ref()
-        .is_some_and(|s| s.desired_role == NodeRole::Manager as i32)
+        .is_some_and(|s| s.desired_role() == NodeRole::Manager)
         || node.manager_status.is_some()
 }
 
@@ -39,7 +39,7 @@ fn check_demote(ctx: &ManagerCtx, view: &Tables, node: &Node) -> Result<()> {
         .filter(|n| {
             n.spec
                 .as_ref()
-                .is_some_and(|s| s.desired_role == NodeRole::Manager as i32)
+                .is_some_and(|s| s.desired_role() == NodeRole::Manager)
         })
         .count();
     if managers <= 1 {
@@ -89,7 +89,7 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateNodeRequest) -> Result<Node> {
             spec.labels.remove(k);
         }
         if let Some(role) = role {
-            if role == NodeRole::Worker && spec.desired_role == NodeRole::Manager as i32 {
+            if role == NodeRole::Worker && spec.desired_role() == NodeRole::Manager {
                 check_demote(ctx, &view, &node)?;
             }
             spec.desired_role = role as i32;

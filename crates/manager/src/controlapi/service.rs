@@ -91,7 +91,8 @@ pub async fn list(ctx: &ManagerCtx) -> Result<ListServicesResponse> {
             view.tasks_of_service(&service.id)
                 .filter(|t| {
                     t.job_iteration == iteration
-                        && t.status.as_ref().map_or(0, |s| s.state) == TaskState::Complete as i32
+                        && t.status.as_ref().map_or(TaskState::New, |s| s.state())
+                            == TaskState::Complete
                 })
                 .count() as u64
         } else {

@@ -111,7 +111,12 @@ impl Raft for RaftService {
         let node = view
             .node(&node_id)
             .ok_or_else(|| Status::not_found(format!("node {node_id} not found")))?;
-        if node.spec.as_ref().map_or(0, |s| s.desired_role) != NodeRole::Manager as i32 {
+        if node
+            .spec
+            .as_ref()
+            .map_or(NodeRole::Worker, |s| s.desired_role())
+            != NodeRole::Manager
+        {
             return Err(Status::failed_precondition(format!(
                 "node {node_id} is not a manager"
             )));

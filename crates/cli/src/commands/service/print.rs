@@ -29,7 +29,7 @@ fn ports(endpoint: Option<&orch_api::pb::EndpointSpec>, host_only: bool) -> Stri
         .map(|e| {
             e.ports
                 .iter()
-                .filter(|p| !host_only || p.publish_mode == PublishMode::Host as i32)
+                .filter(|p| !host_only || p.publish_mode() == PublishMode::Host)
                 .map(|p| format!("*:{}->{}/{}", p.published_port, p.target_port, p.protocol))
                 .collect::<Vec<_>>()
                 .join(", ")
@@ -117,8 +117,8 @@ fn ps_rows(
                 if b.slot == 0 { b.node_id.as_str() } else { "" },
             ))
             .then(
-                (b.desired_state <= TaskState::Running as i32)
-                    .cmp(&(a.desired_state <= TaskState::Running as i32)),
+                (b.desired_state() <= TaskState::Running)
+                    .cmp(&(a.desired_state() <= TaskState::Running)),
             )
             .then(created(b).cmp(&created(a)))
     });

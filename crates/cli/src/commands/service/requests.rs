@@ -137,9 +137,9 @@ fn matches_filter(t: &Task, filter: &str, hostnames: &BTreeMap<String, String>) 
     };
     Ok(match k {
         "desired-state" => match v {
-            "running" => t.desired_state <= TaskState::Running as i32,
-            "shutdown" => t.desired_state >= TaskState::Shutdown as i32,
-            "accepted" => t.desired_state <= TaskState::Accepted as i32,
+            "running" => t.desired_state() <= TaskState::Running,
+            "shutdown" => t.desired_state() >= TaskState::Shutdown,
+            "accepted" => t.desired_state() <= TaskState::Accepted,
             other => bail!("invalid desired-state filter {other:?}: running, shutdown or accepted"),
         },
         "node" => t.node_id.starts_with(v) || hostnames.get(&t.node_id).is_some_and(|h| h == v),

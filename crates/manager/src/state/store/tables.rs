@@ -10,7 +10,7 @@ use orch_api::pb::{Cluster, Node, Service, StoreSnapshot, Task};
 fn is_pending(t: &Task) -> bool {
     t.status
         .as_ref()
-        .is_some_and(|s| s.state == orch_api::pb::TaskState::Pending as i32)
+        .is_some_and(|s| s.state() == orch_api::pb::TaskState::Pending)
 }
 
 /// A consistent read view of every table at one applied index.
@@ -48,7 +48,7 @@ pub struct NodeLoad {
 pub fn occupies_node(t: &Task) -> bool {
     let state = t.status.as_ref().map_or(0, |s| s.state);
     !t.node_id.is_empty()
-        && t.desired_state <= orch_api::pb::TaskState::Running as i32
+        && t.desired_state() <= orch_api::pb::TaskState::Running
         && state < orch_api::pb::TaskState::Complete as i32
 }
 
@@ -66,9 +66,7 @@ pub fn host_ports(t: &Task) -> impl Iterator<Item = (&str, u32)> {
     t.endpoint
         .iter()
         .flat_map(|e| e.ports.iter())
-        .filter(|p| {
-            p.publish_mode == orch_api::pb::PublishMode::Host as i32 && p.published_port != 0
-        })
+        .filter(|p| p.publish_mode() == orch_api::pb::PublishMode::Host && p.published_port != 0)
         .map(|p| (p.protocol.as_str(), p.published_port))
 }
 
@@ -167,9 +165,12 @@ impl Tables {
 
     /// Adds (or takes away) what `t` holds of its node, and counts it for its service.
     fn load(&mut self, t: &Task, add: bool) {
-        if t.desired_state == orch_api::pb::TaskState::Running as i32 {
+        if t.desired_state() == orch_api::pb::TaskState::Running {
             let running = u64::from(
-                t.status.as_ref().map_or(0, |s| s.state) == orch_api::pb::TaskState::Running as i32,
+                t.status
+                    .as_ref()
+                    .map_or(orch_api::pb::TaskState::New, |s| s.state())
+                    == orch_api::pb::TaskState::Running,
             );
             let counts = self.service_counts.entry(t.service_id.clone()).or_default();
             if add {
