@@ -606,12 +606,8 @@ mod tests {
         h.until("kept", TaskState::Failed).await;
     }
 
-    /// An agent restart did not heal an orphan: a task the managers know as ended whose
-    /// container was running (a start the engine finished late) was adopted as it was and left
-    /// running for good. A restarted agent stops the container of every ended task it is given.
-    #[tokio::test]
-    async fn regression_a_restarted_agent_left_an_ended_tasks_container_running() {
-        let exec = FakeExecutor::new();
+    /// A task the managers have as SHUTDOWN, whose container the engine still runs.
+    fn ended_with_a_running_container(exec: &FakeExecutor) -> Task {
         let mut ended = task("ended", "busybox");
         ended.desired_state = TaskState::Shutdown as i32;
         ended.status = Some(TaskStatus {
@@ -619,6 +615,16 @@ mod tests {
             ..Default::default()
         });
         exec.add_existing(&ended, true);
+        ended
+    }
+
+    /// An agent restart did not heal an orphan: a task the managers know as ended whose
+    /// container was running (a start the engine finished late) was adopted as it was and left
+    /// running for good. A restarted agent stops the container of every ended task it is given.
+    #[tokio::test]
+    async fn regression_a_restarted_agent_left_an_ended_tasks_container_running() {
+        let exec = FakeExecutor::new();
+        let ended = ended_with_a_running_container(&exec);
         let h = Harness::new(exec.clone());
         h.send(true, vec![ended], vec![]).await;
         tokio::time::timeout(Duration::from_secs(5), async {
@@ -638,13 +644,7 @@ mod tests {
     #[tokio::test]
     async fn regression_a_restarted_agent_rewrote_an_ended_tasks_state() {
         let exec = FakeExecutor::new();
-        let mut ended = task("ended", "busybox");
-        ended.desired_state = TaskState::Shutdown as i32;
-        ended.status = Some(TaskStatus {
-            state: TaskState::Shutdown as i32,
-            ..Default::default()
-        });
-        exec.add_existing(&ended, true);
+        let ended = ended_with_a_running_container(&exec);
         exec.exit("ended", 137);
         let mut h = Harness::new(exec.clone());
         h.send(true, vec![ended], vec![]).await;

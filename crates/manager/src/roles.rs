@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use orch_api::pb::store_action::Action;
-use orch_api::pb::{Node, NodeRole, RaftMember};
+use orch_api::pb::NodeRole;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -14,18 +14,7 @@ use tracing::{info, warn};
 use crate::handles::Proposer;
 use crate::raft::membership::{can_remove_member, step_down};
 use crate::raft::node::RaftHandle;
-use crate::state::store::{Object, Store};
-
-fn member_of(node: &Node) -> Option<RaftMember> {
-    node.manager_status
-        .as_ref()
-        .filter(|m| m.raft_id != 0)
-        .map(|m| RaftMember {
-            raft_id: m.raft_id,
-            node_id: node.id.clone(),
-            addr: m.addr.clone(),
-        })
-}
+use crate::state::store::{member_of, Object, Store};
 
 /// Leader-only: promotes nodes whose desired role is manager (the node then renews its
 /// certificate and joins raft itself) and demotes nodes whose desired role is worker (out of

@@ -277,12 +277,7 @@ pub async fn version(target: &Target) -> Result<()> {
         outln!("Server: the node process's version is read on its own machine (not over -H)");
         return Ok(());
     }
-    let info = target
-        .node_control()?
-        .info(Empty {})
-        .await
-        .map_err(rpc)?
-        .into_inner();
+    let info = local_info(target).await?;
     outln!("Server:");
     outln!(
         " Version:    {}",
@@ -302,17 +297,22 @@ pub async fn version(target: &Target) -> Result<()> {
     Ok(())
 }
 
+/// This node's own view of itself (the node-local socket; needs no leader).
+async fn local_info(target: &Target) -> Result<orch_api::pb::InfoResponse> {
+    Ok(target
+        .node_control()?
+        .info(Empty {})
+        .await
+        .map_err(rpc)?
+        .into_inner())
+}
+
 pub async fn info(target: &Target) -> Result<()> {
     if !target.dd.is_initialized() {
         outln!("Swarm: inactive");
         return Ok(());
     }
-    let info = target
-        .node_control()?
-        .info(Empty {})
-        .await
-        .map_err(rpc)?
-        .into_inner();
+    let info = local_info(target).await?;
     let state = match orch_api::pb::LocalNodeState::try_from(info.state) {
         Ok(orch_api::pb::LocalNodeState::Active) => "active",
         Ok(orch_api::pb::LocalNodeState::Pending) => "pending",

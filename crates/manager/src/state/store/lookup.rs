@@ -111,19 +111,7 @@ impl Tables {
 
     /// Managers that are raft members, with their raft ID and address.
     pub fn members(&self) -> Vec<RaftMember> {
-        self.nodes
-            .values()
-            .filter_map(|n| {
-                n.manager_status
-                    .as_ref()
-                    .filter(|m| m.raft_id != 0)
-                    .map(|m| RaftMember {
-                        raft_id: m.raft_id,
-                        node_id: n.id.clone(),
-                        addr: m.addr.clone(),
-                    })
-            })
-            .collect()
+        self.nodes.values().filter_map(|n| member_of(n)).collect()
     }
 
     pub fn node_by_raft_id(&self, raft_id: u64) -> Option<&Arc<Node>> {
@@ -196,4 +184,16 @@ fn resolve<T: Clone>(
             count: many.len(),
         }),
     }
+}
+
+/// The node as a raft member (its raft ID and address), if it is one.
+pub fn member_of(node: &Node) -> Option<RaftMember> {
+    node.manager_status
+        .as_ref()
+        .filter(|m| m.raft_id != 0)
+        .map(|m| RaftMember {
+            raft_id: m.raft_id,
+            node_id: node.id.clone(),
+            addr: m.addr.clone(),
+        })
 }

@@ -20,5 +20,5 @@ mod tests;
 
 pub use apply::ApplyError;
 pub use handle::{Change, Event, Object, Store};
-pub use lookup::LookupError;
+pub use lookup::{member_of, LookupError};
 pub use tables::{host_ports, occupies_node, publishes_host_ports, reservation, NodeLoad, Tables};
