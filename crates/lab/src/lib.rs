@@ -562,7 +562,8 @@ impl Lab {
     }
 
     /// Whether the lab is whole (one leader, every other manager reachable, every node
-    /// Ready), or what is still missing, as the first live manager that answers sees it.
+    /// Ready), or what is still missing (`m3 Down`, `w1 unreachable`), as the last live
+    /// manager asked sees it.
     pub fn health(&self) -> std::result::Result<(), String> {
         let mut why = "no live manager answered".to_string();
         for m in self.live_managers() {
@@ -608,7 +609,7 @@ impl Lab {
                     managers - 1
                 ));
             }
-            why = format!("{m} sees {}", missing.join(", "));
+            why = missing.join(", ");
         }
         Err(why)
     }

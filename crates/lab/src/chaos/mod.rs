@@ -454,9 +454,7 @@ impl Ctx<'_> {
             let health = self.lab.health();
             let now = Instant::now();
             if let Err(why) = &health {
-                // Keep what is missing, without the node that reports it.
-                let what = why.split_once(" sees ").map_or(why.as_str(), |(_, w)| w);
-                *waited_on.entry(what.to_string()).or_default() += now - last_check;
+                *waited_on.entry(why.clone()).or_default() += now - last_check;
                 last_why = why.clone();
             }
             last_check = now;
