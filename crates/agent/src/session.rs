@@ -225,9 +225,9 @@ async fn session(p: &mut SessionParams, addr: &str, generation: u64) -> Ended {
     let mut period = DEFAULT_PERIOD;
     let mut heartbeat = tokio::time::interval(period);
     heartbeat.tick().await;
-    // Silence is checked more often than heartbeats are sent: a manager that stopped
-    // answering is left within a fraction of a period of the limit.
-    let mut silence_check = tokio::time::interval(Duration::from_millis(100));
+    // Silence is checked four times a period: a manager that stopped answering is left
+    // within a quarter period of the limit (1.5 periods), still before fencing (2).
+    let mut silence_check = tokio::time::interval(period / 4);
     let mut last_heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -251,6 +251,7 @@ async fn session(p: &mut SessionParams, addr: &str, generation: u64) -> Ended {
                             period = new_period;
                             heartbeat = tokio::time::interval(period);
                             heartbeat.tick().await;
+                            silence_check = tokio::time::interval(period / 4);
                         }
                         let managers: Vec<String> = info.managers.iter().map(|m| m.addr.clone()).filter(|a| !a.is_empty()).collect();
                         if !managers.is_empty() {
@@ -295,6 +296,7 @@ async fn session(p: &mut SessionParams, addr: &str, generation: u64) -> Ended {
                             period = new_period;
                             heartbeat = tokio::time::interval(period);
                             heartbeat.tick().await;
+                            silence_check = tokio::time::interval(period / 4);
                         }
                     }
                     None => {}
