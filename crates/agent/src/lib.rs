@@ -32,13 +32,15 @@ pub struct AgentParams {
 
 /// Starts a node's agent: the session with the dispatcher and the worker that runs the node's
 /// tasks, wired together, until `shutdown`.
-pub fn start(params: AgentParams, shutdown: &CancellationToken) {
+pub fn start(params: AgentParams, shutdown: &CancellationToken) -> orch_api::tasks::TaskGroup {
+    let mut tasks = orch_api::tasks::TaskGroup::new();
     let registry: shared::TaskRegistry = Default::default();
     let contact = shared::Contact::default();
     let (assign_tx, assign_rx) = mpsc::channel(64);
     let (status_tx, status_rx) = mpsc::channel(64);
     let generation_rx = session::generations(params.state.subscribe());
-    tokio::spawn(
+    tasks.spawn(
+        "worker",
         worker::run(
             worker::WorkerParams {
                 exec: params.exec.clone(),
@@ -52,7 +54,8 @@ pub fn start(params: AgentParams, shutdown: &CancellationToken) {
         )
         .instrument(tracing::info_span!("worker")),
     );
-    tokio::spawn(
+    tasks.spawn(
+        "session",
         session::run(
             session::SessionParams {
                 exec: params.exec,
@@ -69,4 +72,5 @@ pub fn start(params: AgentParams, shutdown: &CancellationToken) {
         )
         .instrument(tracing::info_span!("session")),
     );
+    tasks
 }

@@ -1,10 +1,12 @@
 //! The orch wire layer: generated protobuf types and gRPC services, object IDs, the task
 //! state order, the join token format, and the mTLS plumbing every node uses.
 
+pub mod accessors;
 pub mod constraint;
 pub mod heartbeat;
 pub mod ids;
 pub mod task_state;
+pub mod tasks;
 pub mod tls;
 pub mod token;
 pub mod transport;

@@ -117,7 +117,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             format,
             objects,
         } => service::inspect_any(&target, kind.as_deref(), format.as_deref(), &objects).await,
-        Command::Daemon { docker_host } => crate::daemon::run(target.dd, docker_host).await,
+        Command::Daemon { docker_host } => {
+            let config = crate::daemon::Config {
+                data_dir: target.dd,
+                docker_host,
+            };
+            let listeners = crate::daemon::Listeners::bind(&config)?;
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            crate::daemon::spawn_signal_handler(shutdown.clone());
+            crate::daemon::run(config, listeners, shutdown).await
+        }
     }
 }
 
@@ -136,7 +145,11 @@ pub fn main_entry() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // Every part of the node has ended or been named by now; a blocking call wedged in the
+    // kernel (a write to a full disk) must not hold the process.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             match e.downcast_ref::<DaemonError>() {

@@ -309,7 +309,7 @@ pub async fn wait_ready(
             if let Ok(channel) = unix_channel(&dd.socket()) {
                 if let Ok(info) = NodeControlClient::new(channel).info(Empty {}).await {
                     let info = info.into_inner();
-                    if info.state == LocalNodeState::Active as i32 {
+                    if info.state() == LocalNodeState::Active {
                         return Ok(info);
                     }
                     last = info.error;

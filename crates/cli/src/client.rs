@@ -30,9 +30,9 @@ pub const NO_SWARM: &str =
 /// Turns a gRPC status into the error the user sees.
 pub fn rpc(status: tonic::Status) -> anyhow::Error {
     let message = status.message().to_string();
-    if status.code() == tonic::Code::Unavailable
-        && (message.contains("connect") || message.contains("transport"))
-    {
+    // A status the client made itself from a failed connection carries that error as its
+    // source; one the node sent has none.
+    if status.code() == tonic::Code::Unavailable && std::error::Error::source(&status).is_some() {
         return anyhow::anyhow!("cannot reach the orch node: {message}");
     }
     anyhow::Error::new(DaemonError(message))
@@ -86,5 +86,33 @@ impl Target {
     /// The ID of the node this machine runs (for `*` in `node ls`).
     pub fn self_node_id(&self) -> String {
         self.dd.load_config().map(|c| c.node_id).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orch_api::pb::Empty;
+
+    #[tokio::test]
+    async fn a_failed_connection_is_told_apart_from_an_answer_by_its_origin() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let channel = unix_channel(&dir.path().join("nobody.sock")).expect("channel");
+        let status = NodeControlClient::new(channel)
+            .info(Empty {})
+            .await
+            .expect_err("nobody listens");
+        let err = rpc(status);
+        assert!(err.downcast_ref::<DaemonError>().is_none(), "{err:#}");
+        assert!(
+            err.to_string().starts_with("cannot reach the orch node"),
+            "{err:#}"
+        );
+
+        // A node's answer is the node's, whatever words it uses.
+        let answer = rpc(tonic::Status::unavailable(
+            "no leader: cannot connect, transport to m2 failed",
+        ));
+        assert!(answer.downcast_ref::<DaemonError>().is_some(), "{answer:#}");
     }
 }

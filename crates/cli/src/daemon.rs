@@ -19,6 +19,7 @@ use orch_api::pb::{
     Empty, InfoResponse, LeaveRequest, LocalNodeState, NodeRole, RaftJoinRequest,
     RenewNodeCertificateRequest, StoreDigestResponse,
 };
+use orch_api::tasks::TaskGroup;
 use orch_api::tls::{new_key_and_csr, CertInfo, NodeIdentity, TlsContext};
 use orch_api::transport::{bind_unix, tls_channel, unix_incoming};
 use orch_manager::controlapi::ControlApi;
@@ -49,6 +50,8 @@ struct Node {
     /// Set by `leave`: wipe the node's state on the way out.
     leaving: Mutex<bool>,
     manager_error: Mutex<String>,
+    /// A listener bound by the caller, for the first manager term.
+    manager_listener: Mutex<Option<tokio::net::TcpListener>>,
 }
 
 impl Node {
@@ -130,24 +133,70 @@ fn lock_pid_file(dd: &DataDir) -> Result<nix::fcntl::Flock<fs::File>> {
     Ok(locked)
 }
 
-pub async fn run(dd: DataDir, docker_host_override: Option<String>) -> Result<()> {
-    if !dd.is_initialized() {
-        bail!(
-            "{}: run `orch init` or `orch join` first (no node in {})",
-            orch_api::NOT_IN_SWARM,
-            dd.root.display()
-        );
+/// What the node process runs from: its data directory (made by `init` or `join`), and
+/// optionally another Docker Engine than the one the node was set up with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: DataDir,
+    pub docker_host: Option<String>,
+}
+
+/// The sockets the node serves, bound before it starts: the local control socket (under the
+/// lock that keeps a second node process off the same data directory), and optionally the
+/// manager's TCP listener for its first term as a manager (bound from the node's config when
+/// absent, and on every later promotion).
+pub struct Listeners {
+    pub control: tokio::net::UnixListener,
+    pub manager: Option<tokio::net::TcpListener>,
+    pid_lock: nix::fcntl::Flock<fs::File>,
+}
+
+impl Listeners {
+    /// Takes the data directory's lock and binds its control socket.
+    pub fn bind(config: &Config) -> Result<Listeners> {
+        let dd = &config.data_dir;
+        if !dd.is_initialized() {
+            bail!(
+                "{}: run `orch init` or `orch join` first (no node in {})",
+                orch_api::NOT_IN_SWARM,
+                dd.root.display()
+            );
+        }
+        let pid_lock = lock_pid_file(dd)?;
+        let control = bind_unix(&dd.socket())
+            .with_context(|| format!("cannot bind {}", dd.socket().display()))?;
+        Ok(Listeners {
+            control,
+            manager: None,
+            pid_lock,
+        })
     }
-    let _pid_lock = lock_pid_file(&dd)?;
-    let mut config = dd.load_config()?;
-    if let Some(host) = docker_host_override {
-        config.docker_host = host;
+}
+
+/// How long the node's parts get to end once it is stopping.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs the node until `shutdown` is cancelled (or `orch leave`, or a manager failure), then
+/// stops every part it started and returns once they have ended. A part still running after
+/// [`STOP_DEADLINE`] is named in the error (a write wedged on a full disk, say).
+pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<()> {
+    let dd = config.data_dir.clone();
+    let Listeners {
+        control,
+        manager: manager_listener,
+        pid_lock: _pid_lock,
+    } = listeners;
+    let mut node_config = dd.load_config()?;
+    if let Some(host) = config.docker_host {
+        node_config.docker_host = host;
     }
+    let config = node_config;
     let (ca_pem, identity) = load_identity(&dd)?;
     let tls = TlsContext::new(&ca_pem, identity.clone())?;
     let client_tls = tls.client_config()?;
-    let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone());
+    // The node's own token: `leave` and a manager failure stop it without stopping the caller.
+    let shutdown = shutdown.child_token();
+    let mut tasks = TaskGroup::new();
 
     let mut managers = config.managers.clone();
     if identity.info().role == NodeRole::Manager && !managers.contains(&config.advertise_addr) {
@@ -168,13 +217,12 @@ pub async fn run(dd: DataDir, docker_host_override: Option<String>) -> Result<()
         shutdown: shutdown.clone(),
         leaving: Mutex::new(false),
         manager_error: Mutex::new(String::new()),
+        manager_listener: Mutex::new(manager_listener),
     });
     info!(node = %config.node_id, data_dir = %dd.root.display(), "orch node starting");
 
     // The local control socket.
-    let listener = bind_unix(&dd.socket())
-        .with_context(|| format!("cannot bind {}", dd.socket().display()))?;
-    let incoming = unix_incoming(listener, shutdown.clone());
+    let incoming = unix_incoming(control, shutdown.clone());
     let local = tonic::transport::Server::builder()
         .add_service(NodeControlServer::new(LocalNode { node: node.clone() }))
         .add_service(
@@ -186,7 +234,7 @@ pub async fn run(dd: DataDir, docker_host_override: Option<String>) -> Result<()
             .max_encoding_message_size(256 << 20),
         )
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
-    tokio::spawn(async move {
+    tasks.spawn("control_socket", async move {
         if let Err(e) = local.await {
             error!(error = %e, "control socket server failed");
         }
@@ -221,7 +269,7 @@ pub async fn run(dd: DataDir, docker_host_override: Option<String>) -> Result<()
             config.docker_host
         ))),
     };
-    orch_agent::start(
+    tasks.extend(orch_agent::start(
         orch_agent::AgentParams {
             exec,
             tls: client_tls.clone(),
@@ -230,48 +278,34 @@ pub async fn run(dd: DataDir, docker_host_override: Option<String>) -> Result<()
             state: state_tx,
         },
         &shutdown,
+    ));
+    tasks.spawn("remember_managers", remember_managers(node.clone()));
+    tasks.spawn(
+        "cert_renewer",
+        cert_renewer(node.clone()).instrument(tracing::info_span!("cert_renewer")),
     );
-    tokio::spawn(remember_managers(node.clone()));
-    tokio::spawn(cert_renewer(node.clone()).instrument(tracing::info_span!("cert_renewer")));
 
     let result = role_loop(node.clone()).await;
     shutdown.cancel();
-    exit_watchdog(&result);
-    // Let servers close their sockets.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopped = tasks.join(STOP_DEADLINE).await;
     if *node.leaving.lock() {
         dd.wipe()?;
         info!("left the swarm; node state removed");
     }
     let _ = fs::remove_file(dd.socket());
-    result
+    match (result, stopped) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Err(late)) => Err(anyhow!(
+            "the node did not stop cleanly within {STOP_DEADLINE:?}: still running: {}",
+            late.join(", ")
+        )),
+        (Ok(()), Ok(())) => Ok(()),
+    }
 }
 
-/// The node is stopping: if tearing down takes longer than this (a task wedged on a full disk,
-/// say), the process exits anyway, saying why it stopped.
-const EXIT_DEADLINE: Duration = Duration::from_secs(10);
-
-fn exit_watchdog(result: &Result<()>) {
-    let why = match result {
-        Ok(()) => None,
-        Err(e) => Some(format!("{e:#}")),
-    };
-    std::thread::spawn(move || {
-        std::thread::sleep(EXIT_DEADLINE);
-        match why {
-            Some(why) => {
-                eprintln!("Error: {why} (the node did not stop cleanly within {EXIT_DEADLINE:?})");
-                std::process::exit(1)
-            }
-            None => {
-                eprintln!("the node did not stop cleanly within {EXIT_DEADLINE:?}; exiting");
-                std::process::exit(0)
-            }
-        }
-    });
-}
-
-fn spawn_signal_handler(shutdown: CancellationToken) {
+/// Stops `shutdown` on SIGTERM or SIGINT (the binary's; a node run as a library is stopped by
+/// its caller).
+pub fn spawn_signal_handler(shutdown: CancellationToken) {
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut term), Ok(mut int)) = (
@@ -374,7 +408,7 @@ async fn wait_for_demotion(node: &Node) {
             .borrow()
             .info
             .as_ref()
-            .is_some_and(|i| i.role == NodeRole::Manager as i32);
+            .is_some_and(|i| i.role() == NodeRole::Manager);
         match (wants_manager, wanted_manager_since) {
             (true, None) => wanted_manager_since = Some(tokio::time::Instant::now()),
             (true, Some(since)) if since.elapsed() > Duration::from_secs(5) => return,
@@ -448,9 +482,13 @@ async fn run_manager(node: &Arc<Node>) -> Result<ManagerExit> {
         )
     })?;
     // Bind first: a port in use fails before this node asks to join raft.
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let given = node.manager_listener.lock().take();
+    let listener = match given {
+        Some(listener) => listener,
+        None => tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?,
+    };
     let raft_db = node.dd.raft_db();
     let mut raft_id = config.raft_id;
     if raft_id == 0 {
@@ -500,7 +538,9 @@ async fn run_manager(node: &Arc<Node>) -> Result<ManagerExit> {
         _ = demoted => ManagerExit::Removed,
     };
     node.slot.store(None);
-    manager.stop();
+    if let Err(late) = manager.stop(STOP_DEADLINE).await {
+        warn!(?late, "parts of the manager did not stop in time");
+    }
     Ok(exit)
 }
 

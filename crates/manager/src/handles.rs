@@ -14,6 +14,24 @@ pub mod conflict;
 /// Actions per proposal (one raft entry), at most: leader components split larger batches.
 pub const MAX_ACTIONS: usize = 1000;
 
+/// The wall clock a leader loop reads to stamp task states and to compare with stored stamps
+/// (restart delays, update monitors). Tests use [`testing::TokioClock`], which moves with
+/// tokio's paused time; timers themselves are tokio's.
+pub trait Clock: Send + Sync + 'static {
+    /// Nanoseconds since the Unix epoch.
+    fn now_nanos(&self) -> i64;
+}
+
+/// The system's clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WallClock;
+
+impl Clock for WallClock {
+    fn now_nanos(&self) -> i64 {
+        orch_api::now_nanos()
+    }
+}
+
 /// Proposes actions as one store transaction, stamped with the proposer's clock; resolves
 /// with the raft index once the transaction is applied on this manager.
 pub trait Proposer: Send + Sync + 'static {
@@ -29,6 +47,29 @@ pub mod testing {
 
     use super::*;
     use crate::state::store::Store;
+
+    /// A wall clock that starts at the real time and then moves only as tokio's clock does
+    /// (so a paused test advances it exactly).
+    pub struct TokioClock {
+        wall: i64,
+        start: tokio::time::Instant,
+    }
+
+    impl TokioClock {
+        pub fn new() -> Self {
+            TokioClock {
+                wall: orch_api::now_nanos(),
+                start: tokio::time::Instant::now(),
+            }
+        }
+    }
+
+    impl Clock for TokioClock {
+        fn now_nanos(&self) -> i64 {
+            let elapsed = i64::try_from(self.start.elapsed().as_nanos()).unwrap_or(i64::MAX);
+            self.wall.saturating_add(elapsed)
+        }
+    }
 
     /// A proposer that applies every transaction to a store at once, as a one-manager raft
     /// would, and keeps them for the test to look at.

@@ -5,19 +5,21 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use orch_api::tasks::TaskGroup;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::ctx::ManagerCtx;
 use crate::dispatcher::{assignments, heartbeat, status};
+use crate::handles::WallClock;
 
-fn spawn_component<F>(ctx: &Arc<ManagerCtx>, name: &'static str, fut: F)
+fn spawn_component<F>(group: &mut TaskGroup, ctx: &Arc<ManagerCtx>, name: &'static str, fut: F)
 where
     F: Future<Output = ()> + Send + 'static,
 {
     let handle = tokio::spawn(fut.instrument(tracing::info_span!("leader", component = name)));
     let ctx = ctx.clone();
-    tokio::spawn(async move {
+    group.spawn(name, async move {
         if let Err(e) = handle.await {
             if e.is_panic() {
                 ctx.fatal(format!("leader component {name} panicked"));
@@ -26,8 +28,12 @@ where
     });
 }
 
-pub fn start(ctx: Arc<ManagerCtx>, token: CancellationToken) {
+/// Starts every leader component; the group ends once `token` is cancelled and each has
+/// returned.
+pub fn start(ctx: Arc<ManagerCtx>, token: CancellationToken) -> TaskGroup {
+    let mut group = TaskGroup::new();
     spawn_component(
+        &mut group,
         &ctx,
         "heartbeat_monitor",
         heartbeat::monitor(
@@ -38,16 +44,19 @@ pub fn start(ctx: Arc<ManagerCtx>, token: CancellationToken) {
         ),
     );
     spawn_component(
+        &mut group,
         &ctx,
         "session_notifier",
         heartbeat::notifier(ctx.clone(), token.clone()),
     );
     spawn_component(
+        &mut group,
         &ctx,
         "assignments",
         assignments::streamer(ctx.store.clone(), ctx.dispatcher.clone(), token.clone()),
     );
     spawn_component(
+        &mut group,
         &ctx,
         "role_manager",
         crate::roles::role_manager(
@@ -58,18 +67,22 @@ pub fn start(ctx: Arc<ManagerCtx>, token: CancellationToken) {
         ),
     );
     spawn_component(
+        &mut group,
         &ctx,
         "status_writer",
         status::writer(ctx.dispatcher.clone(), ctx.clone(), token.clone()),
     );
     spawn_component(
+        &mut group,
         &ctx,
         "orchestrator",
-        crate::orchestrator::run(ctx.store.clone(), ctx.clone(), token.clone()),
+        crate::orchestrator::run(ctx.store.clone(), ctx.clone(), WallClock, token.clone()),
     );
     spawn_component(
+        &mut group,
         &ctx,
         "scheduler",
-        crate::scheduler::run(ctx.store.clone(), ctx.clone(), token.clone()),
+        crate::scheduler::run(ctx.store.clone(), ctx.clone(), WallClock, token.clone()),
     );
+    group
 }

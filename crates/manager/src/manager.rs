@@ -11,6 +11,7 @@ use orch_api::pb::ca_server::CaServer;
 use orch_api::pb::control_server::ControlServer;
 use orch_api::pb::dispatcher_server::DispatcherServer;
 use orch_api::pb::raft_server::RaftServer;
+use orch_api::tasks::TaskGroup;
 use orch_api::tls::TlsContext;
 use orch_api::transport::tls_incoming;
 use parking_lot::Mutex;
@@ -19,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
-use tracing::{debug, info, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::ca::service::CaService;
 use crate::controlapi::ControlApi;
@@ -55,7 +56,10 @@ pub enum ManagerExit {
 pub struct Manager {
     pub ctx: Arc<ManagerCtx>,
     pub local_addr: SocketAddr,
-    raft_task: JoinHandle<Result<(), RaftError>>,
+    /// Taken once it has ended (a JoinHandle cannot be awaited twice).
+    raft_task: Option<JoinHandle<Result<(), RaftError>>>,
+    /// The gRPC server, the disk watch and the leader supervisor.
+    tasks: TaskGroup,
     shutdown: CancellationToken,
     fatal_rx: mpsc::UnboundedReceiver<String>,
 }
@@ -138,9 +142,11 @@ impl Manager {
                     .max_decoding_message_size(64 << 20)
                     .max_encoding_message_size(256 << 20),
             );
+        let mut tasks = TaskGroup::new();
         let server_shutdown = shutdown.clone();
         let server_ctx = ctx.clone();
-        tokio::spawn(
+        tasks.spawn(
+            "manager_server",
             async move {
                 if let Err(e) = router
                     .serve_with_incoming_shutdown(incoming, server_shutdown.cancelled_owned())
@@ -152,13 +158,17 @@ impl Manager {
             .instrument(tracing::info_span!("manager_server", %local_addr)),
         );
         let disk_ctx = ctx.clone();
-        tokio::spawn(crate::raft::disk::watch(
-            log_dir,
-            crate::raft::disk::DISK_CHECK_PERIOD,
-            shutdown.clone(),
-            move |why| disk_ctx.fatal(why),
-        ));
-        tokio::spawn(
+        tasks.spawn(
+            "disk_watch",
+            crate::raft::disk::watch(
+                log_dir,
+                crate::raft::disk::DISK_CHECK_PERIOD,
+                shutdown.clone(),
+                move |why| disk_ctx.fatal(why),
+            ),
+        );
+        tasks.spawn(
+            "leader_supervisor",
             leader_supervisor(ctx.clone(), shutdown.clone())
                 .instrument(tracing::info_span!("leader_supervisor")),
         );
@@ -166,7 +176,8 @@ impl Manager {
         Ok(Manager {
             ctx,
             local_addr,
-            raft_task,
+            raft_task: Some(raft_task),
+            tasks,
             shutdown,
             fatal_rx,
         })
@@ -182,7 +193,8 @@ impl Manager {
             }
             tokio::select! {
                 _ = self.shutdown.cancelled() => return ManagerExit::Shutdown,
-                result = &mut self.raft_task => {
+                result = raft_ended(&mut self.raft_task) => {
+                    self.raft_task = None;
                     self.shutdown.cancel();
                     return match result {
                         Ok(Ok(())) => ManagerExit::Shutdown,
@@ -198,7 +210,10 @@ impl Manager {
                     if changed.is_err() {
                         // The raft node stopped: say why (a full disk, say), not just that.
                         self.shutdown.cancel();
-                        let why = tokio::time::timeout(Duration::from_secs(5), &mut self.raft_task).await;
+                        let why = tokio::time::timeout(Duration::from_secs(5), raft_ended(&mut self.raft_task)).await;
+                        if why.is_ok() {
+                            self.raft_task = None;
+                        }
                         return ManagerExit::Failed(match why {
                             Ok(Ok(Err(e))) => e.to_string(),
                             Ok(Err(e)) => format!("raft task panicked: {e}"),
@@ -210,8 +225,31 @@ impl Manager {
         }
     }
 
-    pub fn stop(&self) {
+    /// Stops the manager and waits until every part of it has ended: the raft node (its last
+    /// write synced), the gRPC server, the leader components. Names the parts still running
+    /// after `deadline` (a write wedged on a full disk, say).
+    pub async fn stop(self, deadline: Duration) -> Result<(), Vec<&'static str>> {
         self.shutdown.cancel();
+        let mut tasks = self.tasks;
+        if let Some(raft) = self.raft_task {
+            tasks.adopt(
+                "raft_node",
+                tokio::spawn(async move {
+                    let _ = raft.await;
+                }),
+            );
+        }
+        tasks.join(deadline).await
+    }
+}
+
+/// The raft task's result; pending forever once it has been taken.
+async fn raft_ended(
+    task: &mut Option<JoinHandle<Result<(), RaftError>>>,
+) -> Result<Result<(), RaftError>, tokio::task::JoinError> {
+    match task {
+        Some(task) => task.await,
+        None => std::future::pending().await,
     }
 }
 
@@ -219,7 +257,7 @@ impl Manager {
 /// together when it stops being leader.
 async fn leader_supervisor(ctx: Arc<ManagerCtx>, shutdown: CancellationToken) {
     let mut status = ctx.raft.watch_status();
-    let mut running: Option<CancellationToken> = None;
+    let mut running: Option<(CancellationToken, TaskGroup)> = None;
     loop {
         let is_leader = status.borrow_and_update().is_leader;
         match (is_leader, running.as_ref()) {
@@ -241,13 +279,13 @@ async fn leader_supervisor(ctx: Arc<ManagerCtx>, shutdown: CancellationToken) {
                     continue;
                 }
                 let token = shutdown.child_token();
-                crate::leader::start(ctx.clone(), token.clone());
-                running = Some(token);
+                let components = crate::leader::start(ctx.clone(), token.clone());
+                running = Some((token, components));
             }
-            (false, Some(token)) => {
-                token.cancel();
-                ctx.dispatcher.close_all();
-                running = None;
+            (false, Some(_)) => {
+                if let Some(components) = running.take() {
+                    stop_leading(&ctx, components).await;
+                }
             }
             _ => {}
         }
@@ -256,8 +294,21 @@ async fn leader_supervisor(ctx: Arc<ManagerCtx>, shutdown: CancellationToken) {
             changed = status.changed() => if changed.is_err() { break },
         }
     }
-    if let Some(token) = running {
-        token.cancel();
+    match running {
+        Some(components) => stop_leading(&ctx, components).await,
+        None => ctx.dispatcher.close_all(),
     }
+}
+
+/// How long the leader components get to return once cancelled.
+const LEADER_STOP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Cancels the leader components, closes the agents' sessions, and waits for the components
+/// to return (a new term's components never overlap an old term's).
+async fn stop_leading(ctx: &ManagerCtx, (token, components): (CancellationToken, TaskGroup)) {
+    token.cancel();
     ctx.dispatcher.close_all();
+    if let Err(late) = components.join(LEADER_STOP_DEADLINE).await {
+        warn!(?late, "leader components did not stop in time");
+    }
 }

@@ -322,8 +322,7 @@ async fn set_role(target: &Target, nodes: Vec<String>, role: NodeRole) -> Result
             .await
             .map_err(rpc)?
             .into_inner();
-        let current = node.spec.as_ref().map_or(0, |s| s.desired_role);
-        if current == role as i32 {
+        if node.desired_role() == role {
             match role {
                 NodeRole::Manager => outln!("Node {name} is already a manager."),
                 NodeRole::Worker => outln!("Node {name} is already a worker."),

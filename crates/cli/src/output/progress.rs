@@ -72,10 +72,6 @@ pub struct Progress {
     pub missing: Vec<String>,
 }
 
-fn state(t: &Task) -> i32 {
-    t.status.as_ref().map_or(0, |s| s.state)
-}
-
 /// Computes progress from a service and its tasks (pure, for tests).
 pub fn assess(service: &Service, tasks: &[Task], hostnames: &BTreeMap<String, String>) -> Progress {
     let spec = service.spec.clone().unwrap_or_default();
@@ -85,7 +81,7 @@ pub fn assess(service: &Service, tasks: &[Task], hostnames: &BTreeMap<String, St
         .collect();
     // Up to date: running the service's current task spec (a scale changes the service's
     // version but not its tasks').
-    let running = |t: &&Task| state(t) == TaskState::Running as i32 && t.spec == spec.task;
+    let running = |t: &&Task| t.observed_state() == TaskState::Running && t.spec == spec.task;
     let mut lines = Vec::new();
     let mut missing = Vec::new();
     match spec.mode {
@@ -122,7 +118,8 @@ pub fn assess(service: &Service, tasks: &[Task], hostnames: &BTreeMap<String, St
             let stopping = tasks
                 .iter()
                 .filter(|t| {
-                    t.desired_state() > TaskState::Running && state(t) == TaskState::Running as i32
+                    t.desired_state() > TaskState::Running
+                        && t.observed_state() == TaskState::Running
                 })
                 .count();
             if stopping > 0 {
@@ -160,11 +157,15 @@ pub fn assess(service: &Service, tasks: &[Task], hostnames: &BTreeMap<String, St
             let iteration = service.job_status.as_ref().map_or(0, |s| s.job_iteration);
             let complete = tasks
                 .iter()
-                .filter(|t| t.job_iteration == iteration && state(t) == TaskState::Complete as i32)
+                .filter(|t| {
+                    t.job_iteration == iteration && t.observed_state() == TaskState::Complete
+                })
                 .count() as u64;
             let active = current
                 .iter()
-                .filter(|t| t.job_iteration == iteration && state(t) < TaskState::Complete as i32)
+                .filter(|t| {
+                    t.job_iteration == iteration && t.observed_state() < TaskState::Complete
+                })
                 .count();
             lines.push(format!(
                 "job progress: {complete} out of {} complete",
@@ -196,7 +197,7 @@ pub fn assess(service: &Service, tasks: &[Task], hostnames: &BTreeMap<String, St
                 .collect();
             let complete = mine
                 .iter()
-                .filter(|t| state(t) == TaskState::Complete as i32)
+                .filter(|t| t.observed_state() == TaskState::Complete)
                 .count();
             lines.push(format!(
                 "job progress: {complete} out of {} complete",

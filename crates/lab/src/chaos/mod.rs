@@ -1070,8 +1070,7 @@ impl Ctx<'_> {
                     .filter(|t| {
                         t.service_name == name
                             && t.desired_state() == orch_api::pb::TaskState::Running
-                            && t.status.as_ref().map_or(0, |s| s.state)
-                                == orch_api::pb::TaskState::Running as i32
+                            && t.observed_state() == orch_api::pb::TaskState::Running
                             && t.spec
                                 .as_ref()
                                 .and_then(|s| s.container.as_ref())
@@ -1195,8 +1194,8 @@ impl Ctx<'_> {
                                 .and_then(|s| s.container.as_ref())
                                 .and_then(|c| c.labels.get("chaos.gen").cloned())
                                 .unwrap_or_default(),
-                            t.desired_state,
-                            t.status.as_ref().map_or(0, |s| s.state)
+                            t.desired_state().display(),
+                            t.observed_state().display()
                         )
                     })
                     .collect();

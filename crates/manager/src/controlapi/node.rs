@@ -119,8 +119,7 @@ pub async fn remove(ctx: &ManagerCtx, req: RemoveNodeRequest) -> Result<()> {
             node.id
         )));
     }
-    let state = node.status.as_ref().map_or(0, |s| s.state);
-    if !req.force && state != NodeState::Down as i32 {
+    if !req.force && node.node_state() != NodeState::Down {
         return Err(ManagerError::FailedPrecondition(format!(
             "node {} is not down and can't be removed",
             node.id

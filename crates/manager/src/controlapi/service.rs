@@ -173,9 +173,10 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateServiceRequest) -> Result<Servi
                 mode_kind(&spec.mode)
             )));
         }
-        let state = current.update_status.as_ref().map_or(0, |u| u.state);
-        let paused =
-            state == UpdateState::Paused as i32 || state == UpdateState::RollbackPaused as i32;
+        let paused = matches!(
+            current.update_state(),
+            Some(UpdateState::Paused | UpdateState::RollbackPaused)
+        );
         let tasks_change = spec.task != old_spec.task;
         if spec == old_spec && !paused {
             // Nothing to do: the spec, the version and the previous spec stay as they are.

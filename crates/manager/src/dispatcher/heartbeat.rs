@@ -38,8 +38,7 @@ pub async fn monitor<P: Proposer + ?Sized>(
         let deadline = heartbeat_deadline(heartbeat_period(&view));
         let mut down = Vec::new();
         for node in view.nodes() {
-            let state = node.status.as_ref().map_or(0, |s| s.state);
-            if state == NodeState::Down as i32 {
+            if node.node_state() == NodeState::Down {
                 continue;
             }
             let last = dispatcher

@@ -82,9 +82,8 @@ pub fn subscribe(
     // Tasks that got a container on a node whose agent is connected.
     let mut by_node: HashMap<String, Vec<String>> = HashMap::new();
     for t in &tasks {
-        let state = t.status.as_ref().map_or(0, |s| s.state);
         if !t.node_id.is_empty()
-            && state >= TaskState::Ready as i32
+            && t.observed_state() >= TaskState::Ready
             && dispatcher.is_connected(&t.node_id)
         {
             by_node

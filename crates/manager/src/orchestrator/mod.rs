@@ -52,6 +52,51 @@ mod timer_tests {
         );
     }
 
+    /// The loop reads the injected clock: with tokio's time paused, a failed task's
+    /// replacement comes exactly when its restart delay has passed, not before.
+    #[tokio::test(start_paused = true)]
+    async fn the_loop_replaces_a_failed_task_when_its_restart_delay_ends() {
+        use crate::handles::testing::{Applier, TokioClock};
+        use crate::testkit::*;
+        use orch_api::pb::{RestartCondition, TaskState};
+        let clock = TokioClock::new();
+        let failed_at = clock.now_nanos();
+        let store = Arc::new(Store::new());
+        let applier = Applier::new(store.clone());
+        let web = restart_policy(replicated("web", 1), RestartCondition::Any, 10 * S);
+        let failed = task(
+            "t1",
+            &web,
+            1,
+            "n1",
+            TaskState::Failed,
+            TaskState::Running,
+            failed_at,
+        );
+        applier
+            .propose(vec![
+                Action::CreateNode(node("n1")),
+                Action::CreateService(web),
+                Action::CreateTask(failed),
+            ])
+            .await
+            .expect("set up the store");
+        let token = CancellationToken::new();
+        tokio::spawn(run(store.clone(), applier, clock, token.clone()));
+        let replacements = || {
+            store
+                .view()
+                .tasks_of_service("web")
+                .filter(|t| t.id != "t1" && t.slot == 1)
+                .count()
+        };
+        tokio::time::sleep(Duration::from_millis(9_900)).await;
+        assert_eq!(replacements(), 0, "replaced before the delay ended");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(replacements(), 1, "not replaced once the delay ended");
+        token.cancel();
+    }
+
     /// Which services a burst of task events puts in the next partial pass.
     #[test]
     fn agents_progress_reports_do_not_reconcile_the_service() {
@@ -147,7 +192,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::handles::Proposer;
+use crate::handles::{Clock, Proposer};
 use crate::state::store::{Event, Object, Store, Tables};
 
 /// A change to one task.
@@ -377,9 +422,10 @@ impl Timers {
 
 /// The orchestrator loop: reconciles the services the store's changes touched (all of them
 /// when nodes change), plus orphaned tasks, and commits the changes in batches.
-pub async fn run<P: Proposer + ?Sized>(
+pub async fn run<P: Proposer + ?Sized, C: Clock>(
     store: Arc<Store>,
     proposer: Arc<P>,
+    clock: C,
     token: CancellationToken,
 ) {
     let (_, mut rx) = store.view_and_watch();
@@ -387,10 +433,10 @@ pub async fn run<P: Proposer + ?Sized>(
         everything: true,
         ..Default::default()
     };
-    let mut timers = Timers::new(orch_api::now_nanos());
+    let mut timers = Timers::new(clock.now_nanos());
     loop {
         let view = store.view();
-        let now = orch_api::now_nanos();
+        let now = clock.now_nanos();
         let services: Vec<Arc<Service>> = if timers.begin(now, dirty.everything) {
             view.services().cloned().collect()
         } else {
@@ -421,7 +467,7 @@ pub async fn run<P: Proposer + ?Sized>(
         );
         commit(proposer.as_ref(), actions).await;
 
-        let sleep = timers.sleep(orch_api::now_nanos());
+        let sleep = timers.sleep(clock.now_nanos());
         tokio::select! {
             _ = token.cancelled() => return,
             _ = tokio::time::sleep(sleep) => dirty.everything = true,

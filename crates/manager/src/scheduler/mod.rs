@@ -13,18 +13,19 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::handles::{Proposer, MAX_ACTIONS};
+use crate::handles::{Clock, Proposer, MAX_ACTIONS};
 use crate::state::store::Store;
 
-pub async fn run<P: Proposer + ?Sized>(
+pub async fn run<P: Proposer + ?Sized, C: Clock>(
     store: Arc<Store>,
     proposer: Arc<P>,
+    clock: C,
     token: CancellationToken,
 ) {
     let (_, mut rx) = store.view_and_watch();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        schedule_once(&store, proposer.as_ref()).await;
+        schedule_once(&store, proposer.as_ref(), clock.now_nanos()).await;
         tokio::select! {
             _ = token.cancelled() => return,
             _ = tick.tick() => {}
@@ -40,7 +41,7 @@ pub async fn run<P: Proposer + ?Sized>(
     }
 }
 
-async fn schedule_once<P: Proposer + ?Sized>(store: &Store, proposer: &P) {
+async fn schedule_once<P: Proposer + ?Sized>(store: &Store, proposer: &P, now: i64) {
     let view = store.view();
     let pending: Vec<_> = view
         .pending_tasks()
@@ -51,7 +52,6 @@ async fn schedule_once<P: Proposer + ?Sized>(store: &Store, proposer: &P) {
         return;
     }
     let plan = plan::plan(&view, &pending);
-    let now = orch_api::now_nanos();
     let mut actions = Vec::with_capacity(plan.assignments.len());
     for (task_id, node_id) in &plan.assignments {
         let Some(task) = view.task(task_id) else {

@@ -79,8 +79,7 @@ fn node_infos(view: &Tables, services: &HashSet<&str>) -> Vec<NodeInfo> {
                 .status
                 .as_ref()
                 .is_some_and(|s| s.state() == NodeState::Ready && s.engine_error.is_empty());
-            let active =
-                n.spec.as_ref().map_or(0, |s| s.availability) == NodeAvailability::Active as i32;
+            let active = n.availability() == NodeAvailability::Active;
             let resources = n.description.as_ref().and_then(|d| d.resources.as_ref());
             let load = view.node_load(&n.id);
             let mut info = NodeInfo {

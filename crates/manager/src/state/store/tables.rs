@@ -46,10 +46,9 @@ pub struct NodeLoad {
 
 /// A task holds its node's resources from assignment until it stops or is told to stop.
 pub fn occupies_node(t: &Task) -> bool {
-    let state = t.status.as_ref().map_or(0, |s| s.state);
     !t.node_id.is_empty()
         && t.desired_state() <= orch_api::pb::TaskState::Running
-        && state < orch_api::pb::TaskState::Complete as i32
+        && t.observed_state() < orch_api::pb::TaskState::Complete
 }
 
 /// The resources a task reserves: (nano CPUs, memory bytes).
