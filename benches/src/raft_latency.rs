@@ -118,6 +118,7 @@ pub async fn run(ops: usize, concurrency: usize) -> Result<()> {
             raft: RaftOptions::new(*raft_id),
             tls,
             initial_peers: Vec::new(),
+            data_key: orch_manager::data::seal::DataKey::generate().map_err(|e| anyhow!("{e}"))?,
         };
         managers.push(
             Manager::start(params, log, listener, &shutdown)

@@ -1,6 +1,7 @@
 //! The orch agent: keeps a session with the dispatcher and runs the node's tasks through the
 //! local Docker Engine.
 
+pub mod data;
 pub mod engine;
 pub mod exec;
 pub mod logs;
@@ -28,6 +29,8 @@ pub struct AgentParams {
     pub registration: Arc<Mutex<Registration>>,
     /// Where the session publishes its state.
     pub state: watch::Sender<SessionState>,
+    /// The secrets and configs the node's tasks use (the executor reads them).
+    pub data: data::DataStore,
 }
 
 /// Starts a node's agent: the session with the dispatcher and the worker that runs the node's
@@ -67,6 +70,7 @@ pub fn start(params: AgentParams, shutdown: &CancellationToken) -> orch_api::tas
                 state: params.state,
                 assignments: assign_tx,
                 statuses: status_rx,
+                data: params.data,
             },
             shutdown.clone(),
         )

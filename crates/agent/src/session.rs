@@ -58,6 +58,8 @@ pub struct SessionParams {
     pub assignments: mpsc::Sender<Assignments>,
     pub statuses: mpsc::Receiver<Vec<TaskStatusUpdate>>,
     pub contact: Contact,
+    /// Where the secrets and configs of assignments go (before the tasks reach the worker).
+    pub data: crate::data::DataStore,
 }
 
 fn period_of(nanos: i64) -> Duration {
@@ -270,6 +272,7 @@ async fn session(p: &mut SessionParams, addr: &str, generation: u64) -> Ended {
                         });
                     }
                     Some(ManagerMsg::Assignments(assignments)) => {
+                        p.data.apply(&assignments);
                         let delivered = p.assignments.send(assignments).await;
                         if delivered.is_err() {
                             return Ended::Failed("agent stopped".into());

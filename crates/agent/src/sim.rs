@@ -251,6 +251,7 @@ impl SimAgent {
                 managers: Arc::new(Mutex::new(joined.managers.clone())),
                 registration: Arc::new(Mutex::new(registration)),
                 state: state_tx,
+                data: Default::default(),
             },
             &shutdown,
         );

@@ -373,6 +373,7 @@ mod tests {
                 full,
                 tasks,
                 removed: removed.into_iter().map(String::from).collect(),
+                ..Default::default()
             };
             self.assign.send(a).await.expect("worker running");
         }

@@ -3,10 +3,12 @@
 
 pub mod accessors;
 pub mod constraint;
+pub mod data;
 pub mod heartbeat;
 pub mod ids;
 pub mod task_state;
 pub mod tasks;
+pub mod template;
 pub mod tls;
 pub mod token;
 pub mod transport;

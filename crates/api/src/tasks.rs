@@ -61,6 +61,26 @@ impl TaskGroup {
     }
 }
 
+/// How long a gRPC server gets, once told to stop, to finish the calls in flight before its
+/// connections are dropped (streams from peers and agents never finish on their own).
+pub const SERVER_DRAIN: Duration = Duration::from_secs(1);
+
+/// Runs `serve` (a server's graceful-shutdown future, tied to `stop`); once `stop` is
+/// cancelled, gives it `grace` to finish, then drops it. None when it was dropped.
+pub async fn drained<F: Future>(
+    serve: F,
+    stop: tokio_util::sync::CancellationToken,
+    grace: Duration,
+) -> Option<F::Output> {
+    tokio::select! {
+        out = serve => Some(out),
+        _ = async {
+            stop.cancelled().await;
+            tokio::time::sleep(grace).await;
+        } => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +104,18 @@ mod tests {
         stop.cancel();
         assert_eq!(group.join(Duration::from_secs(5)).await, Ok(()));
         assert_eq!(ended.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_does_not_drain_is_dropped_after_the_grace() {
+        let stop = CancellationToken::new();
+        let quick = drained(async { 7 }, stop.clone(), SERVER_DRAIN).await;
+        assert_eq!(quick, Some(7));
+        stop.cancel();
+        let started = tokio::time::Instant::now();
+        let stuck = drained(std::future::pending::<()>(), stop, SERVER_DRAIN).await;
+        assert_eq!(stuck, None);
+        assert_eq!(started.elapsed(), SERVER_DRAIN);
     }
 
     #[tokio::test(start_paused = true)]

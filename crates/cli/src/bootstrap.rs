@@ -117,6 +117,8 @@ pub fn init_cluster(dd: &DataDir, opts: &InitOptions) -> Result<Initialized> {
             ..Default::default()
         };
         dd.write_certs(&ca.cert_pem, &cert_pem, &key_pem)?;
+        let data_key = orch_manager::data::seal::DataKey::generate().map_err(|e| anyhow!(e))?;
+        crate::datadir::write_atomic(&dd.data_key(), data_key.as_bytes(), 0o600)?;
         LogStore::create(&dd.raft_db(), Some(&bootstrap_snapshot(raft_id, &state)))
             .map_err(|e| anyhow!("{e}"))?;
         dd.save_config(&NodeConfig {

@@ -23,6 +23,7 @@ use orch_api::tasks::TaskGroup;
 use orch_api::tls::{new_key_and_csr, CertInfo, NodeIdentity, TlsContext};
 use orch_api::transport::{bind_unix, tls_channel, unix_incoming};
 use orch_manager::controlapi::ControlApi;
+use orch_manager::data::seal::DataKey;
 use orch_manager::raft::node::RaftOptions;
 use orch_manager::raft::storage::LogStore;
 use orch_manager::{Manager, ManagerExit, ManagerParams, ManagerSlot};
@@ -50,6 +51,8 @@ struct Node {
     /// Set by `leave`: wipe the node's state on the way out.
     leaving: Mutex<bool>,
     manager_error: Mutex<String>,
+    /// The secrets and configs the agent holds (in memory).
+    data: orch_agent::data::DataStore,
     /// A listener bound by the caller, for the first manager term.
     manager_listener: Mutex<Option<tokio::net::TcpListener>>,
 }
@@ -218,6 +221,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         leaving: Mutex::new(false),
         manager_error: Mutex::new(String::new()),
         manager_listener: Mutex::new(manager_listener),
+        data: Default::default(),
     });
     info!(node = %config.node_id, data_dir = %dd.root.display(), "orch node starting");
 
@@ -234,8 +238,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             .max_encoding_message_size(256 << 20),
         )
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+    let drain = shutdown.clone();
     tasks.spawn("control_socket", async move {
-        if let Err(e) = local.await {
+        if let Some(Err(e)) =
+            orch_api::tasks::drained(local, drain, orch_api::tasks::SERVER_DRAIN).await
+        {
             error!(error = %e, "control socket server failed");
         }
     });
@@ -259,11 +266,29 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         },
         engine_error: engine_error.unwrap_or_default(),
     }));
+    let facts = {
+        let platform = registration
+            .lock()
+            .description
+            .platform
+            .clone()
+            .unwrap_or_default();
+        orch_agent::data::NodeFacts {
+            node_id: config.node_id.clone(),
+            hostname: config.hostname.clone(),
+            os: platform.os,
+            arch: platform.architecture,
+        }
+    };
     let exec: Arc<dyn orch_agent::exec::Executor> = match docker {
-        Some(docker) => Arc::new(orch_agent::exec::docker::DockerExecutor::new(
-            docker,
-            &config.node_id,
-        )),
+        Some(docker) => {
+            let exec = orch_agent::exec::docker::DockerExecutor::new(docker, &config.node_id)
+                .with_data(node.data.clone(), facts);
+            if let Err(e) = exec.reconcile_files().await {
+                warn!(error = %e, "cannot tidy the secrets of tasks that ended while the node was down");
+            }
+            Arc::new(exec)
+        }
         None => Arc::new(orch_agent::exec::NoEngine(format!(
             "the Docker Engine at {} did not answer",
             config.docker_host
@@ -276,6 +301,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             managers: managers.clone(),
             registration: registration.clone(),
             state: state_tx,
+            data: node.data.clone(),
         },
         &shutdown,
     ));
@@ -425,7 +451,7 @@ async fn wait_for_demotion(node: &Node) {
 }
 
 /// Joins raft through any known manager (the leader adds us as a voter).
-async fn join_raft(node: &Node) -> Result<(u64, Vec<RaftPeer>)> {
+async fn join_raft(node: &Node) -> Result<(u64, Vec<RaftPeer>, Vec<u8>)> {
     let advertise = node.config.lock().advertise_addr.clone();
     let client_tls = node.tls.client_config()?;
     let mut last_error = String::from("no manager known");
@@ -457,7 +483,7 @@ async fn join_raft(node: &Node) -> Result<(u64, Vec<RaftPeer>)> {
                             addr: m.addr,
                         })
                         .collect();
-                    return Ok((resp.raft_id, peers));
+                    return Ok((resp.raft_id, peers, resp.data_key));
                 }
                 Err(status) => last_error = format!("{addr}: {}", status.message()),
             }
@@ -493,8 +519,12 @@ async fn run_manager(node: &Arc<Node>) -> Result<ManagerExit> {
     let mut raft_id = config.raft_id;
     if raft_id == 0 {
         let _ = fs::remove_file(&raft_db);
-        let (id, peers) = join_raft(node).await?;
+        let (id, peers, data_key) = join_raft(node).await?;
         raft_id = id;
+        DataKey::from_bytes(&data_key).map_err(|e| {
+            anyhow!("the manager that let this node join sent no usable data key: {e}")
+        })?;
+        write_atomic(&node.dd.data_key(), &data_key, 0o600)?;
         fs::create_dir_all(node.dd.raft_dir())?;
         LogStore::create(&raft_db, None)?;
         {
@@ -505,7 +535,9 @@ async fn run_manager(node: &Arc<Node>) -> Result<ManagerExit> {
         node.save_config();
     }
     let log = LogStore::open(&raft_db).map_err(|e| anyhow!("{e}"))?;
+    let data_key = DataKey::load(&node.dd.data_key()).map_err(|e| anyhow!("{e}"))?;
     let params = ManagerParams {
+        data_key,
         node_id: config.node_id.clone(),
         raft_id,
         advertise_addr: config.advertise_addr.clone(),
@@ -645,6 +677,7 @@ impl NodeControl for LocalNode {
             error: session.last_error.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             os_arch: crate::output::os_arch(),
+            data_held: node.data.held(),
             ..Default::default()
         };
         let manager_error = node.manager_error.lock().clone();

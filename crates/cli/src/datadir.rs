@@ -67,6 +67,10 @@ impl DataDir {
     pub fn node_key(&self) -> PathBuf {
         self.certs_dir().join("swarm-node.key")
     }
+    /// Managers only: the key that seals secrets in the raft log (0600).
+    pub fn data_key(&self) -> PathBuf {
+        self.certs_dir().join("raft-data.key")
+    }
     pub fn raft_dir(&self) -> PathBuf {
         self.root.join("raft")
     }

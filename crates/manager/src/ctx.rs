@@ -43,6 +43,8 @@ pub struct ManagerCtx {
     pub advertise_addr: String,
     pub raft_options: RaftOptions,
     pub dispatcher: Arc<Dispatcher>,
+    /// Seals secrets in the store (`crate::data::seal`).
+    pub data_key: Arc<crate::data::seal::DataKey>,
     pub(crate) leader_conn: Mutex<Option<(String, Channel)>>,
     pub(crate) fatal: mpsc::UnboundedSender<String>,
 }

@@ -48,7 +48,9 @@ impl From<ManagerError> for Status {
                     ApplyError::Exists { .. } | ApplyError::NameConflict { .. },
                 ) => Code::AlreadyExists,
                 ProposeError::Rejected(ApplyError::VersionConflict { .. }) => Code::Aborted,
-                ProposeError::Rejected(ApplyError::Malformed(_)) => Code::InvalidArgument,
+                ProposeError::Rejected(ApplyError::Malformed(_) | ApplyError::Refused(_)) => {
+                    Code::InvalidArgument
+                }
             },
         };
         Status::new(code, e.to_string())

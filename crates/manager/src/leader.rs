@@ -53,7 +53,12 @@ pub fn start(ctx: Arc<ManagerCtx>, token: CancellationToken) -> TaskGroup {
         &mut group,
         &ctx,
         "assignments",
-        assignments::streamer(ctx.store.clone(), ctx.dispatcher.clone(), token.clone()),
+        assignments::streamer(
+            ctx.store.clone(),
+            ctx.dispatcher.clone(),
+            ctx.data_key.clone(),
+            token.clone(),
+        ),
     );
     spawn_component(
         &mut group,

@@ -5,6 +5,7 @@ pub mod bootstrap;
 pub mod ca;
 pub mod controlapi;
 pub mod ctx;
+pub mod data;
 pub mod dispatcher;
 pub mod error;
 pub mod handles;

@@ -41,6 +41,8 @@ pub struct ManagerParams {
     pub tls: TlsContext,
     /// Members to reach before the store knows any (a manager that just joined).
     pub initial_peers: Vec<orch_api::pb::RaftMember>,
+    /// The cluster's data key (see `crate::data::seal`).
+    pub data_key: crate::data::seal::DataKey,
 }
 
 /// Why a manager stopped.
@@ -114,6 +116,7 @@ impl Manager {
             advertise_addr: params.advertise_addr,
             raft_options: params.raft,
             dispatcher: Arc::new(Dispatcher::default()),
+            data_key: Arc::new(params.data_key),
             leader_conn: Mutex::new(None),
             fatal,
         });
@@ -148,9 +151,13 @@ impl Manager {
         tasks.spawn(
             "manager_server",
             async move {
-                if let Err(e) = router
-                    .serve_with_incoming_shutdown(incoming, server_shutdown.cancelled_owned())
-                    .await
+                let serve = router.serve_with_incoming_shutdown(
+                    incoming,
+                    server_shutdown.clone().cancelled_owned(),
+                );
+                if let Some(Err(e)) =
+                    orch_api::tasks::drained(serve, server_shutdown, orch_api::tasks::SERVER_DRAIN)
+                        .await
                 {
                     server_ctx.fatal(format!("manager gRPC server failed: {e}"));
                 }

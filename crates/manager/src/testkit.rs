@@ -242,6 +242,7 @@ pub fn view(nodes: Vec<Node>, services: Vec<Service>, tasks: Vec<Task>) -> Table
             nodes,
             services,
             tasks,
+            data_objects: vec![],
         },
     );
     store.view()

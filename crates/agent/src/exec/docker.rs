@@ -5,6 +5,7 @@
 //! gives [`ExecError::Unavailable`] so the runner retries.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -21,6 +22,8 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures::StreamExt;
 use orch_api::pb::{self, ContainerSpec, ResourceLimits, Task};
+
+use crate::data::{DataStore, NodeFacts, TaskFiles};
 
 use super::{
     container_name, labels, ContainerInfo, ExecError, Executor, Health, LogLine, LogOptions,
@@ -42,7 +45,15 @@ pub struct DockerExecutor {
     docker: Docker,
     node_id: String,
     starts: Arc<tokio::sync::Semaphore>,
+    /// The secrets and configs the dispatcher sent, and what templates may say of the node.
+    data: DataStore,
+    facts: NodeFacts,
+    /// Where each task's secrets tmpfs is mounted (`/run/orch/<node ID>/<task ID>`).
+    files_root: PathBuf,
 }
+
+/// Under this directory, one per node: the tmpfs mounts of its tasks' secrets and configs.
+pub const FILES_ROOT: &str = "/run/orch";
 
 impl DockerExecutor {
     pub fn new(docker: Docker, node_id: &str) -> Self {
@@ -50,7 +61,54 @@ impl DockerExecutor {
             docker,
             node_id: node_id.to_string(),
             starts: Arc::new(tokio::sync::Semaphore::new(START_CONCURRENCY)),
+            data: DataStore::default(),
+            facts: NodeFacts {
+                node_id: node_id.to_string(),
+                ..Default::default()
+            },
+            files_root: Path::new(FILES_ROOT).join(node_id),
         }
+    }
+
+    /// Mounts the tasks' secrets and configs from `data`; `facts` fill templates.
+    pub fn with_data(mut self, data: DataStore, facts: NodeFacts) -> Self {
+        self.data = data;
+        self.facts = NodeFacts {
+            node_id: self.node_id.clone(),
+            ..facts
+        };
+        self
+    }
+
+    /// Removes the secrets tmpfs of every task that has no container here any more (what a
+    /// crashed agent left behind).
+    pub async fn reconcile_files(&self) -> Result<(), ExecError> {
+        let keep = self.list().await?.into_iter().map(|c| c.task_id).collect();
+        TaskFiles::reconcile(&self.files_root, &keep);
+        Ok(())
+    }
+
+    /// Mounts the task's secrets and configs, if it uses any: bind mounts for its container.
+    fn data_mounts(&self, task: &Task) -> Result<Vec<Mount>, ExecError> {
+        let files = self
+            .data
+            .files_for(task, &self.facts)
+            .map_err(ExecError::Rejected)?;
+        if files.is_empty() {
+            return Ok(Vec::new());
+        }
+        let binds =
+            TaskFiles::create(&self.files_root, &task.id, &files).map_err(ExecError::Rejected)?;
+        Ok(binds
+            .into_iter()
+            .map(|(source, target)| Mount {
+                target: Some(target),
+                source: Some(source.to_string_lossy().into_owned()),
+                typ: Some(MountType::BIND),
+                read_only: Some(true),
+                ..Default::default()
+            })
+            .collect())
     }
 
     /// Whether the container carries this node's label.
@@ -93,8 +151,8 @@ impl DockerExecutor {
         all
     }
 
-    /// The engine's create request for the task.
-    fn create_body(&self, task: &Task) -> Result<ContainerCreateBody, ExecError> {
+    /// The engine's create request for the task (`data`: its secrets' and configs' mounts).
+    fn create_body(&self, task: &Task, data: Vec<Mount>) -> Result<ContainerCreateBody, ExecError> {
         let spec = container_spec(task)?;
         let limits = task
             .spec
@@ -113,7 +171,7 @@ impl DockerExecutor {
             stop_signal: non_empty(&spec.stop_signal),
             stop_timeout: Some(whole_seconds(stop_grace(spec))),
             healthcheck: spec.healthcheck.as_ref().map(health_config),
-            host_config: Some(host_config(spec, limits)?),
+            host_config: Some(host_config(spec, limits, data)?),
             ..Default::default()
         })
     }
@@ -217,7 +275,14 @@ impl Executor for DockerExecutor {
 
     async fn create(&self, task: &Task) -> Result<String, ExecError> {
         let name = container_name(task);
-        let body = self.create_body(task)?;
+        let data = self.data_mounts(task)?;
+        let body = match self.create_body(task, data) {
+            Ok(body) => body,
+            Err(e) => {
+                TaskFiles::remove(&self.files_root, &task.id);
+                return Err(e);
+            }
+        };
         let options = CreateContainerOptions {
             name: Some(name.clone()),
             platform: String::new(),
@@ -332,9 +397,11 @@ impl Executor for DockerExecutor {
     async fn remove(&self, task: &Task) -> Result<(), ExecError> {
         let name = container_name(task);
         match self.inspect_own(&name).await.map_err(EngineError::failed)? {
-            Some(c) => self.force_remove(&c.id.unwrap_or(name)).await,
-            None => Ok(()),
+            Some(c) => self.force_remove(&c.id.unwrap_or(name)).await?,
+            None => {}
         }
+        TaskFiles::remove(&self.files_root, &task.id);
+        Ok(())
     }
 
     async fn remove_container(&self, container_id: &str) -> Result<(), ExecError> {
@@ -343,7 +410,13 @@ impl Executor for DockerExecutor {
             .await
             .map_err(EngineError::failed)?
         {
-            Some(_) => self.force_remove(container_id).await,
+            Some(c) => {
+                self.force_remove(container_id).await?;
+                if let Some(task_id) = label(&c, labels::TASK_ID) {
+                    TaskFiles::remove(&self.files_root, task_id);
+                }
+                Ok(())
+            }
             // Missing, or another node's: not this node's to remove.
             None => Ok(()),
         }
@@ -541,12 +614,14 @@ fn health_config(h: &pb::HealthConfig) -> HealthConfig {
 fn host_config(
     spec: &ContainerSpec,
     limits: Option<&ResourceLimits>,
+    data: Vec<Mount>,
 ) -> Result<HostConfig, ExecError> {
-    let mounts = spec
+    let mut mounts = spec
         .mounts
         .iter()
         .map(mount)
         .collect::<Result<Vec<_>, _>>()?;
+    mounts.extend(data);
     Ok(HostConfig {
         mounts: (!mounts.is_empty()).then_some(mounts),
         nano_cpus: limits.and_then(|l| positive(l.nano_cpus)),

@@ -3,6 +3,7 @@
 //! the leader, which validates, commits through raft, and answers from a linearizable view.
 
 pub mod cluster;
+pub mod data;
 pub mod node;
 pub mod service;
 
@@ -203,6 +204,65 @@ impl Control for ControlApi {
         let ctx = leader_or_forward!(self, request, remove_service);
         service::remove(&ctx, &request.get_ref().service).await?;
         Ok(Response::new(Empty {}))
+    }
+
+    async fn create_data(
+        &self,
+        request: Request<CreateDataRequest>,
+    ) -> Result<Response<DataObject>, Status> {
+        let ctx = leader_or_forward!(self, request, create_data);
+        Ok(Response::new(
+            data::create(&ctx, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_data(
+        &self,
+        request: Request<GetDataRequest>,
+    ) -> Result<Response<DataObject>, Status> {
+        let ctx = leader_or_forward!(self, request, get_data);
+        let req = request.into_inner();
+        Ok(Response::new(data::get(&ctx, req.kind, &req.name).await?))
+    }
+
+    async fn list_data(
+        &self,
+        request: Request<ListDataRequest>,
+    ) -> Result<Response<ListDataResponse>, Status> {
+        let ctx = leader_or_forward!(self, request, list_data);
+        Ok(Response::new(
+            data::list(&ctx, request.get_ref().kind).await?,
+        ))
+    }
+
+    async fn update_data(
+        &self,
+        request: Request<UpdateDataRequest>,
+    ) -> Result<Response<DataObject>, Status> {
+        let ctx = leader_or_forward!(self, request, update_data);
+        Ok(Response::new(
+            data::update(&ctx, request.into_inner()).await?,
+        ))
+    }
+
+    async fn remove_data(
+        &self,
+        request: Request<GetDataRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let ctx = leader_or_forward!(self, request, remove_data);
+        let req = request.into_inner();
+        data::remove(&ctx, req.kind, &req.name).await?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn rotate_data(
+        &self,
+        request: Request<RotateDataRequest>,
+    ) -> Result<Response<RotateDataResponse>, Status> {
+        let ctx = leader_or_forward!(self, request, rotate_data);
+        Ok(Response::new(
+            data::rotate(&ctx, request.into_inner()).await?,
+        ))
     }
 
     async fn list_tasks(

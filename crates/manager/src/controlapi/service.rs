@@ -53,6 +53,8 @@ pub async fn create(ctx: &ManagerCtx, req: CreateServiceRequest) -> Result<Servi
         spec.name = generated_name();
     }
     normalize_service_spec(&mut spec).map_err(|e| ManagerError::InvalidArgument(e.0))?;
+    crate::data::resolve_references(&ctx.read_view().await?, &mut spec)
+        .map_err(ManagerError::InvalidArgument)?;
     let now = orch_api::now_nanos();
     let service = Service {
         id: orch_api::ids::new_id(),
@@ -161,6 +163,7 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateServiceRequest) -> Result<Servi
             .spec
             .ok_or_else(|| ManagerError::InvalidArgument("a service spec is required".into()))?;
         normalize_service_spec(&mut spec).map_err(|e| ManagerError::InvalidArgument(e.0))?;
+        crate::data::resolve_references(&view, &mut spec).map_err(ManagerError::InvalidArgument)?;
         if spec.name != old_spec.name {
             return Err(ManagerError::InvalidArgument(
                 "renaming services is not supported".into(),

@@ -1,5 +1,7 @@
 //! Task assignments: each agent gets the full set of its node's tasks when its session starts,
-//! then the changes as the store changes.
+//! then the changes as the store changes. With the tasks go the secrets and configs they use
+//! (only those: a node never gets data no task of its own uses), and the word to forget one
+//! once the node's last task using it has ended.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use super::Dispatcher;
+use crate::data::seal::DataKey as SealKey;
 use crate::state::store::{Event, Object, Store, Tables};
 
 /// A task belongs in its node's assignment set once scheduled (ASSIGNED or later), until the
@@ -23,18 +26,23 @@ pub fn is_assigned(task: &Task) -> bool {
             .is_some_and(|s| s.state() >= TaskState::Assigned)
 }
 
-pub fn send_full(dispatcher: &Dispatcher, view: &Tables, node_id: &str) {
+pub fn send_full(dispatcher: &Dispatcher, view: &Tables, key: &SealKey, node_id: &str) {
     let tasks: Vec<Task> = view
         .tasks_of_node(node_id)
         .filter(|t| is_assigned(t))
         .map(|t| (**t).clone())
+        .collect();
+    let data = crate::data::needed_by_node(view, node_id)
+        .into_iter()
+        .filter_map(|(id, version)| crate::data::payload(view, key, &id, version))
         .collect();
     dispatcher.send(
         node_id,
         ManagerMsg::Assignments(Assignments {
             full: true,
             tasks,
-            removed: Vec::new(),
+            data,
+            ..Default::default()
         }),
     );
 }
@@ -43,10 +51,54 @@ pub fn send_full(dispatcher: &Dispatcher, view: &Tables, node_id: &str) {
 struct NodeChanges {
     updated: BTreeMap<String, Task>,
     removed: BTreeSet<String>,
+    /// Data that tasks of the node used and stopped needing: forgotten unless another task of
+    /// the node still uses it.
+    released: BTreeSet<(String, u32)>,
+}
+
+impl NodeChanges {
+    /// The assignment message, with the data the updated tasks need and the data released.
+    fn message(self, view: &Tables, key: &SealKey, node_id: &str) -> Assignments {
+        let wanted: BTreeSet<(String, u32)> = self
+            .updated
+            .values()
+            .filter(|t| crate::data::is_needed(t))
+            .flat_map(crate::data::used_by_task)
+            .collect();
+        let data_removed = if self.released.is_empty() {
+            Vec::new()
+        } else {
+            let still = crate::data::needed_by_node(view, node_id);
+            self.released
+                .into_iter()
+                .filter(|k| !still.contains(k))
+                .map(|(id, version)| orch_api::pb::DataKey { id, version })
+                .collect()
+        };
+        Assignments {
+            full: false,
+            tasks: self.updated.into_values().collect(),
+            removed: self.removed.into_iter().collect(),
+            data: wanted
+                .into_iter()
+                .filter_map(|(id, version)| crate::data::payload(view, key, &id, version))
+                .collect(),
+            data_removed,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.updated.is_empty() && self.removed.is_empty() && self.released.is_empty()
+    }
 }
 
 /// Leader-only: turns task events into incremental assignment messages, batched per node.
-pub async fn streamer(store: Arc<Store>, dispatcher: Arc<Dispatcher>, token: CancellationToken) {
+pub async fn streamer(
+    store: Arc<Store>,
+    dispatcher: Arc<Dispatcher>,
+    key: Arc<SealKey>,
+    token: CancellationToken,
+) {
     let (_, mut rx) = store.view_and_watch();
     loop {
         let mut changes: BTreeMap<String, NodeChanges> = BTreeMap::new();
@@ -79,17 +131,17 @@ pub async fn streamer(store: Arc<Store>, dispatcher: Arc<Dispatcher>, token: Can
         if resync {
             let view = store.view();
             for node in dispatcher.connected_nodes() {
-                send_full(&dispatcher, &view, &node);
+                send_full(&dispatcher, &view, &key, &node);
             }
             continue;
         }
+        let view = store.view();
         for (node, c) in changes {
+            if c.is_empty() {
+                continue;
+            }
             tracing::debug!(node = %node, updated = c.updated.len(), removed = c.removed.len(), "sending assignment changes");
-            let message = Assignments {
-                full: false,
-                tasks: c.updated.into_values().collect(),
-                removed: c.removed.into_iter().collect(),
-            };
+            let message = c.message(&view, &key, &node);
             if !dispatcher.send(&node, ManagerMsg::Assignments(message))
                 && dispatcher.is_connected(&node)
             {
@@ -106,6 +158,29 @@ fn collect(event: &Event, changes: &mut BTreeMap<String, NodeChanges>) {
         c.updated.remove(&task.id);
         c.removed.insert(task.id.clone());
     };
+    // A task of a node that used data and does not need it any more (ended, told to stop,
+    // moved, deleted).
+    let release = |old: &Task, new: Option<&Task>, changes: &mut BTreeMap<String, NodeChanges>| {
+        let still = new.is_some_and(|n| n.node_id == old.node_id && crate::data::is_needed(n));
+        if crate::data::is_needed(old) && !still {
+            let used = crate::data::used_by_task(old);
+            if !used.is_empty() {
+                changes
+                    .entry(old.node_id.clone())
+                    .or_default()
+                    .released
+                    .extend(used);
+            }
+        }
+    };
+    match event {
+        Event::Updated {
+            old: Object::Task(old),
+            new: Object::Task(new),
+        } => release(old, Some(new), changes),
+        Event::Deleted(Object::Task(t)) => release(t, None, changes),
+        _ => {}
+    }
     match event {
         Event::Created(Object::Task(t)) if is_assigned(t) => {
             changes
@@ -175,7 +250,12 @@ mod tests {
         dispatcher.register("n1", tx1);
         dispatcher.register("n2", tx2);
         let token = CancellationToken::new();
-        tokio::spawn(streamer(store.clone(), dispatcher.clone(), token.clone()));
+        tokio::spawn(streamer(
+            store.clone(),
+            dispatcher.clone(),
+            Arc::new(SealKey::generate().expect("key")),
+            token.clone(),
+        ));
         tokio::time::sleep(Duration::from_millis(1)).await; // the streamer subscribes
 
         let s = testkit::replicated("s", 3);

@@ -176,7 +176,7 @@ impl DispatcherRpc for DispatcherService {
         let _ = tx.try_send(Ok(ManagerMessage {
             msg: Some(ManagerMsg::Session(info)),
         }));
-        assignments::send_full(&self.ctx.dispatcher, &view, &node_id);
+        assignments::send_full(&self.ctx.dispatcher, &view, &self.ctx.data_key, &node_id);
         info!(node = %node_id, "agent session started");
 
         let ctx = self.ctx.clone();

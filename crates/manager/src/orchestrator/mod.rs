@@ -465,6 +465,7 @@ pub async fn run<P: Proposer + ?Sized, C: Clock>(
                 .into_iter()
                 .map(Action::DeleteTask),
         );
+        actions.extend(crate::data::stale_versions(&view));
         commit(proposer.as_ref(), actions).await;
 
         let sleep = timers.sleep(clock.now_nanos());
@@ -555,6 +556,9 @@ impl Dirty {
                         self.everything = true;
                         continue;
                     }
+                    // Secrets and configs change no task by themselves (a rotation updates
+                    // the services that use them).
+                    Object::Data(_) => continue,
                 },
             };
             if interest == Interest::None {

@@ -131,6 +131,7 @@ impl Raft for RaftService {
             return Ok(Response::new(RaftJoinResponse {
                 raft_id: ms.raft_id,
                 members: view.members(),
+                data_key: self.ctx.data_key.as_bytes().to_vec(),
             }));
         }
         let raft_id = loop {
@@ -153,6 +154,7 @@ impl Raft for RaftService {
         Ok(Response::new(RaftJoinResponse {
             raft_id,
             members: self.ctx.store.view().members(),
+            data_key: self.ctx.data_key.as_bytes().to_vec(),
         }))
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use orch_api::pb::store_action::Action;
 use orch_api::pb::{
-    Cluster, ManagerStatus, Meta, Node, RaftMember, Service, StoreTransaction, Task,
+    Cluster, DataObject, ManagerStatus, Meta, Node, RaftMember, Service, StoreTransaction, Task,
 };
 
 use super::{Event, Object, Tables};
@@ -27,6 +27,42 @@ pub enum ApplyError {
     },
     #[error("malformed store transaction: {0}")]
     Malformed(String),
+    /// The transaction would break a rule between objects (a service using a secret that is
+    /// gone, a secret removed while used).
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Every secret and config a service spec uses exists, in the version it names.
+fn check_data_refs(t: &Tables, s: &Service) -> Result<(), ApplyError> {
+    let spec = s.spec.as_ref().and_then(|sp| sp.task.as_ref());
+    for (kind, r) in crate::data::refs(spec) {
+        let exists = t
+            .data
+            .get(&r.id)
+            .is_some_and(|d| d.kind() == kind && d.versions.iter().any(|v| v.version == r.version));
+        if !exists {
+            return Err(ApplyError::Refused(format!(
+                "{} not found: {} (version {})",
+                orch_api::data::kind_name(kind),
+                r.name,
+                r.version
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A secret or config no service uses (its spec or previous spec) may be deleted.
+fn check_data_unused(t: &Tables, id: &str) -> Result<(), ApplyError> {
+    let users = crate::data::users(t, id);
+    if users.is_empty() {
+        return Ok(());
+    }
+    Err(ApplyError::Refused(format!(
+        "in use by: {}",
+        users.keys().cloned().collect::<Vec<_>>().join(", ")
+    )))
 }
 
 /// What every table's objects share, so create/update/delete are written once.
@@ -92,6 +128,23 @@ stored!(Task, "task", Task,
     put: |t, task| t.insert_task(task),
     remove: |t, id| t.remove_task(id),
     get: tasks);
+
+stored!(DataObject, "secret or config", Data,
+    put: |t, d| t.insert_data(d),
+    remove: |t, id| t.remove_data(id),
+    get: data);
+
+/// A secret or config whose name another object of its kind has.
+fn data_name_conflict(t: &Tables, d: &DataObject) -> Result<(), ApplyError> {
+    let name = super::tables::data_name(d).to_string();
+    match t.data_names.get(&(d.kind, name.clone())) {
+        Some(id) if id != &d.id => Err(ApplyError::NameConflict {
+            kind: orch_api::data::kind_name(d.kind()),
+            name,
+        }),
+        _ => Ok(()),
+    }
+}
 
 fn stamp(meta: &mut Option<Meta>, index: u64, ts: i64, created: Option<i64>) {
     let meta = meta.get_or_insert_with(Default::default);
@@ -220,6 +273,7 @@ pub(super) fn apply_txn(
                         name,
                     });
                 }
+                check_data_refs(t, s)?;
                 create(t, index, ts, s, events)?
             }
             Action::UpdateService(s) => {
@@ -230,9 +284,32 @@ pub(super) fn apply_txn(
                         name,
                     });
                 }
+                check_data_refs(t, s)?;
                 update(t, index, ts, s, events)?
             }
             Action::DeleteService(id) => delete::<Service>(t, id, events)?,
+            Action::CreateData(d) => {
+                data_name_conflict(t, d)?;
+                create(t, index, ts, d, events)?
+            }
+            Action::UpdateData(d) => {
+                data_name_conflict(t, d)?;
+                let used = crate::data::users(t, &d.id).into_values().flatten();
+                if let Some(v) = used
+                    .into_iter()
+                    .find(|v| !d.versions.iter().any(|k| k.version == *v))
+                {
+                    return Err(ApplyError::Refused(format!(
+                        "version {v} of {} is still in use",
+                        super::tables::data_name(d)
+                    )));
+                }
+                update(t, index, ts, d, events)?
+            }
+            Action::DeleteData(id) => {
+                check_data_unused(t, id)?;
+                delete::<DataObject>(t, id, events)?
+            }
             Action::CreateTask(task) => create(t, index, ts, task, events)?,
             Action::UpdateTask(task) => update(t, index, ts, task, events)?,
             Action::DeleteTask(id) => delete::<Task>(t, id, events)?,

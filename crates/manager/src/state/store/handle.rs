@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use orch_api::pb::{Cluster, Node, RaftMember, Service, StoreSnapshot, StoreTransaction, Task};
+use orch_api::pb::{
+    Cluster, DataObject, Node, RaftMember, Service, StoreSnapshot, StoreTransaction, Task,
+};
 use parking_lot::RwLock;
 use tokio::sync::{broadcast, watch};
 
@@ -17,6 +19,7 @@ pub enum Object {
     Node(Arc<Node>),
     Service(Arc<Service>),
     Task(Arc<Task>),
+    Data(Arc<DataObject>),
 }
 
 #[derive(Debug, Clone)]

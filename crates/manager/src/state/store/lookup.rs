@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use orch_api::pb::{Cluster, Node, RaftMember, Service, Task};
+use orch_api::pb::{Cluster, DataKind, DataObject, Node, RaftMember, Service, Task};
 
 use super::{NodeLoad, Tables};
 
@@ -142,6 +142,46 @@ impl Tables {
             .filter(|n| n.id.starts_with(reference))
             .collect();
         resolve("node", reference, by_name, by_prefix)
+    }
+
+    pub fn data_object(&self, id: &str) -> Option<&Arc<DataObject>> {
+        self.data.get(id)
+    }
+
+    /// The secrets (or configs), by ID.
+    pub fn data_objects(&self, kind: DataKind) -> impl Iterator<Item = &Arc<DataObject>> {
+        self.data.values().filter(move |d| d.kind() == kind)
+    }
+
+    /// Whether any secret or config has more than one version.
+    pub fn data_versions_exist(&self) -> bool {
+        self.data.values().any(|d| d.versions.len() > 1)
+    }
+
+    pub fn data_by_name(&self, kind: DataKind, name: &str) -> Option<&Arc<DataObject>> {
+        self.data_names
+            .get(&(kind as i32, name.to_string()))
+            .and_then(|id| self.data.get(id))
+    }
+
+    /// Finds a secret or config by full ID, name, or unique ID prefix.
+    pub fn find_data(
+        &self,
+        kind: DataKind,
+        reference: &str,
+    ) -> Result<Arc<DataObject>, LookupError> {
+        let kind_name = orch_api::data::kind_name(kind);
+        if let Some(d) = self.data.get(reference).filter(|d| d.kind() == kind) {
+            return Ok(d.clone());
+        }
+        if let Some(d) = self.data_by_name(kind, reference) {
+            return Ok(d.clone());
+        }
+        let by_prefix: Vec<_> = self
+            .data_objects(kind)
+            .filter(|d| d.id.starts_with(reference))
+            .collect();
+        resolve(kind_name, reference, Vec::new(), by_prefix)
     }
 
     /// Finds a service by full ID, name, or unique ID prefix.

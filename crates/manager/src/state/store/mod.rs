@@ -21,4 +21,6 @@ mod tests;
 pub use apply::ApplyError;
 pub use handle::{Change, Event, Object, Store};
 pub use lookup::{member_of, LookupError};
-pub use tables::{host_ports, occupies_node, publishes_host_ports, reservation, NodeLoad, Tables};
+pub use tables::{
+    data_name, host_ports, occupies_node, publishes_host_ports, reservation, NodeLoad, Tables,
+};

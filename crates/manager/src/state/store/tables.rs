@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use imbl::{OrdMap, OrdSet};
-use orch_api::pb::{Cluster, Node, Service, StoreSnapshot, Task};
+use orch_api::pb::{Cluster, DataObject, Node, Service, StoreSnapshot, Task};
 
 fn is_pending(t: &Task) -> bool {
     t.status
@@ -22,6 +22,10 @@ pub struct Tables {
     pub(super) services: OrdMap<String, Arc<Service>>,
     pub(super) tasks: OrdMap<String, Arc<Task>>,
     pub(super) service_names: OrdMap<String, String>,
+    /// Secrets and configs.
+    pub(super) data: OrdMap<String, Arc<DataObject>>,
+    /// (kind, name) -> ID: secret and config names are unique per kind.
+    pub(super) data_names: OrdMap<(i32, String), String>,
     pub(super) tasks_by_service: OrdMap<String, OrdSet<String>>,
     pub(super) tasks_by_node: OrdMap<String, OrdSet<String>>,
     /// Tasks waiting for the scheduler (status PENDING).
@@ -42,6 +46,11 @@ pub struct NodeLoad {
     pub by_service: OrdMap<String, usize>,
     /// Tasks that publish ports in host mode (the scheduler then looks at their ports).
     pub with_host_ports: usize,
+}
+
+/// A secret's or config's name.
+pub fn data_name(d: &DataObject) -> &str {
+    d.spec.as_ref().map_or("", |s| s.name.as_str())
 }
 
 /// A task holds its node's resources from assignment until it stops or is told to stop.
@@ -82,6 +91,7 @@ impl Tables {
             nodes: self.nodes.values().map(|n| (**n).clone()).collect(),
             services: self.services.values().map(|s| (**s).clone()).collect(),
             tasks: self.tasks.values().map(|t| (**t).clone()).collect(),
+            data_objects: self.data.values().map(|d| (**d).clone()).collect(),
         }
     }
 
@@ -102,7 +112,26 @@ impl Tables {
         for task in snapshot.tasks {
             t.insert_task(Arc::new(task));
         }
+        for d in snapshot.data_objects {
+            t.insert_data(Arc::new(d));
+        }
         t
+    }
+
+    pub(super) fn insert_data(&mut self, d: Arc<DataObject>) {
+        self.remove_data(&d.id);
+        self.data_names
+            .insert((d.kind, data_name(&d).to_string()), d.id.clone());
+        self.data.insert(d.id.clone(), d);
+    }
+
+    pub(super) fn remove_data(&mut self, id: &str) -> Option<Arc<DataObject>> {
+        let old = self.data.remove(id)?;
+        let key = (old.kind, data_name(&old).to_string());
+        if self.data_names.get(&key).is_some_and(|did| did == id) {
+            self.data_names.remove(&key);
+        }
+        Some(old)
     }
 
     pub(super) fn insert_service(&mut self, s: Arc<Service>) {
