@@ -108,6 +108,7 @@ fn scenario(nodes: usize, services: usize, per_service: usize) -> (Tables, Vec<A
             nodes: (0..nodes).map(node).collect(),
             services: svc,
             tasks,
+            data_objects: vec![],
         },
     );
     let view = store.view();

@@ -54,6 +54,12 @@ enum Command {
     /// Manage services
     #[command(subcommand)]
     Service(Box<service::ServiceCmd>),
+    /// Manage secrets
+    #[command(subcommand)]
+    Secret(crate::commands::data::DataCmd),
+    /// Manage configs
+    #[command(subcommand)]
+    Config(crate::commands::data::DataCmd),
     /// Return low-level information on services, nodes or tasks
     Inspect {
         /// Only objects of this type (service, node, task)
@@ -112,6 +118,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node(cmd) => node::run(&target, cmd).await,
         Command::Lab(cmd) => crate::commands::lab::run(cmd).await,
         Command::Service(cmd) => service::run(&target, *cmd).await,
+        Command::Secret(cmd) => {
+            crate::commands::data::run(&target, orch_api::pb::DataKind::Secret, cmd).await
+        }
+        Command::Config(cmd) => {
+            crate::commands::data::run(&target, orch_api::pb::DataKind::Config, cmd).await
+        }
         Command::Inspect {
             kind,
             format,

@@ -296,7 +296,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     };
     tasks.extend(orch_agent::start(
         orch_agent::AgentParams {
-            exec,
+            exec: exec.clone(),
             tls: client_tls.clone(),
             managers: managers.clone(),
             registration: registration.clone(),
@@ -315,6 +315,20 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     shutdown.cancel();
     let stopped = tasks.join(STOP_DEADLINE).await;
     if *node.leaving.lock() {
+        // Leaving the swarm ends this node's tasks: their containers and their secrets go.
+        match exec.list().await {
+            Ok(containers) => {
+                for c in containers {
+                    if let Err(e) = exec.remove_container(&c.id).await {
+                        warn!(container = %c.id, error = %e, "cannot remove a task's container");
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot list this node's containers to remove them"),
+        }
+        let _ = fs::remove_dir(
+            std::path::Path::new(orch_agent::exec::docker::FILES_ROOT).join(&config.node_id),
+        );
         dd.wipe()?;
         info!("left the swarm; node state removed");
     }

@@ -396,9 +396,8 @@ impl Executor for DockerExecutor {
 
     async fn remove(&self, task: &Task) -> Result<(), ExecError> {
         let name = container_name(task);
-        match self.inspect_own(&name).await.map_err(EngineError::failed)? {
-            Some(c) => self.force_remove(&c.id.unwrap_or(name)).await?,
-            None => {}
+        if let Some(c) = self.inspect_own(&name).await.map_err(EngineError::failed)? {
+            self.force_remove(&c.id.unwrap_or(name)).await?;
         }
         TaskFiles::remove(&self.files_root, &task.id);
         Ok(())

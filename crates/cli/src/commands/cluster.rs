@@ -325,6 +325,15 @@ pub async fn info(target: &Target) -> Result<()> {
         outln!(" Error: {}", info.error);
     }
     outln!(" Is Manager: {}", info.is_manager);
+    // What this node's agent holds in memory for its tasks (IDs only, never the data).
+    outln!(
+        " Secrets and configs held: {}",
+        if info.data_held.is_empty() {
+            "none".to_string()
+        } else {
+            info.data_held.join(", ")
+        }
+    );
     if info.is_manager {
         outln!(" ClusterID: {}", info.cluster_id);
         outln!(" Managers: {}", info.managers);

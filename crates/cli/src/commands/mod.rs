@@ -1,6 +1,7 @@
 //! One module per command group.
 
 pub mod cluster;
+pub mod data;
 pub mod lab;
 pub mod node;
 pub mod service;

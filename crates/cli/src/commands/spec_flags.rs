@@ -6,10 +6,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use orch_api::pb::service_spec::Mode;
 use orch_api::pb::{
-    ContainerSpec, EndpointSpec, FailureAction, GlobalJob, GlobalService, HealthConfig, Mount,
-    Placement, PlacementPreference, PortConfig, PublishMode, ReplicatedJob, ReplicatedService,
-    ResourceLimits, ResourceRequirements, RestartCondition, RestartPolicy, ServiceSpec, TaskSpec,
-    UpdateConfig, UpdateOrder,
+    ContainerSpec, DataReference, EndpointSpec, FailureAction, GlobalJob, GlobalService,
+    HealthConfig, Mount, Placement, PlacementPreference, PortConfig, PublishMode, ReplicatedJob,
+    ReplicatedService, ResourceLimits, ResourceRequirements, RestartCondition, RestartPolicy,
+    ServiceSpec, TaskSpec, UpdateConfig, UpdateOrder,
 };
 
 use crate::output::parse_duration;
@@ -128,13 +128,72 @@ pub struct SpecFlags {
     pub publish: Vec<String>,
     #[arg(long)]
     pub network: Vec<String>,
+    /// Give the service a secret: NAME, or source=NAME,target=FILE,uid=0,gid=0,mode=0444
     #[arg(long)]
     pub secret: Vec<String>,
+    /// Give the service a config: NAME, or source=NAME,target=/PATH,uid=0,gid=0,mode=0444
     #[arg(long)]
     pub config: Vec<String>,
     /// Endpoint mode (vip or dnsrr)
     #[arg(long)]
     pub endpoint_mode: Option<String>,
+}
+
+/// `--secret`/`--config`: `NAME`, or `source=NAME,target=T,uid=U,gid=G,mode=M` (docker's
+/// syntax; `src` for `source`, mode in octal).
+pub fn parse_data_ref(s: &str, what: &str) -> Result<DataReference> {
+    let mut r = DataReference::default();
+    if !s.contains('=') {
+        r.name = s.to_string();
+    } else {
+        for field in s.split(',') {
+            let (k, v) = field
+                .split_once('=')
+                .ok_or_else(|| anyhow!("invalid field '{field}' must be a key=value pair"))?;
+            match k.trim().to_ascii_lowercase().as_str() {
+                "source" | "src" => r.name = v.to_string(),
+                "target" => r.target = v.to_string(),
+                "uid" => r.uid = v.to_string(),
+                "gid" => r.gid = v.to_string(),
+                "mode" => {
+                    r.mode = u32::from_str_radix(v, 8)
+                        .ok()
+                        .filter(|m| *m <= 0o7777)
+                        .ok_or_else(|| {
+                            anyhow!(
+                            "invalid mode {v:?} for --{what}: must be an octal file mode like 0440"
+                        )
+                        })?
+                }
+                other => bail!("invalid field key '{other}' for --{what}"),
+            }
+        }
+    }
+    if r.name.is_empty() {
+        bail!("invalid --{what} {s:?}: source is required");
+    }
+    for (id, field) in [(&r.uid, "uid"), (&r.gid, "gid")] {
+        if !id.is_empty() && id.parse::<u32>().is_err() {
+            bail!("invalid {field} {id:?} for --{what}: must be a number");
+        }
+    }
+    Ok(r)
+}
+
+/// Adds a reference; two on the same target are refused (docker's message).
+pub fn add_data_ref(refs: &mut Vec<DataReference>, what: &str, r: DataReference) -> Result<()> {
+    let target = |r: &DataReference| {
+        if r.target.is_empty() {
+            r.name.clone()
+        } else {
+            r.target.clone()
+        }
+    };
+    if refs.iter().any(|x| target(x) == target(&r)) {
+        bail!("duplicate {what} target for {} not allowed", r.name);
+    }
+    refs.push(r);
+    Ok(())
 }
 
 /// `512m`, `1g`, `100MiB`, `2048` (bytes), as docker's RAMInBytes.
@@ -395,9 +454,6 @@ pub fn build_spec(flags: &SpecFlags, image: &str, args: &[String]) -> Result<Ser
     if !flags.network.is_empty() {
         bail!("--network: overlay networks are not supported yet");
     }
-    if !flags.secret.is_empty() || !flags.config.is_empty() {
-        bail!("--secret and --config are not supported yet");
-    }
     let mode_name = flags.mode.as_deref().unwrap_or("replicated");
     let mode = match mode_name {
         "replicated" => Mode::Replicated(ReplicatedService {
@@ -474,6 +530,12 @@ pub fn apply(flags: &SpecFlags, spec: &mut ServiceSpec) -> Result<()> {
     }
     for m in &flags.mount {
         c.mounts.push(parse_mount(m)?);
+    }
+    for s in &flags.secret {
+        add_data_ref(&mut c.secrets, "secret", parse_data_ref(s, "secret")?)?;
+    }
+    for s in &flags.config {
+        add_data_ref(&mut c.configs, "config", parse_data_ref(s, "config")?)?;
     }
     if flags.no_healthcheck && flags.health_cmd.is_some() {
         bail!("--no-healthcheck conflicts with --health-* options");

@@ -216,6 +216,28 @@ fn container_spec(c: &ContainerSpec) -> Value {
         })
         .collect();
     put(&mut m, "Mounts", Value::Array(mounts));
+    for (key, kind, refs) in [
+        ("Secrets", "Secret", &c.secrets),
+        ("Configs", "Config", &c.configs),
+    ] {
+        let refs: Vec<Value> = refs
+            .iter()
+            .map(|r| {
+                json!({
+                    "File": {
+                        "Name": r.target,
+                        "UID": r.uid,
+                        "GID": r.gid,
+                        "Mode": r.mode,
+                    },
+                    format!("{kind}ID"): r.id,
+                    format!("{kind}Name"): r.name,
+                    "Version": r.version,
+                })
+            })
+            .collect();
+        put(&mut m, key, Value::Array(refs));
+    }
     m.insert("StopGracePeriod".into(), json!(c.stop_grace_period));
     put(&mut m, "StopSignal", Value::String(c.stop_signal.clone()));
     if let Some(h) = &c.healthcheck {

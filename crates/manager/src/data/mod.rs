@@ -168,8 +168,8 @@ pub fn payload(view: &Tables, key: &SealKey, id: &str, version: u32) -> Option<D
     })
 }
 
-/// Old versions nothing uses any more (no service spec, previous spec, or task that still
-/// exists): one update per object that drops them. The latest version always stays.
+/// Old versions nothing uses any more (no service spec, previous spec, or task that may
+/// still run): one update per object that drops them. The latest version always stays.
 pub fn stale_versions(view: &Tables) -> Vec<Action> {
     // Most passes: nothing has an old version (the walk below is over every task).
     if !view.data_versions_exist() {
@@ -181,7 +181,10 @@ pub fn stale_versions(view: &Tables) -> Vec<Action> {
             in_use.extend(service_refs(spec).map(|(_, r)| (r.id.clone(), r.version)));
         }
     }
-    for t in view.tasks() {
+    // Ended tasks kept as history do not hold a version; one that may still run does.
+    for t in view.tasks().filter(|t| {
+        t.desired_state() <= TaskState::Running || t.observed_state() < TaskState::Complete
+    }) {
         in_use.extend(used_by_task(t));
     }
     let mut actions = Vec::new();
@@ -280,10 +283,10 @@ mod tests {
         let r = &spec
             .task
             .as_ref()
-            .unwrap()
+            .expect("set")
             .container
             .as_ref()
-            .unwrap()
+            .expect("set")
             .secrets[0];
         assert_eq!(
             (
@@ -330,10 +333,10 @@ mod tests {
         previous
             .task
             .as_mut()
-            .unwrap()
+            .expect("set")
             .container
             .as_mut()
-            .unwrap()
+            .expect("set")
             .secrets[0]
             .version = 1;
         let web = Service {
@@ -352,7 +355,7 @@ mod tests {
             0,
         );
         ended.spec = running.spec.clone();
-        running.status.as_mut().unwrap().state = TaskState::Running as i32;
+        running.status.as_mut().expect("set").state = TaskState::Running as i32;
         Applier::new(store.clone())
             .propose(vec![
                 Action::CreateService(web),

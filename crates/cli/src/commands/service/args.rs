@@ -131,6 +131,18 @@ pub struct UpdateArgs {
     /// Remove a mount by its target path
     #[arg(long)]
     pub mount_rm: Vec<String>,
+    /// Add or update a secret on the service (as --secret)
+    #[arg(long)]
+    pub secret_add: Vec<String>,
+    /// Remove a secret (by its name)
+    #[arg(long)]
+    pub secret_rm: Vec<String>,
+    /// Add or update a config on the service (as --config)
+    #[arg(long)]
+    pub config_add: Vec<String>,
+    /// Remove a config (by its name)
+    #[arg(long)]
+    pub config_rm: Vec<String>,
     #[arg(long)]
     pub publish_add: Vec<String>,
     /// Remove a published port (<published>[/protocol] or target=<port>)

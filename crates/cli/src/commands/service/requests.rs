@@ -444,7 +444,9 @@ fn key_of(env: &str) -> &str {
 
 /// Applies `service update`'s flags to the service's current spec.
 fn updated_spec(service: &Service, args: &UpdateArgs) -> Result<orch_api::pb::ServiceSpec> {
-    use crate::commands::spec_flags::{parse_key_values, parse_mount, parse_publish};
+    use crate::commands::spec_flags::{
+        add_data_ref, parse_data_ref, parse_key_values, parse_mount, parse_publish,
+    };
     let mut spec = service.spec.clone().unwrap_or_default();
     if args.flags.name.as_ref().is_some_and(|n| *n != spec.name) {
         bail!("renaming services is not supported");
@@ -500,6 +502,18 @@ fn updated_spec(service: &Service, args: &UpdateArgs) -> Result<orch_api::pb::Se
             let m = parse_mount(m)?;
             c.mounts.retain(|x| x.target != m.target);
             c.mounts.push(m);
+        }
+        for (refs, what, rm, add) in [
+            (&mut c.secrets, "secret", &args.secret_rm, &args.secret_add),
+            (&mut c.configs, "config", &args.config_rm, &args.config_add),
+        ] {
+            refs.retain(|r| !rm.contains(&r.name) && !rm.contains(&r.id));
+            for a in add {
+                let r = parse_data_ref(a, what)?;
+                // Adding a name again replaces its reference (a new target or version).
+                refs.retain(|x| x.name != r.name);
+                add_data_ref(refs, what, r)?;
+            }
         }
         if !args.constraint_add.is_empty() || !args.constraint_rm.is_empty() {
             let p = task.placement.get_or_insert_with(Default::default);
