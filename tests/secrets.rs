@@ -386,8 +386,15 @@ fn rotation_rolls_every_user_one_batch_at_a_time_and_a_bad_value_rolls_back() {
     users.sort();
     assert_eq!(users, ["checked", "plain"]);
 
-    // A value that fails the healthcheck: `checked` rolls back onto version 2.
-    orch_stdin(&c, "m1", &["secret", "rotate", "flag", "-"], b"bad-3").expect_ok("rotate");
+    // A value that fails the healthcheck: `checked` rolls back onto version 2, and the
+    // command (which follows every update, as `service update` does) says so.
+    let run = orch_stdin(&c, "m1", &["secret", "rotate", "flag", "-"], b"bad-3");
+    assert!(!run.ok(), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("not every service is on version 3") && run.stderr.contains("checked:"),
+        "{}",
+        run.stderr
+    );
     wait_for(Duration::from_secs(90), "checked to roll back", || {
         c.inspect("m1", "service", "checked")
             .is_some_and(|s| s["UpdateStatus"]["State"] == "rollback_completed")

@@ -74,9 +74,18 @@ fn swarm_available() -> bool {
     docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]).is_ok()
 }
 
-fn swarm(n: usize) -> Result<f64> {
+/// With `--with-data`: each container mounts this secret and this config.
+const DATA_FLAGS: [&str; 4] = [
+    "--secret",
+    "bench-secret",
+    "--config",
+    "source=bench-config,target=/etc/bench.conf",
+];
+
+fn swarm(n: usize, extra: &[&str]) -> Result<f64> {
     let started = Instant::now();
-    docker(&[
+    let replicas = n.to_string();
+    let mut args = vec![
         "service",
         "create",
         "-d",
@@ -85,13 +94,13 @@ fn swarm(n: usize) -> Result<f64> {
         "--name",
         "orch-bench-swarm",
         "--replicas",
-        &n.to_string(),
+        &replicas,
         "--stop-grace-period",
         "1s",
-        IMAGE,
-        "sleep",
-        "3600",
-    ])?;
+    ];
+    args.extend(extra);
+    args.extend([IMAGE, "sleep", "3600"]);
+    docker(&args)?;
     let t = wait_running(
         "label=com.docker.swarm.service.name=orch-bench-swarm",
         n,
@@ -102,7 +111,7 @@ fn swarm(n: usize) -> Result<f64> {
     Ok(t)
 }
 
-fn orch(bin: &Path, dir: &Path, n: usize) -> Result<f64> {
+fn orch(bin: &Path, dir: &Path, n: usize, extra: &[&str]) -> Result<f64> {
     let started = Instant::now();
     let out = Command::new(bin)
         .arg("--data-dir")
@@ -119,6 +128,7 @@ fn orch(bin: &Path, dir: &Path, n: usize) -> Result<f64> {
             "--stop-grace-period",
             "1s",
         ])
+        .args(extra)
         .args([IMAGE, "sleep", "3600"])
         .output()?;
     if !out.status.success() {
@@ -210,18 +220,54 @@ impl Drop for Bench {
     }
 }
 
-pub fn run(orch_bin: &str, replicas: usize, trials: usize) -> Result<()> {
+/// Creates the secret and config of `--with-data` on orch (and on swarm when it runs).
+fn create_data(bench: &Bench) -> Result<()> {
+    let secret = bench._root.path().join("secret");
+    let config = bench._root.path().join("config");
+    std::fs::write(&secret, "s3cr3t-for-the-bench")?;
+    std::fs::write(&config, "listen=8080\n")?;
+    for (kind, name, file) in [
+        ("secret", "bench-secret", &secret),
+        ("config", "bench-config", &config),
+    ] {
+        let file = file.to_string_lossy();
+        let out = Command::new(&bench.bin)
+            .arg("--data-dir")
+            .arg(&bench.dir)
+            .args([kind, "create", name, &file])
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "orch {kind} create: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        if bench.swarm_ok {
+            let _ = docker(&[kind, "rm", name]);
+            docker(&[kind, "create", name, &file])?;
+        }
+    }
+    Ok(())
+}
+
+pub fn run(orch_bin: &str, replicas: usize, trials: usize, with_data: bool) -> Result<()> {
     let bench = Bench::setup(orch_bin, "engine", 78)?;
     let (bin, dir, swarm_ok) = (&bench.bin, &bench.dir, bench.swarm_ok);
+    let extra: &[&str] = if with_data {
+        create_data(&bench)?;
+        &DATA_FLAGS
+    } else {
+        &[]
+    };
     let mut runs = Vec::new();
     let mut orchs = Vec::new();
     let mut swarms = Vec::new();
     let result = (|| -> Result<()> {
         for trial in 0..trials {
             let r = docker_run(replicas)?;
-            let o = orch(bin, dir, replicas)?;
+            let o = orch(bin, dir, replicas, extra)?;
             let s = if swarm_ok {
-                Some(swarm(replicas)?)
+                Some(swarm(replicas, extra)?)
             } else {
                 None
             };
@@ -242,7 +288,16 @@ pub fn run(orch_bin: &str, replicas: usize, trials: usize) -> Result<()> {
         let s = median(swarms);
         format!("docker swarm mode {s:.2} s (orch/swarm {:.2}x)", o / s)
     };
-    println!("engine-{replicas}: medians of {trials}: orch {o:.2} s, 50 x docker run 8-wide {r:.2} s (orch/docker-run {:.2}x), {swarm_text}", o / r);
+    if with_data && swarm_ok {
+        let _ = docker(&["secret", "rm", "bench-secret"]);
+        let _ = docker(&["config", "rm", "bench-config"]);
+    }
+    let data = if with_data {
+        " (each with a secret and a config)"
+    } else {
+        ""
+    };
+    println!("engine-{replicas}{data}: medians of {trials}: orch {o:.2} s, 50 x docker run 8-wide {r:.2} s (orch/docker-run {:.2}x), {swarm_text}", o / r);
     Ok(())
 }
 

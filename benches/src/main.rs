@@ -38,6 +38,9 @@ enum Command {
         replicas: usize,
         #[arg(long, default_value_t = 3)]
         trials: usize,
+        /// Every container mounts a secret and a config (orch and swarm; `docker run` none)
+        #[arg(long)]
+        with_data: bool,
     },
     /// A 50-replica rolling update (parallelism 10, delay 0): orch vs Docker swarm mode.
     Rolling {
@@ -140,7 +143,8 @@ fn main() -> anyhow::Result<()> {
             orch,
             replicas,
             trials,
-        } => engine::run(&orch, replicas, trials),
+            with_data,
+        } => engine::run(&orch, replicas, trials, with_data),
     }
 }
 

@@ -166,8 +166,19 @@ pub async fn run(mut p: SessionParams, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        backoff = (backoff * 2).min(max_backoff(&p.contact));
     }
+}
+
+/// The longest wait between two attempts: 2 s, and under half a heartbeat period, so that
+/// the answers of managers during an election (each one counts as contact) come well before
+/// the agent would fence its tasks (2 periods without any). With a 1 s period, waits of up to
+/// 3 s (2 s and jitter) let a slow election fence a node whose managers all answered.
+fn max_backoff(contact: &Contact) -> Duration {
+    let period = contact
+        .silence()
+        .map_or(DEFAULT_PERIOD, |(_, period)| period);
+    Duration::from_secs(2).min(period / 3)
 }
 
 async fn session(p: &mut SessionParams, addr: &str, generation: u64) -> Ended {
@@ -324,6 +335,28 @@ async fn session(p: &mut SessionParams, addr: &str, generation: u64) -> Ended {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the suite under load: with a 1 s period, an election slower than usual left
+    /// an agent waiting up to 3 s between attempts, and it fenced its tasks (after 2 s without
+    /// contact) although every manager it asked had answered.
+    #[tokio::test]
+    async fn regression_retries_came_too_rarely_to_keep_contact_through_an_election() {
+        let contact = Contact::default();
+        assert!(max_backoff(&contact) <= Duration::from_secs(2));
+        for period in [
+            Duration::from_millis(500),
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+        ] {
+            contact.touch(period);
+            let worst = max_backoff(&contact) * 3 / 2; // the wait and its jitter
+            assert!(
+                worst < period,
+                "{period:?}: up to {worst:?} between attempts"
+            );
+            assert!(worst * 2 < orch_api::heartbeat::fence_after(period));
+        }
+    }
 
     #[test]
     fn the_manager_that_failed_is_tried_last() {

@@ -34,6 +34,8 @@ pub enum DataCmd {
     },
     /// Make the next version from a file or STDIN and roll every service using it onto it
     Rotate {
+        #[command(flatten)]
+        wait: crate::commands::service::WaitFlags,
         name: String,
         /// A file, or "-" for STDIN
         file: String,
@@ -114,7 +116,7 @@ pub async fn run(target: &Target, kind: DataKind, cmd: DataCmd) -> Result<()> {
         DataCmd::Ls(args) => ls(target, kind, args).await,
         DataCmd::Inspect(args) => inspect(target, kind, args).await,
         DataCmd::Rm { names } => rm(target, kind, &names).await,
-        DataCmd::Rotate { name, file } => rotate(target, kind, &name, &file).await,
+        DataCmd::Rotate { wait, name, file } => rotate(target, kind, &name, &file, &wait).await,
     }
 }
 
@@ -376,10 +378,18 @@ async fn rm(target: &Target, kind: DataKind, names: &[String]) -> Result<()> {
     Ok(())
 }
 
-async fn rotate(target: &Target, kind: DataKind, name: &str, file: &str) -> Result<()> {
+/// Rotates, then (unless `--detach`) follows each service's update as `service update` does:
+/// a service whose update pauses or rolls back makes the command fail, naming it.
+async fn rotate(
+    target: &Target,
+    kind: DataKind,
+    name: &str,
+    file: &str,
+    wait: &crate::commands::service::WaitFlags,
+) -> Result<()> {
     let data = read_data(kind, file)?;
-    let rotated = target
-        .control()?
+    let mut control = target.control()?;
+    let rotated = control
         .rotate_data(RotateDataRequest {
             kind: kind as i32,
             name: name.to_string(),
@@ -395,10 +405,38 @@ async fn rotate(target: &Target, kind: DataKind, name: &str, file: &str) -> Resu
     );
     if rotated.services.is_empty() {
         outln!("no service uses it");
-    } else {
-        outln!(
-            "rolling onto it: {} (follow with `orch service ps`)",
-            rotated.services.join(", ")
+        return Ok(());
+    }
+    outln!("rolling onto it: {}", rotated.services.join(", "));
+    let mut failed = Vec::new();
+    for service in &rotated.services {
+        let id = control
+            .get_service(orch_api::pb::GetServiceRequest {
+                service: service.clone(),
+            })
+            .await
+            .map_err(rpc)?
+            .into_inner()
+            .id;
+        if !wait.detach {
+            outln!("{service}");
+        }
+        let followed = crate::commands::service::follow(
+            &mut control,
+            &id,
+            wait,
+            crate::output::progress::Expect::Update,
+        )
+        .await;
+        if let Err(e) = followed {
+            failed.push(format!("{service}: {e:#}"));
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "not every service is on version {}:\n{}",
+            rotated.version,
+            failed.join("\n")
         );
     }
     Ok(())
