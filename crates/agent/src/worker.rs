@@ -252,7 +252,7 @@ pub async fn run(p: WorkerParams, shutdown: CancellationToken) {
                 }
             }
             _ = fence_check.tick() => {
-                // Managers mark a node Down at the heartbeat deadline; fence a period before.
+                // Managers mark a node Down at the heartbeat deadline; fence half a period before.
                 if let Some((silent, period)) = contact.silence() {
                     if silent > orch_api::heartbeat::fence_after(period) && !fenced {
                         worker.fence(period);
