@@ -109,6 +109,7 @@ fn scenario(nodes: usize, services: usize, per_service: usize) -> (Tables, Vec<A
             services: svc,
             tasks,
             data_objects: vec![],
+            networks: vec![],
         },
     );
     let view = store.view();

@@ -54,6 +54,9 @@ enum Command {
     /// Manage services
     #[command(subcommand)]
     Service(Box<service::ServiceCmd>),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(crate::commands::network::NetworkCmd),
     /// Manage secrets
     #[command(subcommand)]
     Secret(crate::commands::data::DataCmd),
@@ -118,6 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node(cmd) => node::run(&target, cmd).await,
         Command::Lab(cmd) => crate::commands::lab::run(cmd).await,
         Command::Service(cmd) => service::run(&target, *cmd).await,
+        Command::Network(cmd) => crate::commands::network::run(&target, cmd).await,
         Command::Secret(cmd) => {
             crate::commands::data::run(&target, orch_api::pb::DataKind::Secret, cmd).await
         }

@@ -114,6 +114,7 @@ pub fn init_cluster(dd: &DataDir, opts: &InitOptions) -> Result<Initialized> {
         let state = StoreSnapshot {
             clusters: vec![cluster],
             nodes: vec![node],
+            networks: vec![orch_manager::bootstrap::ingress_network()],
             ..Default::default()
         };
         dd.write_certs(&ca.cert_pem, &cert_pem, &key_pem)?;

@@ -113,3 +113,21 @@ pub fn new_raft_id() -> u64 {
         }
     }
 }
+
+/// The routing mesh's network, as `init` makes it (swarm's: 10.0.0.0/24, VXLAN ID 4096).
+pub fn ingress_network() -> orch_api::pb::Network {
+    use orch_api::network::{INGRESS_NAME, INGRESS_SUBNET, INGRESS_VNI, OVERLAY};
+    orch_api::pb::Network {
+        id: orch_api::ids::new_id(),
+        spec: Some(orch_api::pb::NetworkSpec {
+            name: INGRESS_NAME.into(),
+            driver: OVERLAY.into(),
+            ingress: true,
+            ..Default::default()
+        }),
+        vni: INGRESS_VNI,
+        subnet: INGRESS_SUBNET.into(),
+        gateway: "10.0.0.1".into(),
+        ..Default::default()
+    }
+}

@@ -243,6 +243,7 @@ pub fn view(nodes: Vec<Node>, services: Vec<Service>, tasks: Vec<Task>) -> Table
             services,
             tasks,
             data_objects: vec![],
+            networks: vec![],
         },
     );
     store.view()

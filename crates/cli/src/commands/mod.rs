@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod data;
 pub mod lab;
+pub mod network;
 pub mod node;
 pub mod service;
 pub mod spec_flags;

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod data;
+pub mod network;
 pub mod node;
 pub mod service;
 
@@ -263,6 +264,43 @@ impl Control for ControlApi {
         Ok(Response::new(
             data::rotate(&ctx, request.into_inner()).await?,
         ))
+    }
+
+    async fn create_network(
+        &self,
+        request: Request<CreateNetworkRequest>,
+    ) -> Result<Response<Network>, Status> {
+        let ctx = leader_or_forward!(self, request, create_network);
+        Ok(Response::new(
+            network::create(&ctx, request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_network(
+        &self,
+        request: Request<GetNetworkRequest>,
+    ) -> Result<Response<Network>, Status> {
+        let ctx = leader_or_forward!(self, request, get_network);
+        Ok(Response::new(
+            network::get(&ctx, &request.get_ref().network).await?,
+        ))
+    }
+
+    async fn list_networks(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<ListNetworksResponse>, Status> {
+        let ctx = leader_or_forward!(self, request, list_networks);
+        Ok(Response::new(network::list(&ctx).await?))
+    }
+
+    async fn remove_network(
+        &self,
+        request: Request<GetNetworkRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let ctx = leader_or_forward!(self, request, remove_network);
+        network::remove(&ctx, &request.get_ref().network).await?;
+        Ok(Response::new(Empty {}))
     }
 
     async fn list_tasks(

@@ -558,7 +558,7 @@ impl Dirty {
                     }
                     // Secrets and configs change no task by themselves (a rotation updates
                     // the services that use them).
-                    Object::Data(_) => continue,
+                    Object::Data(_) | Object::Network(_) => continue,
                 },
             };
             if interest == Interest::None {

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use orch_api::pb::store_action::Action;
 use orch_api::pb::{
-    Cluster, DataObject, ManagerStatus, Meta, Node, RaftMember, Service, StoreTransaction, Task,
+    Cluster, DataObject, ManagerStatus, Meta, Network, Node, RaftMember, Service, StoreTransaction,
+    Task,
 };
 
 use super::{Event, Object, Tables};
@@ -133,6 +134,64 @@ stored!(DataObject, "secret or config", Data,
     put: |t, d| t.insert_data(d),
     remove: |t, id| t.remove_data(id),
     get: data);
+
+stored!(Network, "network", Network,
+    put: |t, n| t.insert_network(n),
+    remove: |t, id| t.remove_network(id),
+    get: networks);
+
+/// A network may not share its name, subnet or VXLAN ID with another.
+fn network_conflict(t: &Tables, n: &Network) -> Result<(), ApplyError> {
+    let name = super::tables::network_name(n).to_string();
+    if t.network_names.get(&name).is_some_and(|id| id != &n.id) {
+        return Err(ApplyError::NameConflict {
+            kind: "network",
+            name,
+        });
+    }
+    let subnet = orch_api::network::Cidr::parse(&n.subnet)
+        .map_err(|e| ApplyError::Refused(format!("network {name}: {e}")))?;
+    for other in t.networks.values().filter(|o| o.id != n.id) {
+        let overlaps =
+            orch_api::network::Cidr::parse(&other.subnet).is_ok_and(|o| o.overlaps(&subnet));
+        if overlaps {
+            return Err(ApplyError::Refused(format!(
+                "subnet {} overlaps network {} ({})",
+                n.subnet,
+                super::tables::network_name(other),
+                other.subnet
+            )));
+        }
+        if other.vni == n.vni {
+            return Err(ApplyError::Refused(format!(
+                "VXLAN ID {} is taken by network {}",
+                n.vni,
+                super::tables::network_name(other)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A network no service uses may be deleted.
+fn check_network_unused(t: &Tables, id: &str) -> Result<(), ApplyError> {
+    let user = t.services.values().find(|s| {
+        s.spec
+            .as_ref()
+            .and_then(|sp| sp.task.as_ref())
+            .is_some_and(|task| task.networks.iter().any(|n| n.target == id))
+    });
+    match user {
+        Some(s) => Err(ApplyError::Refused(format!(
+            "network {} is in use by service {}",
+            t.networks
+                .get(id)
+                .map_or(id, |n| super::tables::network_name(n)),
+            s.spec.as_ref().map_or("", |sp| sp.name.as_str())
+        ))),
+        None => Ok(()),
+    }
+}
 
 /// A secret or config whose name another object of its kind has.
 fn data_name_conflict(t: &Tables, d: &DataObject) -> Result<(), ApplyError> {
@@ -305,6 +364,18 @@ pub(super) fn apply_txn(
                     )));
                 }
                 update(t, index, ts, d, events)?
+            }
+            Action::CreateNetwork(n) => {
+                network_conflict(t, n)?;
+                create(t, index, ts, n, events)?
+            }
+            Action::UpdateNetwork(n) => {
+                network_conflict(t, n)?;
+                update(t, index, ts, n, events)?
+            }
+            Action::DeleteNetwork(id) => {
+                check_network_unused(t, id)?;
+                delete::<Network>(t, id, events)?
             }
             Action::DeleteData(id) => {
                 check_data_unused(t, id)?;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use orch_api::pb::{
-    Cluster, DataObject, Node, RaftMember, Service, StoreSnapshot, StoreTransaction, Task,
+    Cluster, DataObject, Network, Node, RaftMember, Service, StoreSnapshot, StoreTransaction, Task,
 };
 use parking_lot::RwLock;
 use tokio::sync::{broadcast, watch};
@@ -20,6 +20,7 @@ pub enum Object {
     Service(Arc<Service>),
     Task(Arc<Task>),
     Data(Arc<DataObject>),
+    Network(Arc<Network>),
 }
 
 #[derive(Debug, Clone)]

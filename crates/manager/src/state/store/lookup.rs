@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use orch_api::pb::{Cluster, DataKind, DataObject, Node, RaftMember, Service, Task};
+use orch_api::pb::{Cluster, DataKind, DataObject, Network, Node, RaftMember, Service, Task};
 
 use super::{NodeLoad, Tables};
 
@@ -142,6 +142,34 @@ impl Tables {
             .filter(|n| n.id.starts_with(reference))
             .collect();
         resolve("node", reference, by_name, by_prefix)
+    }
+
+    pub fn networks(&self) -> impl Iterator<Item = &Arc<Network>> {
+        self.networks.values()
+    }
+
+    pub fn network(&self, id: &str) -> Option<&Arc<Network>> {
+        self.networks.get(id)
+    }
+
+    /// Finds a network by full ID, name, or unique ID prefix.
+    pub fn find_network(&self, reference: &str) -> Result<Arc<Network>, LookupError> {
+        if let Some(n) = self.networks.get(reference) {
+            return Ok(n.clone());
+        }
+        if let Some(n) = self
+            .network_names
+            .get(reference)
+            .and_then(|id| self.networks.get(id))
+        {
+            return Ok(n.clone());
+        }
+        let by_prefix: Vec<_> = self
+            .networks
+            .values()
+            .filter(|n| n.id.starts_with(reference))
+            .collect();
+        resolve("network", reference, Vec::new(), by_prefix)
     }
 
     pub fn data_object(&self, id: &str) -> Option<&Arc<DataObject>> {

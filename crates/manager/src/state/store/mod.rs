@@ -22,5 +22,6 @@ pub use apply::ApplyError;
 pub use handle::{Change, Event, Object, Store};
 pub use lookup::{member_of, LookupError};
 pub use tables::{
-    data_name, host_ports, occupies_node, publishes_host_ports, reservation, NodeLoad, Tables,
+    data_name, host_ports, network_name, occupies_node, publishes_host_ports, reservation,
+    NodeLoad, Tables,
 };

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use imbl::{OrdMap, OrdSet};
-use orch_api::pb::{Cluster, DataObject, Node, Service, StoreSnapshot, Task};
+use orch_api::pb::{Cluster, DataObject, Network, Node, Service, StoreSnapshot, Task};
 
 fn is_pending(t: &Task) -> bool {
     t.status
@@ -26,6 +26,8 @@ pub struct Tables {
     pub(super) data: OrdMap<String, Arc<DataObject>>,
     /// (kind, name) -> ID: secret and config names are unique per kind.
     pub(super) data_names: OrdMap<(i32, String), String>,
+    pub(super) networks: OrdMap<String, Arc<Network>>,
+    pub(super) network_names: OrdMap<String, String>,
     pub(super) tasks_by_service: OrdMap<String, OrdSet<String>>,
     pub(super) tasks_by_node: OrdMap<String, OrdSet<String>>,
     /// Tasks waiting for the scheduler (status PENDING).
@@ -46,6 +48,11 @@ pub struct NodeLoad {
     pub by_service: OrdMap<String, usize>,
     /// Tasks that publish ports in host mode (the scheduler then looks at their ports).
     pub with_host_ports: usize,
+}
+
+/// A network's name.
+pub fn network_name(n: &Network) -> &str {
+    n.spec.as_ref().map_or("", |s| s.name.as_str())
 }
 
 /// A secret's or config's name.
@@ -92,6 +99,7 @@ impl Tables {
             services: self.services.values().map(|s| (**s).clone()).collect(),
             tasks: self.tasks.values().map(|t| (**t).clone()).collect(),
             data_objects: self.data.values().map(|d| (**d).clone()).collect(),
+            networks: self.networks.values().map(|n| (**n).clone()).collect(),
         }
     }
 
@@ -115,7 +123,26 @@ impl Tables {
         for d in snapshot.data_objects {
             t.insert_data(Arc::new(d));
         }
+        for n in snapshot.networks {
+            t.insert_network(Arc::new(n));
+        }
         t
+    }
+
+    pub(super) fn insert_network(&mut self, n: Arc<Network>) {
+        self.remove_network(&n.id);
+        self.network_names
+            .insert(network_name(&n).to_string(), n.id.clone());
+        self.networks.insert(n.id.clone(), n);
+    }
+
+    pub(super) fn remove_network(&mut self, id: &str) -> Option<Arc<Network>> {
+        let old = self.networks.remove(id)?;
+        let name = network_name(&old).to_string();
+        if self.network_names.get(&name).is_some_and(|nid| nid == id) {
+            self.network_names.remove(&name);
+        }
+        Some(old)
     }
 
     pub(super) fn insert_data(&mut self, d: Arc<DataObject>) {
