@@ -11,6 +11,7 @@ pub mod error;
 pub mod handles;
 pub mod leader;
 pub mod manager;
+pub mod network;
 pub mod orchestrator;
 pub mod raft;
 pub mod roles;
