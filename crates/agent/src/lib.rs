@@ -5,6 +5,7 @@ pub mod data;
 pub mod engine;
 pub mod exec;
 pub mod logs;
+pub mod net;
 pub mod session;
 pub mod shared;
 pub mod sim;

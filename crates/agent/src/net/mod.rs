@@ -1,0 +1,3 @@
+//! The node's side of overlay networks (the data plane): see `overlay`.
+
+pub mod overlay;
