@@ -41,6 +41,16 @@ const LIST_CONCURRENCY: usize = 8;
 /// others stop; the fault suite's churn hit it. A burst of starts queues here instead.
 const START_CONCURRENCY: usize = 2;
 
+/// `ORCH_START_CONCURRENCY` overrides [`START_CONCURRENCY`] (1–64), for measuring what the
+/// limit costs on an engine that does not wedge (BENCHMARKS.md).
+fn start_concurrency() -> usize {
+    std::env::var("ORCH_START_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| (1..=64).contains(n))
+        .unwrap_or(START_CONCURRENCY)
+}
+
 pub struct DockerExecutor {
     docker: Docker,
     node_id: String,
@@ -60,7 +70,7 @@ impl DockerExecutor {
         DockerExecutor {
             docker,
             node_id: node_id.to_string(),
-            starts: Arc::new(tokio::sync::Semaphore::new(START_CONCURRENCY)),
+            starts: Arc::new(tokio::sync::Semaphore::new(start_concurrency())),
             data: DataStore::default(),
             facts: NodeFacts {
                 node_id: node_id.to_string(),
