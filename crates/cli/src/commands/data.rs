@@ -158,13 +158,10 @@ fn matches(d: &DataObject, filter: &str) -> Result<bool> {
     Ok(match key {
         "id" => d.id.starts_with(value),
         "name" => name_of(d).starts_with(value),
-        "label" => {
-            let labels = d.spec.as_ref().map(|s| &s.labels);
-            match value.split_once('=') {
-                Some((k, v)) => labels.and_then(|l| l.get(k)).is_some_and(|x| x == v),
-                None => labels.is_some_and(|l| l.contains_key(value)),
-            }
-        }
+        "label" => d
+            .spec
+            .as_ref()
+            .is_some_and(|s| crate::commands::label_filter(&s.labels, value)),
         other => bail!("invalid filter '{other}'"),
     })
 }

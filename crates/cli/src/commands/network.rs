@@ -128,10 +128,7 @@ fn matches(n: &Network, filter: &str) -> Result<bool> {
         "id" => n.id.starts_with(value),
         "name" => s.name.contains(value),
         "driver" => s.driver == value,
-        "label" => match value.split_once('=') {
-            Some((k, v)) => s.labels.get(k).is_some_and(|x| x == v),
-            None => s.labels.contains_key(value),
-        },
+        "label" => crate::commands::label_filter(&s.labels, value),
         other => bail!("invalid filter '{other}'"),
     })
 }

@@ -97,10 +97,7 @@ fn matches_filter(n: &Node, filter: &str) -> Result<bool> {
         "name" | "hostname" => desc.hostname.contains(value),
         "role" => json::role_name(spec.desired_role) == value,
         "membership" => value == "accepted",
-        "label" | "node.label" => match value.split_once('=') {
-            Some((k, v)) => spec.labels.get(k).is_some_and(|x| x == v),
-            None => spec.labels.contains_key(value),
-        },
+        "label" | "node.label" => crate::commands::label_filter(&spec.labels, value),
         other => bail!("invalid filter '{other}'"),
     })
 }
