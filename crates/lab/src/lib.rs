@@ -640,25 +640,47 @@ impl Lab {
                 wait_until(Duration::from_secs(5), || !pid_alive(pid));
             }
         }
-        for id in ids {
-            let listed = Command::new("docker")
-                .args(["ps", "-aq", "--filter", &format!("label=orch.node.id={id}")])
-                .output();
-            if let Ok(out) = listed {
-                let cids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                    .split_whitespace()
-                    .map(str::to_string)
-                    .collect();
-                if !cids.is_empty() {
-                    let _ = Command::new("docker")
-                        .arg("rm")
-                        .arg("-f")
-                        .args(&cids)
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .status();
+        // Twice: the engine finishes a create a killed agent had sent, and that container can
+        // appear after the first listing (seen: a lone "created" container after a fault test).
+        for pass in 0..2 {
+            if pass > 0 {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            for id in &ids {
+                let listed = Command::new("docker")
+                    .args(["ps", "-aq", "--filter", &format!("label=orch.node.id={id}")])
+                    .output();
+                if let Ok(out) = listed {
+                    let cids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                        .split_whitespace()
+                        .map(str::to_string)
+                        .collect();
+                    if !cids.is_empty() {
+                        let _ = Command::new("docker")
+                            .arg("rm")
+                            .arg("-f")
+                            .args(&cids)
+                            .stdout(Stdio::null())
+                            .stderr(Stdio::null())
+                            .status();
+                    }
                 }
             }
+        }
+        // The secrets' tmpfs of the nodes' tasks (under /run/orch/<node ID>).
+        for id in &ids {
+            let dir = std::path::Path::new("/run/orch").join(id);
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    let _ = Command::new("umount")
+                        .arg("-l")
+                        .arg(e.path())
+                        .stderr(Stdio::null())
+                        .status();
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&dir);
         }
         for n in &self.state.nodes {
             if let Some(ns) = &n.netns {
