@@ -328,7 +328,8 @@ impl Drop for Cluster {
 /// Removes every container the nodes under `root` created (labelled with their node IDs).
 pub fn remove_containers_of(root: &str) {
     for id in node_ids_under(Path::new(root)) {
-        remove_data_mounts_of(&id);
+        // The secrets tmpfs a killed node left under /run/orch/<node ID>.
+        orch_agent::data::TaskFiles::remove_node(&id);
         let ids = Command::new("docker")
             .args(["ps", "-aq", "--filter", &format!("label=orch.node.id={id}")])
             .output()
@@ -349,22 +350,6 @@ pub fn remove_containers_of(root: &str) {
                 .status();
         }
     }
-}
-
-/// Unmounts the secrets tmpfs a killed node left under /run/orch/<node ID>.
-pub fn remove_data_mounts_of(node_id: &str) {
-    let dir = Path::new("/run/orch").join(node_id);
-    if let Ok(entries) = std::fs::read_dir(&dir) {
-        for e in entries.flatten() {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(e.path())
-                .stderr(Stdio::null())
-                .status();
-            let _ = std::fs::remove_dir(e.path());
-        }
-    }
-    let _ = std::fs::remove_dir(&dir);
 }
 
 fn node_ids_under(root: &Path) -> Vec<String> {

@@ -249,6 +249,14 @@ impl TaskFiles {
         let _ = std::fs::remove_dir(&dir);
     }
 
+    /// Removes every task tmpfs of a node and its directory (`orch leave`, the lab's and the
+    /// tests' teardown of nodes that were killed).
+    pub fn remove_node(node_id: &str) {
+        let root = Path::new(crate::exec::docker::FILES_ROOT).join(node_id);
+        Self::reconcile(&root, &BTreeSet::new());
+        let _ = std::fs::remove_dir(&root);
+    }
+
     /// Removes every task tmpfs under `root` but those of `keep` (a restarted agent's
     /// leftovers).
     pub fn reconcile(root: &Path, keep: &BTreeSet<String>) {

@@ -34,14 +34,6 @@ impl TaskGroup {
         self.tasks.extend(other.tasks);
     }
 
-    pub fn len(&self) -> usize {
-        self.tasks.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
-    }
-
     /// Waits for every task to end (callers cancel them first). Returns the names of those
     /// still running after `deadline`; those are aborted at their next await.
     pub async fn join(self, deadline: Duration) -> Result<(), Vec<&'static str>> {

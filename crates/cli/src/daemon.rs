@@ -326,9 +326,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             }
             Err(e) => warn!(error = %e, "cannot list this node's containers to remove them"),
         }
-        let _ = fs::remove_dir(
-            std::path::Path::new(orch_agent::exec::docker::FILES_ROOT).join(&config.node_id),
-        );
+        orch_agent::data::TaskFiles::remove_node(&config.node_id);
         dd.wipe()?;
         info!("left the swarm; node state removed");
     }

@@ -669,18 +669,7 @@ impl Lab {
         }
         // The secrets' tmpfs of the nodes' tasks (under /run/orch/<node ID>).
         for id in &ids {
-            let dir = std::path::Path::new("/run/orch").join(id);
-            if let Ok(entries) = std::fs::read_dir(&dir) {
-                for e in entries.flatten() {
-                    let _ = Command::new("umount")
-                        .arg("-l")
-                        .arg(e.path())
-                        .stderr(Stdio::null())
-                        .status();
-                    let _ = std::fs::remove_dir(e.path());
-                }
-            }
-            let _ = std::fs::remove_dir(&dir);
+            orch_agent::data::TaskFiles::remove_node(id);
         }
         for n in &self.state.nodes {
             if let Some(ns) = &n.netns {

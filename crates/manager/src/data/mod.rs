@@ -112,7 +112,7 @@ pub fn current_users(view: &Tables, id: &str) -> Vec<String> {
 }
 
 /// A task that still has (or may get) a container needs its data.
-fn needs_data(t: &Task) -> bool {
+pub fn is_needed(t: &Task) -> bool {
     !t.node_id.is_empty()
         && t.observed_state() >= TaskState::Assigned
         && t.desired_state() <= TaskState::Running
@@ -122,7 +122,7 @@ fn needs_data(t: &Task) -> bool {
 /// The (ID, version) pairs the node's tasks need.
 pub fn needed_by_node(view: &Tables, node_id: &str) -> BTreeSet<(String, u32)> {
     view.tasks_of_node(node_id)
-        .filter(|t| needs_data(t))
+        .filter(|t| is_needed(t))
         .flat_map(|t| refs(t.spec.as_ref()).map(|(_, r)| (r.id.clone(), r.version)))
         .collect()
 }
@@ -132,10 +132,6 @@ pub fn used_by_task(t: &Task) -> BTreeSet<(String, u32)> {
     refs(t.spec.as_ref())
         .map(|(_, r)| (r.id.clone(), r.version))
         .collect()
-}
-
-pub fn is_needed(t: &Task) -> bool {
-    needs_data(t)
 }
 
 /// What a node gets for (ID, version): the data in the clear (a secret opened with the data
