@@ -11,6 +11,9 @@ use orch_api::pb::{Assignments, DataKind, DataPayload, DataReference, Task};
 use orch_api::template;
 use parking_lot::Mutex;
 
+/// Under this directory, one per node: the tmpfs mounts of its tasks' secrets and configs.
+pub const FILES_ROOT: &str = "/run/orch";
+
 type Key = (String, u32);
 
 /// The payloads the dispatcher sent, by (ID, version).
@@ -252,7 +255,7 @@ impl TaskFiles {
     /// Removes every task tmpfs of a node and its directory (`orch leave`, the lab's and the
     /// tests' teardown of nodes that were killed).
     pub fn remove_node(node_id: &str) {
-        let root = Path::new(crate::exec::docker::FILES_ROOT).join(node_id);
+        let root = Path::new(FILES_ROOT).join(node_id);
         Self::reconcile(&root, &BTreeSet::new());
         let _ = std::fs::remove_dir(&root);
     }

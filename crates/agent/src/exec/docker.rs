@@ -23,7 +23,7 @@ use bollard::Docker;
 use futures::StreamExt;
 use orch_api::pb::{self, ContainerSpec, ResourceLimits, Task};
 
-use crate::data::{DataStore, NodeFacts, TaskFiles};
+use crate::data::{DataStore, NodeFacts, TaskFiles, FILES_ROOT};
 
 use super::{
     container_name, labels, ContainerInfo, ExecError, Executor, Health, LogLine, LogOptions,
@@ -61,9 +61,6 @@ pub struct DockerExecutor {
     /// Where each task's secrets tmpfs is mounted (`/run/orch/<node ID>/<task ID>`).
     files_root: PathBuf,
 }
-
-/// Under this directory, one per node: the tmpfs mounts of its tasks' secrets and configs.
-pub const FILES_ROOT: &str = "/run/orch";
 
 impl DockerExecutor {
     pub fn new(docker: Docker, node_id: &str) -> Self {
