@@ -455,7 +455,7 @@ fn secrets_survive_a_manager_restart_and_a_leader_kill() {
 
     c.stop("m2");
     c.restart("m2");
-    let leader = c.leader("m2").expect("a leader");
+    let leader = c.wait_leader("m2");
     c.kill(&leader);
     let survivor = ["m1", "m2", "m3"]
         .into_iter()

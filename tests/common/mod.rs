@@ -283,6 +283,17 @@ impl Cluster {
             .map(|(h, _)| h)
     }
 
+    /// The leader as `from` sees it, waiting up to 20 s: a node that just
+    /// restarted learns who leads only from the leader's next message.
+    pub fn wait_leader(&self, from: &str) -> String {
+        let mut found = None;
+        wait_for(Duration::from_secs(20), "a leader", || {
+            found = self.leader(from);
+            found.is_some()
+        });
+        found.unwrap_or_default()
+    }
+
     pub fn inspect(&self, from: &str, kind: &str, what: &str) -> Option<Value> {
         let run = self.orch(from, &[kind, "inspect", what]);
         if !run.ok() {
