@@ -124,6 +124,29 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
+/// A network alias (and the name a service answers to in DNS) is one DNS label.
+pub fn check_alias(alias: &str) -> Result<(), String> {
+    let b = alias.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-';
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid network alias {alias:?}: a DNS label of 1-63 letters, digits and '-', not starting or ending with '-'"
+        ))
+    }
+}
+
+/// Whether a task still holds its network addresses: until the agent reports it ended. An
+/// ended task's record keeps its attachments (for `inspect`), but the addresses are free.
+pub fn holds_addresses(task: &crate::pb::Task) -> bool {
+    task.observed_state() <= crate::pb::TaskState::Running
+}
+
 /// The next free subnet of the default pool: the lowest /24 of 10.0.0.0/8 that overlaps none
 /// of `used`.
 pub fn next_free_subnet(used: &[Cidr]) -> Option<Cidr> {
@@ -156,6 +179,16 @@ pub fn next_free_vni(used: &[u32]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aliases_are_dns_labels() {
+        for good in ["db", "web-1", "A9", &"x".repeat(63)] {
+            assert_eq!(check_alias(good), Ok(()), "{good}");
+        }
+        for bad in ["", "-db", "db-", "a.b", "a_b", "a b", &"x".repeat(64)] {
+            assert!(check_alias(bad).is_err(), "{bad:?}");
+        }
+    }
 
     fn cidr(s: &str) -> Cidr {
         Cidr::parse(s).expect(s)

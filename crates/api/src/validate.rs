@@ -139,8 +139,17 @@ fn validate_task(task: &mut TaskSpec, job: bool) -> Result<(), SpecError> {
             }
         }
     }
-    if !task.networks.is_empty() {
-        return invalid("networks are not supported yet");
+    let mut targets = std::collections::BTreeSet::new();
+    for n in &task.networks {
+        if n.target.trim().is_empty() {
+            return invalid("a network attachment needs a network name");
+        }
+        if !targets.insert(n.target.as_str()) {
+            return invalid(format!("network {} specified multiple times", n.target));
+        }
+        for alias in &n.aliases {
+            crate::network::check_alias(alias).map_err(SpecError)?;
+        }
     }
     Ok(())
 }

@@ -47,7 +47,9 @@ impl From<ManagerError> for Status {
                 ProposeError::Rejected(
                     ApplyError::Exists { .. } | ApplyError::NameConflict { .. },
                 ) => Code::AlreadyExists,
-                ProposeError::Rejected(ApplyError::VersionConflict { .. }) => Code::Aborted,
+                ProposeError::Rejected(
+                    ApplyError::VersionConflict { .. } | ApplyError::AddressInUse { .. },
+                ) => Code::Aborted,
                 ProposeError::Rejected(ApplyError::Malformed(_) | ApplyError::Refused(_)) => {
                     Code::InvalidArgument
                 }

@@ -7,9 +7,9 @@ use clap::Args;
 use orch_api::pb::service_spec::Mode;
 use orch_api::pb::{
     ContainerSpec, DataReference, EndpointSpec, FailureAction, GlobalJob, GlobalService,
-    HealthConfig, Mount, Placement, PlacementPreference, PortConfig, PublishMode, ReplicatedJob,
-    ReplicatedService, ResourceLimits, ResourceRequirements, RestartCondition, RestartPolicy,
-    ServiceSpec, TaskSpec, UpdateConfig, UpdateOrder,
+    HealthConfig, Mount, NetworkAttachmentConfig, Placement, PlacementPreference, PortConfig,
+    PublishMode, ReplicatedJob, ReplicatedService, ResourceLimits, ResourceRequirements,
+    RestartCondition, RestartPolicy, ServiceSpec, TaskSpec, UpdateConfig, UpdateOrder,
 };
 
 use crate::output::parse_duration;
@@ -126,6 +126,7 @@ pub struct SpecFlags {
     /// Publish a port as a node port
     #[arg(short = 'p', long)]
     pub publish: Vec<String>,
+    /// Attach the service to a network: NAME, or name=NAME,alias=ALIAS[,alias=...]
     #[arg(long)]
     pub network: Vec<String>,
     /// Give the service a secret: NAME, or source=NAME,target=FILE,uid=0,gid=0,mode=0444
@@ -178,6 +179,52 @@ pub fn parse_data_ref(s: &str, what: &str) -> Result<DataReference> {
         }
     }
     Ok(r)
+}
+
+/// `--network` (and `--network-add`): `NAME`, or `name=NAME,alias=A[,alias=B]` (docker's
+/// syntax; `target` for `name`). The name stays as typed: the manager resolves it to the
+/// network's ID. Aliases are only checked for being there: the manager checks that they are
+/// DNS labels.
+pub fn parse_network(s: &str, flag: &str) -> Result<NetworkAttachmentConfig> {
+    let mut n = NetworkAttachmentConfig::default();
+    if !s.contains('=') {
+        n.target = s.trim().to_string();
+    } else {
+        for field in s.split(',') {
+            let (k, v) = field.split_once('=').ok_or_else(|| {
+                anyhow!("invalid --{flag} {s:?}: field {field:?} must be a key=value pair")
+            })?;
+            match k.trim().to_ascii_lowercase().as_str() {
+                "name" | "target" => n.target = v.trim().to_string(),
+                "alias" => {
+                    let alias = v.trim();
+                    if alias.is_empty() {
+                        bail!("invalid --{flag} {s:?}: an alias must not be empty");
+                    }
+                    if !n.aliases.iter().any(|a| a == alias) {
+                        n.aliases.push(alias.to_string());
+                    }
+                }
+                other => {
+                    bail!("invalid --{flag} {s:?}: unknown key {other:?} (use name=NETWORK and alias=ALIAS)")
+                }
+            }
+        }
+    }
+    if n.target.is_empty() {
+        bail!("invalid --{flag} {s:?}: the network name must not be empty");
+    }
+    Ok(n)
+}
+
+/// `--endpoint-mode`: `vip` or `dnsrr`.
+pub fn parse_endpoint_mode(s: &str) -> Result<String> {
+    match s {
+        "vip" | "dnsrr" => Ok(s.to_string()),
+        other => {
+            bail!("invalid argument {other:?} for \"--endpoint-mode\" flag: must be vip or dnsrr")
+        }
+    }
 }
 
 /// Adds a reference; two on the same target are refused (docker's message).
@@ -451,9 +498,11 @@ fn job_counts(flags: &SpecFlags) -> Result<(u64, u64)> {
 
 /// A new service's spec from `service create` flags, image, command and args.
 pub fn build_spec(flags: &SpecFlags, image: &str, args: &[String]) -> Result<ServiceSpec> {
-    if !flags.network.is_empty() {
-        bail!("--network: overlay networks are not supported yet");
-    }
+    let networks = flags
+        .network
+        .iter()
+        .map(|n| parse_network(n, "network"))
+        .collect::<Result<Vec<_>>>()?;
     let mode_name = flags.mode.as_deref().unwrap_or("replicated");
     let mode = match mode_name {
         "replicated" => Mode::Replicated(ReplicatedService {
@@ -491,6 +540,7 @@ pub fn build_spec(flags: &SpecFlags, image: &str, args: &[String]) -> Result<Ser
                 args: args.to_vec(),
                 ..Default::default()
             }),
+            networks,
             ..Default::default()
         }),
         mode: Some(mode),
@@ -664,7 +714,7 @@ pub fn apply(flags: &SpecFlags, spec: &mut ServiceSpec) -> Result<()> {
     if flags.endpoint_mode.is_some() || !flags.publish.is_empty() {
         let e = spec.endpoint.get_or_insert_with(EndpointSpec::default);
         if let Some(m) = &flags.endpoint_mode {
-            e.mode = m.clone();
+            e.mode = parse_endpoint_mode(m)?;
         }
         for p in &flags.publish {
             e.ports.push(parse_publish(p)?);
@@ -786,5 +836,150 @@ mod tests {
             ..Default::default()
         };
         assert!(build_spec(&bad_parallelism, "busybox", &[]).is_err());
+    }
+
+    #[test]
+    fn network_flags_parse() {
+        // (case, --network value, Ok((target, aliases)) or Err(words the message must hold))
+        type Expected = std::result::Result<(&'static str, Vec<&'static str>), Vec<&'static str>>;
+        let cases: Vec<(&str, &str, Expected)> = vec![
+            ("short form", "front", Ok(("front", vec![]))),
+            ("short form by ID", "4f2a9c", Ok(("4f2a9c", vec![]))),
+            (
+                "long form with aliases",
+                "name=front,alias=web,alias=www",
+                Ok(("front", vec!["web", "www"])),
+            ),
+            (
+                "target is name's synonym",
+                "target=front,alias=web",
+                Ok(("front", vec!["web"])),
+            ),
+            (
+                "keys are case-insensitive",
+                "Name=front,ALIAS=web",
+                Ok(("front", vec!["web"])),
+            ),
+            (
+                "a repeated alias counts once",
+                "name=front,alias=a,alias=a",
+                Ok(("front", vec!["a"])),
+            ),
+            (
+                "unknown key",
+                "name=front,ip=10.0.1.9",
+                Err(vec!["--network", "unknown key \"ip\""]),
+            ),
+            (
+                "field without a value",
+                "name=front,alias",
+                Err(vec!["--network", "key=value"]),
+            ),
+            (
+                "empty short form",
+                "",
+                Err(vec!["--network", "name must not be empty"]),
+            ),
+            (
+                "empty name",
+                "name=,alias=web",
+                Err(vec!["--network", "name must not be empty"]),
+            ),
+            (
+                "alias without a name",
+                "alias=web",
+                Err(vec!["--network", "name must not be empty"]),
+            ),
+            (
+                "empty alias",
+                "name=front,alias=",
+                Err(vec!["--network", "alias must not be empty"]),
+            ),
+        ];
+        for (case, value, expected) in cases {
+            let got = parse_network(value, "network");
+            match (got, expected) {
+                (Ok(n), Ok((target, aliases))) => {
+                    assert_eq!(n.target, target, "{case}");
+                    assert_eq!(n.aliases, aliases, "{case}");
+                }
+                (Err(e), Err(words)) => {
+                    let msg = e.to_string();
+                    for w in words {
+                        assert!(msg.contains(w), "{case}: {msg:?} should contain {w:?}");
+                    }
+                }
+                (got, expected) => panic!("{case}: got {got:?}, expected {expected:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn create_attaches_networks_and_sets_the_endpoint_mode() {
+        let flags = SpecFlags {
+            network: vec!["front".into(), "name=back,alias=db".into()],
+            endpoint_mode: Some("dnsrr".into()),
+            ..Default::default()
+        };
+        let spec = build_spec(&flags, "busybox", &[]).expect("spec");
+        let networks = spec.task.expect("task").networks;
+        assert_eq!(
+            networks,
+            vec![
+                NetworkAttachmentConfig {
+                    target: "front".into(),
+                    aliases: vec![],
+                },
+                NetworkAttachmentConfig {
+                    target: "back".into(),
+                    aliases: vec!["db".into()],
+                },
+            ]
+        );
+        assert_eq!(spec.endpoint.expect("endpoint").mode, "dnsrr");
+        // No --network: no attachments, and no endpoint spec (the manager defaults to vip).
+        let spec = build_spec(&SpecFlags::default(), "busybox", &[]).expect("spec");
+        assert!(spec.task.expect("task").networks.is_empty());
+        assert!(spec.endpoint.is_none());
+    }
+
+    #[test]
+    fn bad_network_and_endpoint_flags_are_refused() {
+        // (case, flags, words the message must hold)
+        let cases = [
+            (
+                "bad key",
+                SpecFlags {
+                    network: vec!["name=front,driver=overlay".into()],
+                    ..Default::default()
+                },
+                vec!["--network", "driver"],
+            ),
+            (
+                "empty name",
+                SpecFlags {
+                    network: vec!["name=".into()],
+                    ..Default::default()
+                },
+                vec!["--network", "empty"],
+            ),
+            (
+                "unknown endpoint mode",
+                SpecFlags {
+                    endpoint_mode: Some("round-robin".into()),
+                    ..Default::default()
+                },
+                vec!["--endpoint-mode", "vip or dnsrr"],
+            ),
+        ];
+        for (case, flags, words) in cases {
+            let msg = build_spec(&flags, "busybox", &[])
+                .map(|_| ())
+                .expect_err(case)
+                .to_string();
+            for w in words {
+                assert!(msg.contains(w), "{case}: {msg:?} should contain {w:?}");
+            }
+        }
     }
 }

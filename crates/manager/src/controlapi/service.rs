@@ -53,10 +53,11 @@ pub async fn create(ctx: &ManagerCtx, req: CreateServiceRequest) -> Result<Servi
         spec.name = generated_name();
     }
     normalize_service_spec(&mut spec).map_err(|e| ManagerError::InvalidArgument(e.0))?;
-    crate::data::resolve_references(&ctx.read_view().await?, &mut spec)
-        .map_err(ManagerError::InvalidArgument)?;
+    let view = ctx.read_view().await?;
+    crate::data::resolve_references(&view, &mut spec).map_err(ManagerError::InvalidArgument)?;
+    crate::network::resolve_attachments(&view, &mut spec).map_err(ManagerError::InvalidArgument)?;
     let now = orch_api::now_nanos();
-    let service = Service {
+    let mut service = Service {
         id: orch_api::ids::new_id(),
         job_status: is_job(&spec).then_some(JobStatus {
             job_iteration: 1,
@@ -66,9 +67,20 @@ pub async fn create(ctx: &ManagerCtx, req: CreateServiceRequest) -> Result<Servi
         spec: Some(spec.clone()),
         ..Default::default()
     };
-    ctx.propose(vec![Action::CreateService(service.clone())])
-        .await
-        .map_err(|e| name_conflict(e, &spec.name))?;
+    let mut view = view;
+    for attempt in 1.. {
+        service.virtual_ips = allocate_vips(&view, &[], &spec)?;
+        match ctx
+            .propose(vec![Action::CreateService(service.clone())])
+            .await
+        {
+            Err(e) if crate::handles::conflict::is_address_race(&e) && attempt < 5 => view = ctx.read_view().await?,
+            other => {
+                other.map_err(|e| name_conflict(e, &spec.name))?;
+                break;
+            }
+        }
+    }
     let view = ctx.store.view();
     Ok((**view
         .service(&service.id)
@@ -115,6 +127,15 @@ pub async fn list(ctx: &ManagerCtx) -> Result<ListServicesResponse> {
         out.services.push((**service).clone());
     }
     Ok(out)
+}
+
+fn allocate_vips(
+    view: &crate::state::store::Tables,
+    old: &[orch_api::pb::VirtualIp],
+    spec: &orch_api::pb::ServiceSpec,
+) -> Result<Vec<orch_api::pb::VirtualIp>> {
+    crate::network::virtual_ips(view, old, spec)
+        .map_err(|e| ManagerError::FailedPrecondition(e.to_string()))
 }
 
 fn mode_kind(mode: &Option<Mode>) -> &'static str {
@@ -164,6 +185,8 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateServiceRequest) -> Result<Servi
             .ok_or_else(|| ManagerError::InvalidArgument("a service spec is required".into()))?;
         normalize_service_spec(&mut spec).map_err(|e| ManagerError::InvalidArgument(e.0))?;
         crate::data::resolve_references(&view, &mut spec).map_err(ManagerError::InvalidArgument)?;
+        crate::network::resolve_attachments(&view, &mut spec)
+            .map_err(ManagerError::InvalidArgument)?;
         if spec.name != old_spec.name {
             return Err(ManagerError::InvalidArgument(
                 "renaming services is not supported".into(),
@@ -205,8 +228,21 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateServiceRequest) -> Result<Servi
         job.job_iteration += 1;
         job.last_execution = now;
     }
-    ctx.propose(vec![Action::UpdateService(service.clone())])
-        .await?;
+    let mut view = view;
+    for attempt in 1.. {
+        let spec = service.spec.clone().unwrap_or_default();
+        service.virtual_ips = allocate_vips(&view, &current.virtual_ips, &spec)?;
+        match ctx
+            .propose(vec![Action::UpdateService(service.clone())])
+            .await
+        {
+            Err(e) if crate::handles::conflict::is_address_race(&e) && attempt < 5 => view = ctx.read_view().await?,
+            other => {
+                other?;
+                break;
+            }
+        }
+    }
     let view = ctx.store.view();
     Ok((**view
         .service(&service.id)

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Dispatcher;
 use crate::data::seal::DataKey as SealKey;
+use crate::network::endpoints;
 use crate::state::store::{Event, Object, Store, Tables};
 
 /// A task belongs in its node's assignment set once scheduled (ASSIGNED or later), until the
@@ -36,6 +37,14 @@ pub fn send_full(dispatcher: &Dispatcher, view: &Tables, key: &SealKey, node_id:
         .into_iter()
         .filter_map(|(id, version)| crate::data::payload(view, key, &id, version))
         .collect();
+    // The networks first: the agent plumbs a task's networks before the task starts.
+    let mut sent = dispatcher.net_sent.lock();
+    let net = endpoints::views(view, &[node_id.to_string()])
+        .remove(node_id)
+        .unwrap_or_default();
+    dispatcher.send(node_id, ManagerMsg::Network(endpoints::full(&net)));
+    sent.insert(node_id.to_string(), net);
+    drop(sent);
     dispatcher.send(
         node_id,
         ManagerMsg::Assignments(Assignments {
@@ -45,6 +54,28 @@ pub fn send_full(dispatcher: &Dispatcher, view: &Tables, key: &SealKey, node_id:
             ..Default::default()
         }),
     );
+}
+
+/// Sends each connected node what changed in its view of the networks.
+fn send_network_changes(dispatcher: &Dispatcher, view: &Tables) {
+    let nodes = dispatcher.connected_nodes();
+    let mut sent = dispatcher.net_sent.lock();
+    for (node, new) in endpoints::views(view, &nodes) {
+        let old = sent.get(&node).cloned().unwrap_or_default();
+        if let Some(update) = endpoints::diff(&old, &new) {
+            dispatcher.send(&node, ManagerMsg::Network(update));
+            sent.insert(node, new);
+        }
+    }
+}
+
+/// Whether an event can change what a node knows of the networks.
+fn touches_networks(event: &Event) -> bool {
+    match event.object() {
+        Object::Task(t) => !t.networks.is_empty(),
+        Object::Service(_) | Object::Network(_) | Object::Node(_) => true,
+        _ => false,
+    }
 }
 
 #[derive(Default)]
@@ -103,6 +134,7 @@ pub async fn streamer(
     loop {
         let mut changes: BTreeMap<String, NodeChanges> = BTreeMap::new();
         let mut resync = false;
+        let mut networks_changed = false;
         let first = tokio::select! {
             _ = token.cancelled() => return,
             change = rx.recv() => change,
@@ -117,6 +149,7 @@ pub async fn streamer(
                     }
                     for event in &change.events {
                         collect(event, &mut changes);
+                        networks_changed |= touches_networks(event);
                     }
                 }
                 Err(RecvError::Lagged(_)) => resync = true,
@@ -136,6 +169,10 @@ pub async fn streamer(
             continue;
         }
         let view = store.view();
+        // Network changes go before the tasks that need them.
+        if networks_changed {
+            send_network_changes(&dispatcher, &view);
+        }
         for (node, c) in changes {
             if c.is_empty() {
                 continue;

@@ -30,6 +30,8 @@ pub struct Dispatcher {
     /// another manager): they get the rest of their grace before being marked Down.
     ended: Mutex<HashMap<String, Instant>>,
     pub logs: LogBroker,
+    /// What each node was last sent of the networks (the base of the next difference).
+    pub net_sent: Mutex<HashMap<String, crate::network::endpoints::NodeNetView>>,
     /// The leader's status writer, once it runs.
     status_tx: tokio::sync::watch::Sender<Option<mpsc::Sender<Vec<TaskStatusUpdate>>>>,
 }

@@ -18,6 +18,15 @@ pub fn is_conflict(e: &ManagerError) -> bool {
     )
 }
 
+/// An address handed out between a read and its commit (two allocators raced): the caller
+/// allocates again from a fresh read.
+pub fn is_address_race(e: &ManagerError) -> bool {
+    matches!(
+        e,
+        ManagerError::Propose(ProposeError::Rejected(ApplyError::AddressInUse { .. }))
+    )
+}
+
 /// Runs `attempt` (which must read afresh each time) until it succeeds, fails with anything
 /// but a version conflict, or has conflicted `CONFLICT_RETRIES` times after the first try.
 pub async fn retry_conflicts<T, F, Fut>(mut attempt: F) -> Result<T>

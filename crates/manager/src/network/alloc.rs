@@ -65,7 +65,10 @@ impl Pools {
                 take(&vip.network_id, &vip.addr);
             }
         }
-        for t in view.tasks() {
+        for t in view
+            .tasks()
+            .filter(|t| orch_api::network::holds_addresses(t))
+        {
             for a in &t.networks {
                 take(&a.network_id, &a.addr);
             }
@@ -230,5 +233,68 @@ mod tests {
             released.allocate("big").map(|ip| ip.to_string()),
             Ok("10.8.0.3".into())
         );
+    }
+
+    /// The store refuses an address someone live holds, whatever allocator handed it out (a
+    /// deposed leader's scheduler, a racing service update); an ended task's address is free.
+    #[tokio::test]
+    async fn the_store_never_accepts_one_address_twice() {
+        let (store, applier) = store().await;
+        applier
+            .propose(vec![Action::CreateTask(attached("t1", "big", "10.8.0.3"))])
+            .await
+            .expect("first holder");
+        let cases: Vec<(&str, orch_api::pb::Task, Option<&str>)> = vec![
+            (
+                "the same address again",
+                attached("t2", "big", "10.8.0.3"),
+                Some("address 10.8.0.3 on network net-big is already in use"),
+            ),
+            (
+                "the gateway",
+                attached("t3", "big", "10.8.0.1"),
+                Some("address 10.8.0.1 is not free on network net-big"),
+            ),
+            (
+                "outside the subnet",
+                attached("t4", "big", "10.7.0.9"),
+                Some("address 10.7.0.9 is not free on network net-big"),
+            ),
+            (
+                "a missing network",
+                attached("t5", "gone", "10.8.0.9"),
+                Some("network gone not found"),
+            ),
+            ("a free address", attached("t6", "big", "10.8.0.4"), None),
+        ];
+        for (name, task, want) in cases {
+            let got = applier.propose(vec![Action::CreateTask(task)]).await;
+            match want {
+                Some(msg) => assert!(
+                    got.as_ref().is_err_and(|e| e.to_string().contains(msg)),
+                    "{name}: {got:?}"
+                ),
+                None => assert!(got.is_ok(), "{name}: {got:?}"),
+            }
+        }
+        // t1 ends: its address may be given to another task.
+        let mut t1 = store.view().task("t1").map(|t| (**t).clone()).expect("t1");
+        t1.status = Some(orch_api::pb::TaskStatus {
+            state: orch_api::pb::TaskState::Failed as i32,
+            ..Default::default()
+        });
+        applier
+            .propose(vec![Action::UpdateTask(t1)])
+            .await
+            .expect("ended");
+        assert_eq!(
+            Pools::from_view(&store.view()).free("big"),
+            252,
+            "254 hosts less the gateway and t6's address"
+        );
+        applier
+            .propose(vec![Action::CreateTask(attached("t7", "big", "10.8.0.3"))])
+            .await
+            .expect("the freed address is taken again");
     }
 }

@@ -1,4 +1,102 @@
-//! Networks on the manager: the address allocator (leader only) and, later, what each node's
-//! data plane needs to know.
+//! Networks on the manager: resolving a service's attachments at the API edge, the address
+//! allocator (leader only), and what each node's data plane needs to know.
 
 pub mod alloc;
+pub mod endpoints;
+
+use std::collections::BTreeSet;
+
+use orch_api::pb::{NetworkAttachment, ServiceSpec, Task, VirtualIp};
+
+use crate::state::store::Tables;
+use alloc::{AllocError, Pools};
+
+/// Replaces each attachment's network name (or ID prefix) by the network's ID, refusing a
+/// missing network, the ingress network and a network named twice.
+pub fn resolve_attachments(view: &Tables, spec: &mut ServiceSpec) -> Result<(), String> {
+    let Some(task) = spec.task.as_mut() else {
+        return Ok(());
+    };
+    let mut seen = BTreeSet::new();
+    for a in &mut task.networks {
+        let n = view
+            .find_network(&a.target)
+            .map_err(|_| format!("network {} not found", a.target))?;
+        if n.spec.as_ref().is_some_and(|s| s.ingress) {
+            return Err(format!(
+                "service cannot be explicitly attached to the ingress network {:?}",
+                a.target
+            ));
+        }
+        if !seen.insert(n.id.clone()) {
+            return Err(format!("network {} specified multiple times", a.target));
+        }
+        a.target = n.id.clone();
+    }
+    Ok(())
+}
+
+fn uses_vips(spec: &ServiceSpec) -> bool {
+    spec.endpoint.as_ref().is_none_or(|e| e.mode != "dnsrr")
+}
+
+/// The service's VIPs for `spec`: one per network in endpoint mode `vip` (none with `dnsrr`),
+/// keeping those the service already has, allocating the rest.
+pub fn virtual_ips(
+    view: &Tables,
+    old: &[VirtualIp],
+    spec: &ServiceSpec,
+) -> Result<Vec<VirtualIp>, AllocError> {
+    if !uses_vips(spec) {
+        return Ok(Vec::new());
+    }
+    let mut pools: Option<Pools> = None;
+    let mut out = Vec::new();
+    for a in spec.task.iter().flat_map(|t| &t.networks) {
+        if let Some(v) = old.iter().find(|v| v.network_id == a.target) {
+            out.push(v.clone());
+            continue;
+        }
+        let pools = pools.get_or_insert_with(|| Pools::from_view(view));
+        let ip = pools.allocate(&a.target)?;
+        out.push(VirtualIp {
+            network_id: a.target.clone(),
+            addr: ip.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// A task's addresses as it is placed: one per network its spec names, keeping any it has.
+/// On failure nothing stays taken in `pools`.
+pub fn attach_task(pools: &mut Pools, task: &Task) -> Result<Vec<NetworkAttachment>, AllocError> {
+    let mut out: Vec<NetworkAttachment> = Vec::new();
+    let mut taken: Vec<(String, String)> = Vec::new();
+    for c in task.spec.iter().flat_map(|s| &s.networks) {
+        if let Some(a) = task
+            .networks
+            .iter()
+            .find(|a| a.network_id == c.target && !a.addr.is_empty())
+        {
+            out.push(a.clone());
+            continue;
+        }
+        match pools.allocate(&c.target) {
+            Ok(ip) => {
+                taken.push((c.target.clone(), ip.to_string()));
+                out.push(NetworkAttachment {
+                    network_id: c.target.clone(),
+                    addr: ip.to_string(),
+                    aliases: c.aliases.clone(),
+                });
+            }
+            Err(e) => {
+                for (network, addr) in &taken {
+                    pools.release(network, addr);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(out)
+}

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::handles::{Clock, Proposer, MAX_ACTIONS};
+use crate::network::alloc::Pools;
 use crate::state::store::Store;
 
 pub async fn run<P: Proposer + ?Sized, C: Clock>(
@@ -51,13 +52,26 @@ async fn schedule_once<P: Proposer + ?Sized>(store: &Store, proposer: &P, now: i
     if pending.is_empty() {
         return;
     }
-    let plan = plan::plan(&view, &pending);
+    let mut plan = plan::plan(&view, &pending);
     let mut actions = Vec::with_capacity(plan.assignments.len());
+    // Addresses are taken in the same transaction as the placement: a new leader derives from
+    // the store exactly what was handed out.
+    let mut pools: Option<Pools> = None;
     for (task_id, node_id) in &plan.assignments {
         let Some(task) = view.task(task_id) else {
             continue;
         };
         let mut t = (**task).clone();
+        if t.spec.as_ref().is_some_and(|s| !s.networks.is_empty()) {
+            let pools = pools.get_or_insert_with(|| Pools::from_view(&view));
+            match crate::network::attach_task(pools, &t) {
+                Ok(attachments) => t.networks = attachments,
+                Err(e) => {
+                    plan.unschedulable.push((task_id.clone(), e.to_string()));
+                    continue;
+                }
+            }
+        }
         t.node_id = node_id.clone();
         t.status = Some(TaskStatus {
             timestamp: now,
@@ -91,7 +105,7 @@ async fn schedule_once<P: Proposer + ?Sized>(store: &Store, proposer: &P, now: i
     for chunk in chunks {
         // A conflict means the task changed meanwhile: the next round sees it as it is now.
         if let Err(e) = proposer.propose(chunk).await {
-            if crate::handles::conflict::is_conflict(&e) {
+            if crate::handles::conflict::is_conflict(&e) || crate::handles::conflict::is_address_race(&e) {
                 debug!("scheduler batch conflicted; retrying next round");
             } else {
                 warn!(error = %e, "scheduler could not commit");

@@ -97,7 +97,7 @@ pub struct InspectArgs {
     pub(super) services: Vec<String>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Default)]
 pub struct UpdateArgs {
     #[command(flatten)]
     pub flags: SpecFlags,
@@ -148,6 +148,12 @@ pub struct UpdateArgs {
     /// Remove a published port (<published>[/protocol] or target=<port>)
     #[arg(long)]
     pub publish_rm: Vec<String>,
+    /// Add a network: NAME, or name=NAME,alias=ALIAS[,alias=...] (as --network)
+    #[arg(long)]
+    pub network_add: Vec<String>,
+    /// Remove a network (by its name or ID)
+    #[arg(long)]
+    pub network_rm: Vec<String>,
     /// Roll back to the previous specification
     #[arg(long)]
     pub rollback: bool,

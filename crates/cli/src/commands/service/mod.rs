@@ -1,10 +1,11 @@
 //! `orch service create|ls|ps|inspect|scale|rm` and `orch node ps`.
 //!
 //! By concept: `args` holds the clap arguments, `requests` builds and sends the requests
-//! (specs from flags, name resolution, one function per subcommand), and `print` what the
-//! commands print.
+//! (specs from flags, name resolution, one function per subcommand), `networks` changes a
+//! service's networks on update, and `print` what the commands print.
 
 mod args;
+mod networks;
 mod print;
 mod requests;
 

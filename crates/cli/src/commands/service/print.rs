@@ -7,11 +7,14 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use orch_api::ids::short;
 use orch_api::pb::service_spec::Mode;
-use orch_api::pb::{ListServicesResponse, LogMessage, PublishMode, Service, Task, TaskState};
-use serde_json::{json, Value};
+use orch_api::pb::{
+    ListServicesResponse, LogMessage, Network, PublishMode, Service, Task, TaskSpec, TaskState,
+};
+use serde_json::{json, Map, Value};
 use tonic::Streaming;
 
 use super::args::{LogsArgs, PsArgs};
+use super::networks::resolve;
 use crate::client::rpc;
 use crate::output::{self, json, Format};
 
@@ -200,7 +203,96 @@ pub(super) fn task_list(
     )
 }
 
-pub(super) fn print_pretty(s: &Service) {
+/// The object at `path` in `v`, if there is one.
+fn object_at<'a>(v: &'a mut Value, path: &[&str]) -> Option<&'a mut Map<String, Value>> {
+    let mut v = v;
+    for key in path {
+        v = v.get_mut(*key)?;
+    }
+    v.as_object_mut()
+}
+
+/// Adds a task spec's networks to its inspect object at `path` (docker's
+/// `TaskTemplate.Networks`: `[{"Target": ..., "Aliases": [...]}]`), unless it has none.
+fn put_task_networks(v: &mut Value, path: &[&str], task: Option<&TaskSpec>) {
+    let Some(task) = task.filter(|t| !t.networks.is_empty()) else {
+        return;
+    };
+    let networks: Vec<Value> = task
+        .networks
+        .iter()
+        .map(|n| {
+            let mut o = Map::new();
+            o.insert("Target".into(), Value::String(n.target.clone()));
+            if !n.aliases.is_empty() {
+                o.insert("Aliases".into(), json!(n.aliases));
+            }
+            Value::Object(o)
+        })
+        .collect();
+    if let Some(o) = object_at(v, path) {
+        o.insert("Networks".into(), Value::Array(networks));
+    }
+}
+
+/// A service as `service inspect` and `orch inspect` show it: the Engine API's object, with
+/// its networks (`Spec.TaskTemplate.Networks`) and virtual IPs (`Endpoint.VirtualIPs`).
+pub(super) fn service_json(s: &Service) -> Value {
+    let mut v = json::service(s);
+    let task = |spec: Option<&orch_api::pb::ServiceSpec>| spec.and_then(|sp| sp.task.as_ref());
+    put_task_networks(&mut v, &["Spec", "TaskTemplate"], task(s.spec.as_ref()));
+    put_task_networks(
+        &mut v,
+        &["PreviousSpec", "TaskTemplate"],
+        task(s.previous_spec.as_ref()),
+    );
+    if !s.virtual_ips.is_empty() {
+        let vips: Vec<Value> = s
+            .virtual_ips
+            .iter()
+            .map(|vip| {
+                let mut o = Map::new();
+                o.insert("NetworkID".into(), Value::String(vip.network_id.clone()));
+                if !vip.addr.is_empty() {
+                    o.insert("Addr".into(), Value::String(vip.addr.clone()));
+                }
+                Value::Object(o)
+            })
+            .collect();
+        if let Some(e) = object_at(&mut v, &["Endpoint"]) {
+            e.insert("VirtualIPs".into(), Value::Array(vips));
+        }
+    }
+    v
+}
+
+/// A task as `orch inspect` shows it: the Engine API's object, with its spec's networks and
+/// its addresses on them (`NetworksAttachments`: `[{"Network": {"ID": ...}, "Addresses":
+/// ["10.0.1.3/24"]}]`).
+pub(super) fn task_json(t: &Task) -> Value {
+    let mut v = json::task(t);
+    put_task_networks(&mut v, &["Spec"], t.spec.as_ref());
+    if !t.networks.is_empty() {
+        let attachments: Vec<Value> = t
+            .networks
+            .iter()
+            .map(|n| {
+                let addresses: Vec<&str> = Some(n.addr.as_str())
+                    .filter(|a| !a.is_empty())
+                    .into_iter()
+                    .collect();
+                json!({ "Network": { "ID": n.network_id }, "Addresses": addresses })
+            })
+            .collect();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("NetworksAttachments".into(), Value::Array(attachments));
+        }
+    }
+    v
+}
+
+/// `service inspect --pretty`; `networks` (the cluster's) name the service's networks.
+pub(super) fn print_pretty(s: &Service, networks: &[Network]) {
     let spec = s.spec.clone().unwrap_or_default();
     let task = spec.task.clone().unwrap_or_default();
     let c = task.container.clone().unwrap_or_default();
@@ -309,6 +401,18 @@ pub(super) fn print_pretty(s: &Service) {
             );
         }
     }
+    if !task.networks.is_empty() {
+        let names: Vec<String> = task
+            .networks
+            .iter()
+            .map(|n| {
+                resolve(networks, &n.target)
+                    .and_then(|net| net.spec.as_ref())
+                    .map_or_else(|| n.target.clone(), |spec| spec.name.clone())
+            })
+            .collect();
+        outln!("Networks:\t{}", names.join(" "));
+    }
     outln!(
         "Endpoint Mode:\t{}",
         spec.endpoint
@@ -375,4 +479,203 @@ pub(super) async fn log_messages(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use orch_api::pb::{
+        EndpointSpec, NetworkAttachment, NetworkAttachmentConfig, ServiceSpec, VirtualIp,
+    };
+
+    use super::*;
+
+    fn attachment(target: &str, aliases: &[&str]) -> NetworkAttachmentConfig {
+        NetworkAttachmentConfig {
+            target: target.into(),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    fn spec(networks: Vec<NetworkAttachmentConfig>, mode: &str) -> ServiceSpec {
+        ServiceSpec {
+            name: "web".into(),
+            task: Some(TaskSpec {
+                networks,
+                ..Default::default()
+            }),
+            endpoint: (!mode.is_empty()).then(|| EndpointSpec {
+                mode: mode.into(),
+                ports: vec![],
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn service_inspect_shows_networks_and_virtual_ips() {
+        // (case, service, JSON pointer, the value there: None for absent)
+        let on_networks = Service {
+            id: "svc1".into(),
+            spec: Some(spec(
+                vec![attachment("net1", &["web", "www"]), attachment("net2", &[])],
+                "vip",
+            )),
+            previous_spec: Some(spec(vec![attachment("net1", &[])], "")),
+            virtual_ips: vec![
+                VirtualIp {
+                    network_id: "net1".into(),
+                    addr: "10.0.1.2/24".into(),
+                },
+                VirtualIp {
+                    network_id: "net2".into(),
+                    addr: "10.0.2.2".into(),
+                },
+            ],
+            ..Default::default()
+        };
+        let dnsrr = Service {
+            id: "svc2".into(),
+            spec: Some(spec(vec![attachment("net1", &[])], "dnsrr")),
+            ..Default::default()
+        };
+        let plain = Service {
+            id: "svc3".into(),
+            spec: Some(spec(vec![], "")),
+            ..Default::default()
+        };
+        let cases: Vec<(&str, &Service, &str, Option<Value>)> = vec![
+            (
+                "networks with and without aliases",
+                &on_networks,
+                "/Spec/TaskTemplate/Networks",
+                Some(json!([
+                    { "Target": "net1", "Aliases": ["web", "www"] },
+                    { "Target": "net2" },
+                ])),
+            ),
+            (
+                "the previous spec's networks",
+                &on_networks,
+                "/PreviousSpec/TaskTemplate/Networks",
+                Some(json!([{ "Target": "net1" }])),
+            ),
+            (
+                "virtual IPs, addresses as stored",
+                &on_networks,
+                "/Endpoint/VirtualIPs",
+                Some(json!([
+                    { "NetworkID": "net1", "Addr": "10.0.1.2/24" },
+                    { "NetworkID": "net2", "Addr": "10.0.2.2" },
+                ])),
+            ),
+            (
+                "endpoint mode vip",
+                &on_networks,
+                "/Endpoint/Spec/Mode",
+                Some(json!("vip")),
+            ),
+            (
+                "endpoint mode dnsrr",
+                &dnsrr,
+                "/Endpoint/Spec/Mode",
+                Some(json!("dnsrr")),
+            ),
+            (
+                "dnsrr in the spec too",
+                &dnsrr,
+                "/Spec/EndpointSpec/Mode",
+                Some(json!("dnsrr")),
+            ),
+            (
+                "no virtual IPs: none shown",
+                &dnsrr,
+                "/Endpoint/VirtualIPs",
+                None,
+            ),
+            (
+                "no networks: none shown",
+                &plain,
+                "/Spec/TaskTemplate/Networks",
+                None,
+            ),
+            (
+                "no endpoint spec: vip",
+                &plain,
+                "/Endpoint/Spec/Mode",
+                Some(json!("vip")),
+            ),
+            (
+                "the rest of the object is kept",
+                &plain,
+                "/Spec/TaskTemplate/Runtime",
+                Some(json!("container")),
+            ),
+        ];
+        for (case, service, pointer, expected) in cases {
+            let v = service_json(service);
+            assert_eq!(v.pointer(pointer), expected.as_ref(), "{case}: {v:#}");
+        }
+    }
+
+    #[test]
+    fn task_inspect_shows_network_attachments() {
+        let attached = Task {
+            id: "task1".into(),
+            spec: Some(TaskSpec {
+                networks: vec![attachment("net1", &["db"])],
+                ..Default::default()
+            }),
+            networks: vec![
+                NetworkAttachment {
+                    network_id: "net1".into(),
+                    addr: "10.0.1.3/24".into(),
+                    aliases: vec!["db".into()],
+                },
+                NetworkAttachment {
+                    network_id: "net2".into(),
+                    addr: String::new(),
+                    aliases: vec![],
+                },
+            ],
+            ..Default::default()
+        };
+        let plain = Task {
+            id: "task2".into(),
+            ..Default::default()
+        };
+        let cases: Vec<(&str, &Task, &str, Option<Value>)> = vec![
+            (
+                "attachments in docker's shape",
+                &attached,
+                "/NetworksAttachments",
+                Some(json!([
+                    { "Network": { "ID": "net1" }, "Addresses": ["10.0.1.3/24"] },
+                    { "Network": { "ID": "net2" }, "Addresses": [] },
+                ])),
+            ),
+            (
+                "the spec's networks",
+                &attached,
+                "/Spec/Networks",
+                Some(json!([{ "Target": "net1", "Aliases": ["db"] }])),
+            ),
+            (
+                "no attachments: none shown",
+                &plain,
+                "/NetworksAttachments",
+                None,
+            ),
+            (
+                "no spec networks: none shown",
+                &plain,
+                "/Spec/Networks",
+                None,
+            ),
+            ("the rest is kept", &plain, "/ID", Some(json!("task2"))),
+        ];
+        for (case, task, pointer, expected) in cases {
+            let v = task_json(task);
+            assert_eq!(v.pointer(pointer), expected.as_ref(), "{case}: {v:#}");
+        }
+    }
 }

@@ -9,8 +9,8 @@ use anyhow::{bail, Result};
 use orch_api::pb::control_client::ControlClient;
 use orch_api::pb::service_spec::Mode;
 use orch_api::pb::{
-    CreateServiceRequest, GetServiceRequest, ListNodesRequest, ListServicesRequest,
-    ListTasksRequest, Service, Task, TaskState, UpdateServiceRequest,
+    CreateServiceRequest, Empty, GetServiceRequest, ListNodesRequest, ListServicesRequest,
+    ListTasksRequest, Network, Service, Task, TaskState, UpdateServiceRequest,
 };
 use serde_json::Value;
 use tonic::transport::Channel;
@@ -18,6 +18,7 @@ use tonic::transport::Channel;
 use super::args::{
     CreateArgs, InspectArgs, LogsArgs, LsArgs, PsArgs, ScaleArgs, ServiceCmd, UpdateArgs, WaitFlags,
 };
+use super::networks::update_networks;
 use super::print::{self, mode_name, task_name};
 use crate::client::{rpc, DaemonError, Target};
 use crate::commands::spec_flags::{build_spec, timeout};
@@ -211,7 +212,7 @@ pub async fn inspect_any(
                 .get_service(GetServiceRequest { service: r.clone() })
                 .await
             {
-                objects.push(json::service(&s.into_inner()));
+                objects.push(print::service_json(&s.into_inner()));
                 continue;
             }
         }
@@ -236,7 +237,7 @@ pub async fn inspect_any(
                 .filter(|t| t.id.starts_with(r.as_str()))
                 .collect();
             if let [t] = found.as_slice() {
-                objects.push(json::task(t));
+                objects.push(print::task_json(t));
                 continue;
             }
         }
@@ -285,15 +286,27 @@ async fn inspect(target: &Target, args: InspectArgs) -> Result<()> {
         );
     }
     if args.pretty {
+        // Networks are shown by name, as docker does; the spec may hold their IDs.
+        let on_networks = services.iter().any(|s| {
+            s.spec
+                .as_ref()
+                .and_then(|sp| sp.task.as_ref())
+                .is_some_and(|t| !t.networks.is_empty())
+        });
+        let networks = if on_networks {
+            list_networks(&mut control).await?
+        } else {
+            Vec::new()
+        };
         for (i, s) in services.iter().enumerate() {
             if i > 0 {
                 outln!();
             }
-            print::print_pretty(s);
+            print::print_pretty(s, &networks);
         }
         return Ok(());
     }
-    let objects: Vec<Value> = services.iter().map(json::service).collect();
+    let objects: Vec<Value> = services.iter().map(print::service_json).collect();
     output::print_inspect(args.format.as_deref(), &objects)
 }
 
@@ -442,8 +455,22 @@ fn key_of(env: &str) -> &str {
     env.split_once('=').map_or(env, |(k, _)| k)
 }
 
-/// Applies `service update`'s flags to the service's current spec.
-fn updated_spec(service: &Service, args: &UpdateArgs) -> Result<orch_api::pb::ServiceSpec> {
+async fn list_networks(control: &mut ControlClient<Channel>) -> Result<Vec<Network>> {
+    Ok(control
+        .list_networks(Empty {})
+        .await
+        .map_err(rpc)?
+        .into_inner()
+        .networks)
+}
+
+/// Applies `service update`'s flags to the service's current spec; `networks` (the cluster's,
+/// listed when `--network-add` or `--network-rm` is given) resolve network names and IDs.
+fn updated_spec(
+    service: &Service,
+    args: &UpdateArgs,
+    networks: &[Network],
+) -> Result<orch_api::pb::ServiceSpec> {
     use crate::commands::spec_flags::{
         add_data_ref, parse_data_ref, parse_key_values, parse_mount, parse_publish,
     };
@@ -453,6 +480,9 @@ fn updated_spec(service: &Service, args: &UpdateArgs) -> Result<orch_api::pb::Se
     }
     if args.flags.mode.is_some() {
         bail!("--mode cannot be changed by an update");
+    }
+    if !args.flags.network.is_empty() {
+        bail!("--network is for service create: use --network-add or --network-rm to change a service's networks");
     }
     if let Some(r) = args.flags.replicas {
         let r = u64::try_from(r).map_err(|_| {
@@ -475,6 +505,7 @@ fn updated_spec(service: &Service, args: &UpdateArgs) -> Result<orch_api::pb::Se
         if args.force {
             task.force_update += 1;
         }
+        update_networks(task, &args.network_add, &args.network_rm, networks)?;
         let c = task.container.get_or_insert_with(Default::default);
         if let Some(image) = &args.image {
             c.image = image.clone();
@@ -558,6 +589,11 @@ fn out_of_sequence(status: &tonic::Status) -> bool {
 
 async fn update(target: &Target, args: UpdateArgs) -> Result<()> {
     let mut control = target.control()?;
+    let networks = if args.network_add.is_empty() && args.network_rm.is_empty() {
+        Vec::new()
+    } else {
+        list_networks(&mut control).await?
+    };
     // The flags change the service as it is now; the orchestrator also writes the service (its
     // update status), so a change between the read and the write is retried from a new read.
     let mut attempt = 0;
@@ -573,7 +609,7 @@ async fn update(target: &Target, args: UpdateArgs) -> Result<()> {
         let (spec, rollback) = if args.rollback {
             (None, true)
         } else {
-            (Some(updated_spec(&service, &args)?), false)
+            (Some(updated_spec(&service, &args, &networks)?), false)
         };
         let result = control
             .update_service(UpdateServiceRequest {
@@ -619,4 +655,141 @@ async fn rollback(target: &Target, name: &str, wait: &WaitFlags) -> Result<()> {
         .map_err(rpc)?;
     outln!("{name}");
     follow(&mut control, &service.id, wait, progress::Expect::Rollback).await
+}
+
+#[cfg(test)]
+mod tests {
+    use orch_api::pb::{NetworkAttachmentConfig, NetworkSpec, ServiceSpec, TaskSpec};
+
+    use super::*;
+    use crate::commands::spec_flags::SpecFlags;
+
+    const FRONT_ID: &str = "f1a2b3c4d5e6f7a8b9c0d1e2f";
+
+    fn service_on(targets: &[&str]) -> Service {
+        Service {
+            id: "svc1".into(),
+            spec: Some(ServiceSpec {
+                name: "web".into(),
+                task: Some(TaskSpec {
+                    networks: targets
+                        .iter()
+                        .map(|t| NetworkAttachmentConfig {
+                            target: t.to_string(),
+                            aliases: vec![],
+                        })
+                        .collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn targets(spec: &orch_api::pb::ServiceSpec) -> Vec<String> {
+        spec.task
+            .as_ref()
+            .map(|t| t.networks.iter().map(|n| n.target.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn update_changes_networks_and_endpoint_mode() {
+        let networks = [Network {
+            id: FRONT_ID.into(),
+            spec: Some(NetworkSpec {
+                name: "front".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }];
+        // (case, attached, args, Ok(targets after, endpoint mode) or Err(words of the message))
+        type Expected = std::result::Result<(Vec<&'static str>, &'static str), Vec<&'static str>>;
+        let cases: Vec<(&str, &[&str], UpdateArgs, Expected)> = vec![
+            (
+                "--network-rm by name, stored as ID",
+                &[FRONT_ID, "back"],
+                UpdateArgs {
+                    network_rm: vec!["front".into()],
+                    ..Default::default()
+                },
+                Ok((vec!["back"], "")),
+            ),
+            (
+                "--network-add a network already there",
+                &[FRONT_ID],
+                UpdateArgs {
+                    network_add: vec!["front".into()],
+                    ..Default::default()
+                },
+                Err(vec!["service is already attached to network front"]),
+            ),
+            (
+                "--network-add",
+                &[],
+                UpdateArgs {
+                    network_add: vec!["name=front,alias=web".into()],
+                    ..Default::default()
+                },
+                Ok((vec!["front"], "")),
+            ),
+            (
+                "--network is create's",
+                &[],
+                UpdateArgs {
+                    flags: SpecFlags {
+                        network: vec!["front".into()],
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                Err(vec!["--network-add"]),
+            ),
+            (
+                "--endpoint-mode dnsrr",
+                &[FRONT_ID],
+                UpdateArgs {
+                    flags: SpecFlags {
+                        endpoint_mode: Some("dnsrr".into()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                Ok((vec![FRONT_ID], "dnsrr")),
+            ),
+            (
+                "--endpoint-mode unknown",
+                &[],
+                UpdateArgs {
+                    flags: SpecFlags {
+                        endpoint_mode: Some("rr".into()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                Err(vec!["--endpoint-mode"]),
+            ),
+        ];
+        for (case, attached, args, expected) in cases {
+            let got = updated_spec(&service_on(attached), &args, &networks);
+            match (got, expected) {
+                (Ok(spec), Ok((want, mode))) => {
+                    assert_eq!(targets(&spec), want, "{case}");
+                    assert_eq!(
+                        spec.endpoint.as_ref().map_or("", |e| e.mode.as_str()),
+                        mode,
+                        "{case}"
+                    );
+                }
+                (Err(e), Err(words)) => {
+                    let msg = e.to_string();
+                    for w in words {
+                        assert!(msg.contains(w), "{case}: {msg:?} should contain {w:?}");
+                    }
+                }
+                (got, expected) => panic!("{case}: got {got:?}, expected {expected:?}"),
+            }
+        }
+    }
 }

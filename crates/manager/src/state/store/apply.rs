@@ -32,6 +32,9 @@ pub enum ApplyError {
     /// gone, a secret removed while used).
     #[error("{0}")]
     Refused(String),
+    /// An address the allocator handed out is already held (a race the caller may retry).
+    #[error("address {addr} on network {network} is already in use")]
+    AddressInUse { addr: String, network: String },
 }
 
 /// Every secret and config a service spec uses exists, in the version it names.
@@ -193,6 +196,94 @@ fn check_network_unused(t: &Tables, id: &str) -> Result<(), ApplyError> {
     }
 }
 
+/// Every address newly given to `owner` (a service's VIP or a task's attachment) lies in its
+/// network's subnet and is held by nobody else: the allocator's promise, checked where it
+/// cannot be raced (two leaders' terms, the scheduler and a service update).
+fn check_addresses<'a>(
+    t: &Tables,
+    owner: &str,
+    new: impl Iterator<Item = (&'a str, &'a str)>,
+    old: &[(&str, &str)],
+) -> Result<(), ApplyError> {
+    for (network_id, addr) in new {
+        if old.contains(&(network_id, addr)) {
+            continue;
+        }
+        let network = t
+            .networks
+            .get(network_id)
+            .ok_or_else(|| ApplyError::Refused(format!("network {network_id} not found")))?;
+        let name = super::tables::network_name(network);
+        let in_subnet = orch_api::network::Cidr::parse(&network.subnet)
+            .ok()
+            .zip(addr.parse::<std::net::Ipv4Addr>().ok())
+            .is_some_and(|(c, ip)| {
+                let ip = u32::from(ip);
+                c.contains(ip) && ip >= c.first_host() && ip <= c.last_host()
+            });
+        if !in_subnet || addr == network.gateway {
+            return Err(ApplyError::Refused(format!(
+                "address {addr} is not free on network {name}"
+            )));
+        }
+        let by_service = t.services.values().any(|s| {
+            s.id != owner
+                && s.virtual_ips
+                    .iter()
+                    .any(|v| v.network_id == network_id && v.addr == addr)
+        });
+        let by_task = || {
+            t.tasks.values().any(|k| {
+                k.id != owner
+                    && orch_api::network::holds_addresses(k)
+                    && k.networks
+                        .iter()
+                        .any(|a| a.network_id == network_id && a.addr == addr)
+            })
+        };
+        if by_service || by_task() {
+            return Err(ApplyError::AddressInUse {
+                addr: addr.to_string(),
+                network: name.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn service_addresses(s: &Service) -> impl Iterator<Item = (&str, &str)> {
+    s.virtual_ips
+        .iter()
+        .map(|v| (v.network_id.as_str(), v.addr.as_str()))
+}
+
+fn task_addresses(task: &Task) -> impl Iterator<Item = (&str, &str)> {
+    let holds = orch_api::network::holds_addresses(task);
+    task.networks
+        .iter()
+        .filter(move |_| holds)
+        .map(|a| (a.network_id.as_str(), a.addr.as_str()))
+}
+
+fn check_service_addresses(t: &Tables, s: &Service) -> Result<(), ApplyError> {
+    let old = t.services.get(&s.id).cloned();
+    let old: Vec<(&str, &str)> = old.as_deref().map_or_else(Vec::new, |o| {
+        service_addresses(o).collect()
+    });
+    check_addresses(t, &s.id, service_addresses(s), &old)
+}
+
+fn check_task_addresses(t: &Tables, task: &Task) -> Result<(), ApplyError> {
+    if task.networks.is_empty() {
+        return Ok(());
+    }
+    let old = t.tasks.get(&task.id).cloned();
+    let old: Vec<(&str, &str)> = old.as_deref().map_or_else(Vec::new, |o| {
+        task_addresses(o).collect()
+    });
+    check_addresses(t, &task.id, task_addresses(task), &old)
+}
+
 /// A secret or config whose name another object of its kind has.
 fn data_name_conflict(t: &Tables, d: &DataObject) -> Result<(), ApplyError> {
     let name = super::tables::data_name(d).to_string();
@@ -333,6 +424,7 @@ pub(super) fn apply_txn(
                     });
                 }
                 check_data_refs(t, s)?;
+                check_service_addresses(t, s)?;
                 create(t, index, ts, s, events)?
             }
             Action::UpdateService(s) => {
@@ -344,6 +436,7 @@ pub(super) fn apply_txn(
                     });
                 }
                 check_data_refs(t, s)?;
+                check_service_addresses(t, s)?;
                 update(t, index, ts, s, events)?
             }
             Action::DeleteService(id) => delete::<Service>(t, id, events)?,
@@ -381,8 +474,14 @@ pub(super) fn apply_txn(
                 check_data_unused(t, id)?;
                 delete::<DataObject>(t, id, events)?
             }
-            Action::CreateTask(task) => create(t, index, ts, task, events)?,
-            Action::UpdateTask(task) => update(t, index, ts, task, events)?,
+            Action::CreateTask(task) => {
+                check_task_addresses(t, task)?;
+                create(t, index, ts, task, events)?
+            }
+            Action::UpdateTask(task) => {
+                check_task_addresses(t, task)?;
+                update(t, index, ts, task, events)?
+            }
             Action::DeleteTask(id) => delete::<Task>(t, id, events)?,
             Action::TaskStatus(report) => {
                 // Agents report what they see; a report about a task that is gone, or an

@@ -1,0 +1,322 @@
+//! What each node's data plane needs to know of the networks, from the store alone: the
+//! networks its tasks use, the endpoints of those networks on other nodes (static VXLAN
+//! neighbour and FDB entries: no flooding, no gossip), and the service table (names, VIPs,
+//! backends) for its DNS resolver and VIP rules. The dispatcher sends a node its view whole when
+//! its session starts, then the difference to what it sent last.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use orch_api::network::holds_addresses;
+use orch_api::pb::{Network, NetworkPeer, NetworkUpdate, Node, ServiceRecord, Task, TaskState};
+
+use crate::state::store::Tables;
+
+/// A node's view, keyed for diffing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeNetView {
+    pub networks: BTreeMap<String, Network>,
+    /// By (network ID, address).
+    pub peers: BTreeMap<(String, String), NetworkPeer>,
+    /// By (network ID, service ID).
+    pub services: BTreeMap<(String, String), ServiceRecord>,
+}
+
+/// The node's underlay address (its advertised address without the port).
+pub fn underlay_addr(node: &Node) -> Option<String> {
+    let addr = node.status.as_ref()?.addr.as_str();
+    if let Ok(sock) = addr.parse::<std::net::SocketAddr>() {
+        return Some(sock.ip().to_string());
+    }
+    addr.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
+}
+
+/// A task is a backend of its service's VIP and DNS names while it runs and, with a
+/// healthcheck, is not known to be unhealthy or still starting.
+pub fn is_backend(task: &Task) -> bool {
+    let running = task.observed_state() == TaskState::Running;
+    let wanted = task.desired_state() <= TaskState::Running;
+    let health_ok = task
+        .status
+        .as_ref()
+        .is_none_or(|s| s.health.is_empty() || s.health == "healthy");
+    running && wanted && health_ok
+}
+
+/// A task's endpoints exist on the overlay from its placement until it ends.
+fn is_endpoint(task: &Task) -> bool {
+    !task.node_id.is_empty()
+        && task.observed_state() >= TaskState::Assigned
+        && holds_addresses(task)
+}
+
+/// Every node's view at once (one pass over the tasks).
+pub fn views(view: &Tables, nodes: &[String]) -> BTreeMap<String, NodeNetView> {
+    // Per network: (task node, address) of every endpoint.
+    let mut endpoints: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+    // Per network and service: the backends' addresses.
+    let mut backends: BTreeMap<(&str, &str), Vec<String>> = BTreeMap::new();
+    let mut used_by_node: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for t in view.tasks().filter(|t| is_endpoint(t)) {
+        let backend = is_backend(t);
+        for a in &t.networks {
+            endpoints
+                .entry(a.network_id.as_str())
+                .or_default()
+                .push((t.node_id.as_str(), a.addr.as_str()));
+            used_by_node
+                .entry(t.node_id.as_str())
+                .or_default()
+                .insert(a.network_id.as_str());
+            if backend {
+                backends
+                    .entry((a.network_id.as_str(), t.service_id.as_str()))
+                    .or_default()
+                    .push(a.addr.clone());
+            }
+        }
+    }
+    let underlay: BTreeMap<&str, String> = view
+        .nodes()
+        .filter_map(|n| underlay_addr(n).map(|a| (n.id.as_str(), a)))
+        .collect();
+    // Per network: the service records.
+    let mut records: BTreeMap<&str, Vec<ServiceRecord>> = BTreeMap::new();
+    for s in view.services() {
+        let Some(spec) = s.spec.as_ref() else {
+            continue;
+        };
+        for a in spec.task.iter().flat_map(|t| &t.networks) {
+            let mut b = backends
+                .get(&(a.target.as_str(), s.id.as_str()))
+                .cloned()
+                .unwrap_or_default();
+            b.sort();
+            records
+                .entry(a.target.as_str())
+                .or_default()
+                .push(ServiceRecord {
+                    network_id: a.target.clone(),
+                    service_id: s.id.clone(),
+                    name: spec.name.clone(),
+                    aliases: a.aliases.clone(),
+                    vip: s
+                        .virtual_ips
+                        .iter()
+                        .find(|v| v.network_id == a.target)
+                        .map(|v| v.addr.clone())
+                        .unwrap_or_default(),
+                    backends: b,
+                });
+        }
+    }
+    let mut out = BTreeMap::new();
+    for node in nodes {
+        let mut v = NodeNetView::default();
+        for network_id in used_by_node.get(node.as_str()).into_iter().flatten() {
+            let Some(n) = view.network(network_id) else {
+                continue;
+            };
+            v.networks.insert(n.id.clone(), (**n).clone());
+            for (peer_node, addr) in endpoints.get(network_id).into_iter().flatten() {
+                if *peer_node == node.as_str() {
+                    continue;
+                }
+                let Some(node_addr) = underlay.get(peer_node) else {
+                    continue;
+                };
+                v.peers.insert(
+                    (n.id.clone(), addr.to_string()),
+                    NetworkPeer {
+                        network_id: n.id.clone(),
+                        addr: addr.to_string(),
+                        node_addr: node_addr.clone(),
+                    },
+                );
+            }
+            for r in records.get(network_id).into_iter().flatten() {
+                v.services
+                    .insert((r.network_id.clone(), r.service_id.clone()), r.clone());
+            }
+        }
+        out.insert(node.clone(), v);
+    }
+    out
+}
+
+/// The whole view, for a session that starts.
+pub fn full(v: &NodeNetView) -> NetworkUpdate {
+    NetworkUpdate {
+        full: true,
+        networks: v.networks.values().cloned().collect(),
+        peers: v.peers.values().cloned().collect(),
+        services: v.services.values().cloned().collect(),
+        ..Default::default()
+    }
+}
+
+fn diff_map<K: Ord + Clone, V: Clone + PartialEq>(
+    old: &BTreeMap<K, V>,
+    new: &BTreeMap<K, V>,
+) -> (Vec<V>, Vec<V>) {
+    let set = new
+        .iter()
+        .filter(|(k, v)| old.get(k) != Some(v))
+        .map(|(_, v)| v.clone())
+        .collect();
+    let removed = old
+        .iter()
+        .filter(|(k, _)| !new.contains_key(k))
+        .map(|(_, v)| v.clone())
+        .collect();
+    (set, removed)
+}
+
+/// What changed from `old` to `new`; None when nothing did.
+pub fn diff(old: &NodeNetView, new: &NodeNetView) -> Option<NetworkUpdate> {
+    if old == new {
+        return None;
+    }
+    let (networks, networks_removed) = diff_map(&old.networks, &new.networks);
+    let (peers, peers_removed) = diff_map(&old.peers, &new.peers);
+    let (services, services_removed) = diff_map(&old.services, &new.services);
+    Some(NetworkUpdate {
+        full: false,
+        networks,
+        networks_removed: networks_removed.into_iter().map(|n| n.id).collect(),
+        peers,
+        peers_removed,
+        services,
+        services_removed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use orch_api::pb::store_action::Action;
+    use orch_api::pb::{
+        NetworkAttachment, NetworkAttachmentConfig, NetworkSpec, NodeStatus, TaskStatus,
+        VirtualIp,
+    };
+
+    use super::*;
+    use crate::handles::testing::Applier;
+    use crate::handles::Proposer;
+    use crate::state::store::Store;
+    use crate::testkit;
+
+    fn on(mut t: Task, net: &str, addr: &str) -> Task {
+        t.networks = vec![NetworkAttachment {
+            network_id: net.into(),
+            addr: addr.into(),
+            aliases: vec![],
+        }];
+        t
+    }
+
+    fn state(mut t: Task, s: TaskState) -> Task {
+        t.status = Some(TaskStatus {
+            state: s as i32,
+            ..Default::default()
+        });
+        t
+    }
+
+    /// Each node gets the networks its own tasks use, the other nodes' endpoints on them, and
+    /// the services' records with running tasks only as backends; changes come as differences.
+    #[tokio::test]
+    async fn nodes_see_their_networks_peers_and_services() {
+        let store = Arc::new(Store::new());
+        let applier = Applier::new(store.clone());
+        let mut nodes = Vec::new();
+        for (id, addr) in [("n1", "10.77.0.1:2377"), ("n2", "10.77.0.2:2377"), ("n3", "x")] {
+            let mut n = testkit::node(id);
+            n.status = Some(NodeStatus {
+                addr: addr.into(),
+                ..Default::default()
+            });
+            nodes.push(Action::CreateNode(n));
+        }
+        let mut web = testkit::replicated("web", 2);
+        if let Some(task) = web.spec.as_mut().and_then(|s| s.task.as_mut()) {
+            task.networks = vec![NetworkAttachmentConfig {
+                target: "net".into(),
+                aliases: vec!["www".into()],
+            }];
+        }
+        web.virtual_ips = vec![VirtualIp {
+            network_id: "net".into(),
+            addr: "10.1.0.2".into(),
+        }];
+        let mut actions = nodes;
+        actions.push(Action::CreateNetwork(Network {
+            id: "net".into(),
+            spec: Some(NetworkSpec {
+                name: "front".into(),
+                ..Default::default()
+            }),
+            vni: 4097,
+            subnet: "10.1.0.0/24".into(),
+            gateway: "10.1.0.1".into(),
+            ..Default::default()
+        }));
+        actions.push(Action::CreateService(web.clone()));
+        actions.push(Action::CreateTask(on(
+            testkit::running("t1", &web, 1, "n1"),
+            "net",
+            "10.1.0.3",
+        )));
+        actions.push(Action::CreateTask(on(
+            state(testkit::running("t2", &web, 2, "n2"), TaskState::Starting),
+            "net",
+            "10.1.0.4",
+        )));
+        applier.propose(actions).await.expect("setup");
+
+        let names: Vec<String> = ["n1", "n2", "n3"].map(String::from).to_vec();
+        let v = views(&store.view(), &names);
+        let n1 = &v["n1"];
+        assert_eq!(n1.networks.keys().collect::<Vec<_>>(), ["net"]);
+        let peers: Vec<_> = n1.peers.values().map(|p| (p.addr.as_str(), p.node_addr.as_str())).collect();
+        assert_eq!(peers, [("10.1.0.4", "10.77.0.2")], "the other node's endpoint, even before it runs");
+        let record = &n1.services[&("net".to_string(), web.id.clone())];
+        assert_eq!(record.name, "web");
+        assert_eq!(record.aliases, ["www"]);
+        assert_eq!(record.vip, "10.1.0.2");
+        assert_eq!(record.backends, ["10.1.0.3"], "only the running task");
+        assert!(v["n3"].networks.is_empty(), "a node without tasks on it hears nothing");
+        assert_eq!(full(n1).networks.len(), 1);
+
+        // t2 runs: both nodes' records gain it; n1's peers stay as they were.
+        let before = v;
+        let t2 = store.view().task("t2").map(|t| (**t).clone()).expect("t2");
+        applier
+            .propose(vec![Action::UpdateTask(state(t2, TaskState::Running))])
+            .await
+            .expect("running");
+        let after = views(&store.view(), &names);
+        let d = diff(&before["n1"], &after["n1"]).expect("a change");
+        assert!(!d.full);
+        assert!(d.peers.is_empty() && d.peers_removed.is_empty() && d.networks.is_empty());
+        assert_eq!(d.services.len(), 1);
+        assert_eq!(d.services[0].backends, ["10.1.0.3", "10.1.0.4"]);
+        assert_eq!(diff(&after["n1"], &after["n1"]), None);
+
+        // t1 ends: n1 leaves the network; n2 forgets n1's endpoint.
+        let t1 = store.view().task("t1").map(|t| (**t).clone()).expect("t1");
+        applier
+            .propose(vec![Action::UpdateTask(state(t1, TaskState::Failed))])
+            .await
+            .expect("failed");
+        let last = views(&store.view(), &names);
+        let d1 = diff(&after["n1"], &last["n1"]).expect("n1 changes");
+        assert_eq!(d1.networks_removed, ["net"]);
+        let d2 = diff(&after["n2"], &last["n2"]).expect("n2 changes");
+        assert_eq!(
+            d2.peers_removed.iter().map(|p| p.addr.as_str()).collect::<Vec<_>>(),
+            ["10.1.0.3"]
+        );
+        assert_eq!(d2.services[0].backends, ["10.1.0.4"]);
+    }
+}
