@@ -32,6 +32,8 @@ pub struct AgentParams {
     pub state: watch::Sender<SessionState>,
     /// The secrets and configs the node's tasks use (the executor reads them).
     pub data: data::DataStore,
+    /// The overlay data plane (None: tasks on networks are refused).
+    pub net: Option<Arc<net::plane::Plane>>,
 }
 
 /// Starts a node's agent: the session with the dispatcher and the worker that runs the node's
@@ -72,10 +74,14 @@ pub fn start(params: AgentParams, shutdown: &CancellationToken) -> orch_api::tas
                 assignments: assign_tx,
                 statuses: status_rx,
                 data: params.data,
+                net: params.net.clone(),
             },
             shutdown.clone(),
         )
         .instrument(tracing::info_span!("session")),
     );
+    if let Some(net) = params.net {
+        tasks.spawn("network", net.run(shutdown.clone()));
+    }
     tasks
 }

@@ -60,6 +60,8 @@ pub struct SessionParams {
     pub contact: Contact,
     /// Where the secrets and configs of assignments go (before the tasks reach the worker).
     pub data: crate::data::DataStore,
+    /// The overlay data plane, fed the dispatcher's network updates.
+    pub net: Option<std::sync::Arc<crate::net::plane::Plane>>,
 }
 
 fn period_of(nanos: i64) -> Duration {
@@ -287,6 +289,11 @@ async fn session(p: &mut SessionParams, addr: &str, generation: u64) -> Ended {
                         let delivered = p.assignments.send(assignments).await;
                         if delivered.is_err() {
                             return Ended::Failed("agent stopped".into());
+                        }
+                    }
+                    Some(ManagerMsg::Network(update)) => {
+                        if let Some(net) = &p.net {
+                            net.apply(&update);
                         }
                     }
                     Some(ManagerMsg::Logs(sub)) => {

@@ -252,6 +252,7 @@ impl SimAgent {
                 registration: Arc::new(Mutex::new(registration)),
                 state: state_tx,
                 data: Default::default(),
+                net: None,
             },
             &shutdown,
         );

@@ -280,12 +280,28 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             arch: platform.architecture,
         }
     };
+    let mut net = None;
     let exec: Arc<dyn orch_agent::exec::Executor> = match docker {
         Some(docker) => {
+            // The overlay data plane: VXLAN from the node's advertised address.
+            let underlay = node
+                .advertise_ip()
+                .parse()
+                .unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+            let plane = orch_agent::net::plane::Plane::new(
+                &config.node_id,
+                underlay,
+                orch_agent::net::dns::node_upstreams(),
+            );
+            net = Some(plane.clone());
             let exec = orch_agent::exec::docker::DockerExecutor::new(docker, &config.node_id)
-                .with_data(node.data.clone(), facts);
+                .with_data(node.data.clone(), facts)
+                .with_net(plane);
             if let Err(e) = exec.reconcile_files().await {
                 warn!(error = %e, "cannot tidy the secrets of tasks that ended while the node was down");
+            }
+            if let Err(e) = exec.reconcile_sandboxes().await {
+                warn!(error = %e, "cannot tidy the network sandboxes of tasks that ended while the node was down");
             }
             Arc::new(exec)
         }
@@ -302,6 +318,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             registration: registration.clone(),
             state: state_tx,
             data: node.data.clone(),
+            net: net.clone(),
         },
         &shutdown,
     ));
@@ -327,6 +344,9 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             Err(e) => warn!(error = %e, "cannot list this node's containers to remove them"),
         }
         orch_agent::data::TaskFiles::remove_node(&config.node_id);
+        if let Some(net) = &net {
+            net.remove_all();
+        }
         dd.wipe()?;
         info!("left the swarm; node state removed");
     }

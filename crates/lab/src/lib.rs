@@ -670,6 +670,9 @@ impl Lab {
         // The secrets' tmpfs of the nodes' tasks (under /run/orch/<node ID>).
         for id in &ids {
             orch_agent::data::TaskFiles::remove_node(id);
+            // The nodes' overlay sandboxes and task netns names.
+            let tag: String = id.chars().take(6).collect();
+            orch_agent::net::plane::remove_node_leftovers(&tag);
         }
         for n in &self.state.nodes {
             if let Some(ns) = &n.netns {

@@ -24,6 +24,8 @@ use futures::StreamExt;
 use orch_api::pb::{self, ContainerSpec, ResourceLimits, Task};
 
 use crate::data::{DataStore, NodeFacts, TaskFiles, FILES_ROOT};
+use crate::net::pause;
+use crate::net::plane::Plane;
 
 use super::{
     container_name, labels, ContainerInfo, ExecError, Executor, Health, LogLine, LogOptions,
@@ -60,6 +62,13 @@ pub struct DockerExecutor {
     facts: NodeFacts,
     /// Where each task's secrets tmpfs is mounted (`/run/orch/<node ID>/<task ID>`).
     files_root: PathBuf,
+    /// The overlay data plane, for tasks on networks.
+    net: Option<Arc<Plane>>,
+}
+
+/// The sandbox (pause) container of a task on overlay networks: it holds the task's netns.
+pub fn sandbox_name(task_id: &str) -> String {
+    format!("orch-sandbox-{task_id}")
 }
 
 impl DockerExecutor {
@@ -74,7 +83,135 @@ impl DockerExecutor {
                 ..Default::default()
             },
             files_root: Path::new(FILES_ROOT).join(node_id),
+            net: None,
         }
+    }
+
+    /// Attaches tasks on overlay networks through `plane`.
+    pub fn with_net(mut self, plane: Arc<Plane>) -> Self {
+        self.net = Some(plane);
+        self
+    }
+
+    /// Makes (or finds) the task's sandbox container, plumbed, and returns its ID.
+    async fn sandbox(&self, plane: &Arc<Plane>, task: &Task) -> Result<String, ExecError> {
+        let name = sandbox_name(&task.id);
+        let existing = self.inspect_own(&name).await.map_err(EngineError::failed)?;
+        let running = existing
+            .as_ref()
+            .and_then(|c| c.state.as_ref())
+            .is_some_and(|s| s.running == Some(true));
+        if running {
+            plane.adopt(task);
+        }
+        if running && plane.is_attached(&task.id) {
+            return Ok(existing.and_then(|c| c.id).unwrap_or(name));
+        }
+        if let Some(c) = existing {
+            // A sandbox that stopped has lost its netns: start over.
+            self.force_remove(&c.id.unwrap_or_else(|| name.clone()))
+                .await?;
+        }
+        pause::ensure_image(&self.docker)
+            .await
+            .map_err(ExecError::Rejected)?;
+        let spec = container_spec(task)?;
+        let labels = HashMap::from([
+            (labels::NODE_ID.to_string(), self.node_id.clone()),
+            (labels::SANDBOX_OF.to_string(), task.id.clone()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(pause::IMAGE.to_string()),
+            hostname: non_empty(&spec.hostname),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".into()),
+                dns: plane.dns_server(task).map(|d| vec![d]),
+                dns_search: Some(vec![".".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptions {
+            name: Some(name.clone()),
+            platform: String::new(),
+        };
+        let id = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| EngineError::from(e).failed())?
+            .id;
+        self.docker
+            .start_container(&id, None)
+            .await
+            .map_err(|e| EngineError::from(e).failed())?;
+        let pid = self
+            .docker
+            .inspect_container(&id, None)
+            .await
+            .map_err(|e| EngineError::from(e).failed())?
+            .state
+            .and_then(|s| s.pid)
+            .filter(|p| *p > 0)
+            .ok_or_else(|| ExecError::Failed("the sandbox container has no process".into()))?;
+        let (plane2, task2) = (plane.clone(), task.clone());
+        let plumbed = tokio::task::spawn_blocking(move || plane2.attach(&task2, pid as u32))
+            .await
+            .map_err(|e| ExecError::Failed(format!("network plumbing panicked: {e}")))?;
+        if let Err(e) = plumbed {
+            let _ = self.force_remove(&id).await;
+            return Err(ExecError::Failed(format!(
+                "cannot attach the task's networks: {e}"
+            )));
+        }
+        Ok(id)
+    }
+
+    /// Removes the task's sandbox container and plumbing, if it has any.
+    async fn remove_sandbox(&self, task_id: &str, networks: usize) -> Result<(), ExecError> {
+        let Some(plane) = &self.net else {
+            return Ok(());
+        };
+        let name = sandbox_name(task_id);
+        if let Some(c) = self.inspect_own(&name).await.map_err(EngineError::failed)? {
+            self.force_remove(&c.id.unwrap_or(name)).await?;
+        }
+        let plane = plane.clone();
+        let task_id = task_id.to_string();
+        let _ = tokio::task::spawn_blocking(move || plane.detach(&task_id, networks)).await;
+        Ok(())
+    }
+
+    /// Removes sandbox containers whose task container is gone (a crash between the two).
+    pub async fn reconcile_sandboxes(&self) -> Result<(), ExecError> {
+        let tasks: std::collections::HashSet<String> =
+            self.list().await?.into_iter().map(|c| c.task_id).collect();
+        let filter = format!("{}={}", labels::NODE_ID, self.node_id);
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([("label".to_string(), vec![filter])])),
+            ..Default::default()
+        };
+        let all = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| EngineError::from(e).failed())?;
+        for c in all {
+            let Some(task_id) = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(labels::SANDBOX_OF))
+                .cloned()
+            else {
+                continue;
+            };
+            if !tasks.contains(&task_id) {
+                self.remove_sandbox(&task_id, 10).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Mounts the tasks' secrets and configs from `data`; `facts` fill templates.
@@ -260,7 +397,9 @@ impl Executor for DockerExecutor {
         for c in inspected {
             // None: removed since the listing.
             if let Some(c) = c.map_err(EngineError::failed)? {
-                infos.push(container_info(c));
+                if label(&c, labels::SANDBOX_OF).is_none() {
+                    infos.push(container_info(c));
+                }
             }
         }
         Ok(infos)
@@ -283,13 +422,26 @@ impl Executor for DockerExecutor {
     async fn create(&self, task: &Task) -> Result<String, ExecError> {
         let name = container_name(task);
         let data = self.data_mounts(task)?;
-        let body = match self.create_body(task, data) {
+        let mut body = match self.create_body(task, data) {
             Ok(body) => body,
             Err(e) => {
                 TaskFiles::remove(&self.files_root, &task.id);
                 return Err(e);
             }
         };
+        if !task.networks.is_empty() {
+            let Some(plane) = &self.net else {
+                return Err(ExecError::Rejected(
+                    "this node has no overlay data plane".into(),
+                ));
+            };
+            let sandbox = self.sandbox(plane, task).await?;
+            // The task joins its sandbox's netns (hostname and DNS come from the sandbox).
+            body.hostname = None;
+            if let Some(hc) = body.host_config.as_mut() {
+                hc.network_mode = Some(format!("container:{sandbox}"));
+            }
+        }
         let options = CreateContainerOptions {
             name: Some(name.clone()),
             platform: String::new(),
@@ -328,6 +480,9 @@ impl Executor for DockerExecutor {
             .inspect_own(&container_name(task))
             .await
             .map_err(EngineError::failed)?;
+        if let (Some(plane), Some(_)) = (&self.net, &c) {
+            plane.adopt(task);
+        }
         Ok(c.map(container_info))
     }
 
@@ -407,7 +562,7 @@ impl Executor for DockerExecutor {
             self.force_remove(&c.id.unwrap_or(name)).await?;
         }
         TaskFiles::remove(&self.files_root, &task.id);
-        Ok(())
+        self.remove_sandbox(&task.id, task.networks.len()).await
     }
 
     async fn remove_container(&self, container_id: &str) -> Result<(), ExecError> {
@@ -420,6 +575,7 @@ impl Executor for DockerExecutor {
                 self.force_remove(container_id).await?;
                 if let Some(task_id) = label(&c, labels::TASK_ID) {
                     TaskFiles::remove(&self.files_root, task_id);
+                    self.remove_sandbox(task_id, 10).await?;
                 }
                 Ok(())
             }

@@ -172,6 +172,8 @@ pub mod labels {
     pub const SERVICE_NAME: &str = "orch.service.name";
     pub const TASK_ID: &str = "orch.task.id";
     pub const TASK_SLOT: &str = "orch.task.slot";
+    /// On a task's sandbox (pause) container, with the task's ID: not a task container.
+    pub const SANDBOX_OF: &str = "orch.sandbox.task";
 }
 
 /// `<service>.<slot>.<task id>` (global services: `<service>.<node id>.<task id>`).

@@ -20,7 +20,7 @@ pub const VXLAN_PORT: u16 = 4789;
 pub struct NetError(pub String);
 
 /// Runs `ip ARGS` (in `ns` when given); the error carries iproute2's message.
-fn ip(ns: Option<&str>, args: &[&str]) -> Result<(), NetError> {
+pub(crate) fn ip(ns: Option<&str>, args: &[&str]) -> Result<(), NetError> {
     let mut cmd = Command::new("ip");
     if let Some(ns) = ns {
         cmd.args(["-n", ns]);

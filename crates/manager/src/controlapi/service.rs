@@ -74,7 +74,9 @@ pub async fn create(ctx: &ManagerCtx, req: CreateServiceRequest) -> Result<Servi
             .propose(vec![Action::CreateService(service.clone())])
             .await
         {
-            Err(e) if crate::handles::conflict::is_address_race(&e) && attempt < 5 => view = ctx.read_view().await?,
+            Err(e) if crate::handles::conflict::is_address_race(&e) && attempt < 5 => {
+                view = ctx.read_view().await?
+            }
             other => {
                 other.map_err(|e| name_conflict(e, &spec.name))?;
                 break;
@@ -236,7 +238,9 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateServiceRequest) -> Result<Servi
             .propose(vec![Action::UpdateService(service.clone())])
             .await
         {
-            Err(e) if crate::handles::conflict::is_address_race(&e) && attempt < 5 => view = ctx.read_view().await?,
+            Err(e) if crate::handles::conflict::is_address_race(&e) && attempt < 5 => {
+                view = ctx.read_view().await?
+            }
             other => {
                 other?;
                 break;

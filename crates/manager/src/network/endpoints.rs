@@ -27,7 +27,9 @@ pub fn underlay_addr(node: &Node) -> Option<String> {
     if let Ok(sock) = addr.parse::<std::net::SocketAddr>() {
         return Some(sock.ip().to_string());
     }
-    addr.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
+    addr.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| ip.to_string())
 }
 
 /// A task is a backend of its service's VIP and DNS names while it runs and, with a
@@ -196,8 +198,7 @@ mod tests {
 
     use orch_api::pb::store_action::Action;
     use orch_api::pb::{
-        NetworkAttachment, NetworkAttachmentConfig, NetworkSpec, NodeStatus, TaskStatus,
-        VirtualIp,
+        NetworkAttachment, NetworkAttachmentConfig, NetworkSpec, NodeStatus, TaskStatus, VirtualIp,
     };
 
     use super::*;
@@ -230,7 +231,11 @@ mod tests {
         let store = Arc::new(Store::new());
         let applier = Applier::new(store.clone());
         let mut nodes = Vec::new();
-        for (id, addr) in [("n1", "10.77.0.1:2377"), ("n2", "10.77.0.2:2377"), ("n3", "x")] {
+        for (id, addr) in [
+            ("n1", "10.77.0.1:2377"),
+            ("n2", "10.77.0.2:2377"),
+            ("n3", "x"),
+        ] {
             let mut n = testkit::node(id);
             n.status = Some(NodeStatus {
                 addr: addr.into(),
@@ -278,14 +283,25 @@ mod tests {
         let v = views(&store.view(), &names);
         let n1 = &v["n1"];
         assert_eq!(n1.networks.keys().collect::<Vec<_>>(), ["net"]);
-        let peers: Vec<_> = n1.peers.values().map(|p| (p.addr.as_str(), p.node_addr.as_str())).collect();
-        assert_eq!(peers, [("10.1.0.4", "10.77.0.2")], "the other node's endpoint, even before it runs");
+        let peers: Vec<_> = n1
+            .peers
+            .values()
+            .map(|p| (p.addr.as_str(), p.node_addr.as_str()))
+            .collect();
+        assert_eq!(
+            peers,
+            [("10.1.0.4", "10.77.0.2")],
+            "the other node's endpoint, even before it runs"
+        );
         let record = &n1.services[&("net".to_string(), web.id.clone())];
         assert_eq!(record.name, "web");
         assert_eq!(record.aliases, ["www"]);
         assert_eq!(record.vip, "10.1.0.2");
         assert_eq!(record.backends, ["10.1.0.3"], "only the running task");
-        assert!(v["n3"].networks.is_empty(), "a node without tasks on it hears nothing");
+        assert!(
+            v["n3"].networks.is_empty(),
+            "a node without tasks on it hears nothing"
+        );
         assert_eq!(full(n1).networks.len(), 1);
 
         // t2 runs: both nodes' records gain it; n1's peers stay as they were.
@@ -314,7 +330,10 @@ mod tests {
         assert_eq!(d1.networks_removed, ["net"]);
         let d2 = diff(&after["n2"], &last["n2"]).expect("n2 changes");
         assert_eq!(
-            d2.peers_removed.iter().map(|p| p.addr.as_str()).collect::<Vec<_>>(),
+            d2.peers_removed
+                .iter()
+                .map(|p| p.addr.as_str())
+                .collect::<Vec<_>>(),
             ["10.1.0.3"]
         );
         assert_eq!(d2.services[0].backends, ["10.1.0.4"]);

@@ -105,7 +105,9 @@ async fn schedule_once<P: Proposer + ?Sized>(store: &Store, proposer: &P, now: i
     for chunk in chunks {
         // A conflict means the task changed meanwhile: the next round sees it as it is now.
         if let Err(e) = proposer.propose(chunk).await {
-            if crate::handles::conflict::is_conflict(&e) || crate::handles::conflict::is_address_race(&e) {
+            if crate::handles::conflict::is_conflict(&e)
+                || crate::handles::conflict::is_address_race(&e)
+            {
                 debug!("scheduler batch conflicted; retrying next round");
             } else {
                 warn!(error = %e, "scheduler could not commit");

@@ -239,7 +239,9 @@ fn put_task_networks(v: &mut Value, path: &[&str], task: Option<&TaskSpec>) {
 /// its networks (`Spec.TaskTemplate.Networks`) and virtual IPs (`Endpoint.VirtualIPs`).
 pub(super) fn service_json(s: &Service) -> Value {
     let mut v = json::service(s);
-    let task = |spec: Option<&orch_api::pb::ServiceSpec>| spec.and_then(|sp| sp.task.as_ref());
+    fn task(spec: Option<&orch_api::pb::ServiceSpec>) -> Option<&TaskSpec> {
+        spec.and_then(|sp| sp.task.as_ref())
+    }
     put_task_networks(&mut v, &["Spec", "TaskTemplate"], task(s.spec.as_ref()));
     put_task_networks(
         &mut v,

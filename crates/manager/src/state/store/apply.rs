@@ -267,9 +267,9 @@ fn task_addresses(task: &Task) -> impl Iterator<Item = (&str, &str)> {
 
 fn check_service_addresses(t: &Tables, s: &Service) -> Result<(), ApplyError> {
     let old = t.services.get(&s.id).cloned();
-    let old: Vec<(&str, &str)> = old.as_deref().map_or_else(Vec::new, |o| {
-        service_addresses(o).collect()
-    });
+    let old: Vec<(&str, &str)> = old
+        .as_deref()
+        .map_or_else(Vec::new, |o| service_addresses(o).collect());
     check_addresses(t, &s.id, service_addresses(s), &old)
 }
 
@@ -278,9 +278,9 @@ fn check_task_addresses(t: &Tables, task: &Task) -> Result<(), ApplyError> {
         return Ok(());
     }
     let old = t.tasks.get(&task.id).cloned();
-    let old: Vec<(&str, &str)> = old.as_deref().map_or_else(Vec::new, |o| {
-        task_addresses(o).collect()
-    });
+    let old: Vec<(&str, &str)> = old
+        .as_deref()
+        .map_or_else(Vec::new, |o| task_addresses(o).collect());
     check_addresses(t, &task.id, task_addresses(task), &old)
 }
 

@@ -1,0 +1,700 @@
+//! The node's data plane for overlay networks: what the dispatcher says (networks, the other
+//! nodes' endpoints, the service table) made real with `ip` and `nft`, as
+//! `../shared/docs/networking.md` records it working on this kernel.
+//!
+//! - One sandbox netns per network (bridge, VXLAN, static neighbour and FDB entries per remote
+//!   endpoint; the network's gateway address on the bridge). A network that is not `internal`
+//!   gets an egress link to the node's netns, masqueraded twice (sandbox, node).
+//! - A DNS resolver per sandbox, at the gateway address: names of the services on the asking
+//!   task's networks, `tasks.NAME`, aliases; other names go to the node's resolvers.
+//! - A task's netns (its pause container's, named `orch-<node>-t-<task>`) gets one veth per
+//!   network, its default route through its first non-internal network, and an nftables table
+//!   that DNATs each VIP to the running backends (or rejects at once when there are none).
+//!
+//! Everything runs `ip`/`nft` (blocking): callers use `spawn_blocking`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use orch_api::pb::{Network, NetworkAttachment, NetworkPeer, NetworkUpdate, ServiceRecord, Task};
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::dns::{self, Answer, Lookup};
+use super::overlay::{ip, NetError, Overlay, TaskNetns};
+
+/// What the dispatcher said.
+#[derive(Default)]
+struct Known {
+    networks: BTreeMap<String, Network>,
+    peers: BTreeMap<(String, String), NetworkPeer>,
+    services: BTreeMap<(String, String), ServiceRecord>,
+}
+
+/// A network made on this node.
+struct Sandbox {
+    overlay: Overlay,
+    peers: BTreeSet<String>,
+    resolver: CancellationToken,
+}
+
+/// A task attached here.
+struct Attached {
+    attachments: Vec<NetworkAttachment>,
+    /// The VIP table last written into its netns.
+    vip_table: String,
+}
+
+pub struct Plane {
+    tag: String,
+    underlay: Ipv4Addr,
+    upstreams: Vec<SocketAddr>,
+    known: Mutex<Known>,
+    sandboxes: Mutex<HashMap<String, Sandbox>>,
+    tasks: Mutex<HashMap<String, Attached>>,
+    /// One reconcile at a time (attach/detach and the loop).
+    plumbing: Mutex<()>,
+    changed: tokio::sync::Notify,
+    runtime: tokio::runtime::Handle,
+}
+
+/// The netns name of a task's sandbox container.
+pub fn task_netns(tag: &str, task_id: &str) -> String {
+    format!("orch-{tag}-t-{task_id}")
+}
+
+/// The host end of a task's veth on its `i`th network (15 bytes at most, its peer adds "p").
+fn task_link(task_id: &str, i: usize) -> String {
+    let short: String = task_id.chars().take(12).collect();
+    format!("t{short}{}", i % 10)
+}
+
+fn netns_exists(name: &str) -> bool {
+    std::path::Path::new("/run/netns").join(name).exists()
+}
+
+/// Runs `nft -f -` (in `ns` when given) with `rules` on stdin.
+fn nft(ns: Option<&str>, rules: &str) -> Result<(), NetError> {
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "nft", "-f", "-"]);
+            c
+        }
+        None => {
+            let mut c = Command::new("nft");
+            c.args(["-f", "-"]);
+            c
+        }
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| NetError(format!("cannot run nft: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(rules.as_bytes())
+            .map_err(|e| NetError(format!("nft: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| NetError(format!("nft: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetError(format!(
+            "nft: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+fn sysctl_in(ns: &str, key: &str, value: &str) -> Result<(), NetError> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "sysctl",
+            "-qw",
+            &format!("{key}={value}"),
+        ])
+        .output()
+        .map_err(|e| NetError(format!("cannot run sysctl: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetError(format!(
+            "sysctl {key}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// The /31 linking a network's sandbox to the node's netns: (node end, sandbox end).
+fn egress_link(vni: u32) -> (Ipv4Addr, Ipv4Addr) {
+    let i = vni % 32768;
+    let node = Ipv4Addr::new(169, 254, (i / 128) as u8, ((i % 128) * 2) as u8);
+    let sandbox = Ipv4Addr::from(u32::from(node) + 1);
+    (node, sandbox)
+}
+
+/// The nftables table of a task's netns: each VIP of its networks DNATed to a random running
+/// backend; a VIP with no backend refused at once (never a 3 s ARP wait).
+pub fn vip_table<'a>(services: impl Iterator<Item = &'a ServiceRecord>) -> String {
+    let mut dnat = String::new();
+    let mut reject = String::new();
+    for s in services.filter(|s| !s.vip.is_empty()) {
+        match s.backends.len() {
+            0 => reject.push_str(&format!("    ip daddr {} reject\n", s.vip)),
+            1 => dnat.push_str(&format!(
+                "    ip daddr {} dnat to {}\n",
+                s.vip, s.backends[0]
+            )),
+            n => {
+                let map: Vec<String> = s
+                    .backends
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| format!("{i} : {b}"))
+                    .collect();
+                dnat.push_str(&format!(
+                    "    ip daddr {} dnat to numgen random mod {n} map {{ {} }}\n",
+                    s.vip,
+                    map.join(", ")
+                ));
+            }
+        }
+    }
+    format!(
+        "table ip orch_vip\ndelete table ip orch_vip\ntable ip orch_vip {{\n  chain out {{\n    type nat hook output priority -100; policy accept;\n{dnat}  }}\n  chain refuse {{\n    type filter hook output priority 0; policy accept;\n{reject}  }}\n}}\n"
+    )
+}
+
+impl Plane {
+    /// `node_id` names this node's links; `underlay` is its address for VXLAN.
+    pub fn new(node_id: &str, underlay: Ipv4Addr, upstreams: Vec<SocketAddr>) -> Arc<Plane> {
+        Arc::new(Plane {
+            tag: node_id.chars().take(6).collect(),
+            underlay,
+            upstreams,
+            known: Mutex::default(),
+            sandboxes: Mutex::default(),
+            tasks: Mutex::default(),
+            plumbing: Mutex::new(()),
+            changed: tokio::sync::Notify::new(),
+            runtime: tokio::runtime::Handle::current(),
+        })
+    }
+
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// Takes in what the dispatcher sent; the loop makes it real.
+    pub fn apply(&self, update: &NetworkUpdate) {
+        let mut k = self.known.lock();
+        if update.full {
+            *k = Known::default();
+        }
+        for id in &update.networks_removed {
+            k.networks.remove(id);
+        }
+        for n in &update.networks {
+            k.networks.insert(n.id.clone(), n.clone());
+        }
+        for p in &update.peers_removed {
+            k.peers.remove(&(p.network_id.clone(), p.addr.clone()));
+        }
+        for p in &update.peers {
+            k.peers
+                .insert((p.network_id.clone(), p.addr.clone()), p.clone());
+        }
+        for s in &update.services_removed {
+            k.services
+                .remove(&(s.network_id.clone(), s.service_id.clone()));
+        }
+        for s in &update.services {
+            k.services
+                .insert((s.network_id.clone(), s.service_id.clone()), s.clone());
+        }
+        drop(k);
+        self.changed.notify_one();
+    }
+
+    /// Reconciles whenever the dispatcher's view changes, until `token`.
+    pub async fn run(self: Arc<Self>, token: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = self.changed.notified() => {}
+            }
+            let plane = self.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || plane.reconcile()).await {
+                warn!(error = %e, "network reconcile panicked");
+            }
+        }
+        for s in self.sandboxes.lock().values() {
+            s.resolver.cancel();
+        }
+    }
+
+    fn overlay(&self, n: &Network) -> Result<Overlay, NetError> {
+        let subnet = orch_api::network::Cidr::parse(&n.subnet).map_err(NetError)?;
+        Ok(Overlay {
+            node_ns: None,
+            node_tag: self.tag.clone(),
+            vni: n.vni,
+            underlay: self.underlay,
+            prefix: subnet.prefix,
+        })
+    }
+
+    /// Makes the network's sandbox (kept if it exists), its gateway address, egress and DNS.
+    fn ensure_sandbox(self: &Arc<Self>, n: &Network) -> Result<(), NetError> {
+        if self.sandboxes.lock().contains_key(&n.id) {
+            return Ok(());
+        }
+        let overlay = self.overlay(n)?;
+        overlay.ensure()?;
+        let sandbox = overlay.sandbox();
+        let gateway: Ipv4Addr = n
+            .gateway
+            .parse()
+            .map_err(|_| NetError(format!("bad gateway {:?}", n.gateway)))?;
+        let gw_cidr = format!("{gateway}/{}", overlay.prefix);
+        if let Err(e) = ip(Some(&sandbox), &["addr", "add", &gw_cidr, "dev", "br0"]) {
+            if !e.0.contains("File exists") {
+                return Err(e);
+            }
+        }
+        let internal = n.spec.as_ref().is_some_and(|s| s.internal);
+        if !internal {
+            self.egress(&overlay, n.vni)?;
+        }
+        let resolver = CancellationToken::new();
+        match dns::bind_in_netns(&sandbox, SocketAddrV4::new(gateway, 53)) {
+            Ok(socket) => {
+                let _guard = self.runtime.enter();
+                match tokio::net::UdpSocket::from_std(socket) {
+                    Ok(socket) => {
+                        let lookup: Arc<dyn Lookup> = self.clone();
+                        self.runtime.spawn(dns::serve(
+                            socket,
+                            n.id.clone(),
+                            lookup,
+                            self.upstreams.clone(),
+                            resolver.clone(),
+                        ));
+                    }
+                    Err(e) => warn!(error = %e, network = %n.id, "no DNS resolver"),
+                }
+            }
+            Err(e) => warn!(error = %e, network = %n.id, "no DNS resolver"),
+        }
+        self.sandboxes.lock().insert(
+            n.id.clone(),
+            Sandbox {
+                overlay,
+                peers: BTreeSet::new(),
+                resolver,
+            },
+        );
+        Ok(())
+    }
+
+    /// The sandbox's way out: a veth to the node's netns, masqueraded on both sides.
+    fn egress(&self, overlay: &Overlay, vni: u32) -> Result<(), NetError> {
+        let sandbox = overlay.sandbox();
+        let host = format!("og{vni}");
+        let (node_end, sandbox_end) = egress_link(vni);
+        let _ = ip(None, &["link", "del", &host]);
+        ip(
+            None,
+            &[
+                "link", "add", &host, "type", "veth", "peer", "name", "eg0", "netns", &sandbox,
+            ],
+        )?;
+        ip(
+            None,
+            &["addr", "add", &format!("{node_end}/31"), "dev", &host],
+        )?;
+        ip(None, &["link", "set", &host, "up"])?;
+        ip(
+            Some(&sandbox),
+            &["addr", "add", &format!("{sandbox_end}/31"), "dev", "eg0"],
+        )?;
+        ip(Some(&sandbox), &["link", "set", "eg0", "up"])?;
+        ip(
+            Some(&sandbox),
+            &["route", "replace", "default", "via", &node_end.to_string()],
+        )?;
+        sysctl_in(&sandbox, "net.ipv4.ip_forward", "1")?;
+        nft(
+            Some(&sandbox),
+            "table ip orch_egress\ndelete table ip orch_egress\ntable ip orch_egress {\n  chain post {\n    type nat hook postrouting priority 100; policy accept;\n    oifname \"eg0\" masquerade\n  }\n}\n",
+        )?;
+        // The node's side: forward and masquerade what comes from the sandboxes.
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .map_err(|e| NetError(format!("cannot enable forwarding: {e}")))?;
+        nft(
+            None,
+            "table ip orch_egress\ndelete table ip orch_egress\ntable ip orch_egress {\n  chain post {\n    type nat hook postrouting priority 100; policy accept;\n    iifname \"og*\" oifname != \"og*\" masquerade\n  }\n}\n",
+        )?;
+        // Docker's FORWARD policy drops forwarded traffic: let the sandboxes' through.
+        let has_docker_user = Command::new("iptables")
+            .args(["-n", "-L", "DOCKER-USER"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if has_docker_user {
+            for dir in ["-i", "-o"] {
+                let rule = ["DOCKER-USER", dir, "og+", "-j", "ACCEPT"];
+                let present = Command::new("iptables")
+                    .arg("-C")
+                    .args(rule)
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !present {
+                    let _ = Command::new("iptables").arg("-I").args(rule).status();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_sandbox(&self, id: &str) {
+        if let Some(s) = self.sandboxes.lock().remove(id) {
+            s.resolver.cancel();
+            let _ = ip(None, &["link", "del", &format!("og{}", s.overlay.vni)]);
+            s.overlay.remove();
+            debug!(network = %id, "network removed from this node");
+        }
+    }
+
+    /// Makes the dispatcher's view real: sandboxes, peers, the tasks' VIP tables; removes
+    /// networks no task here uses any more.
+    pub fn reconcile(self: &Arc<Self>) {
+        let _one = self.plumbing.lock();
+        let (networks, peers, services) = {
+            let k = self.known.lock();
+            (k.networks.clone(), k.peers.clone(), k.services.clone())
+        };
+        let used: BTreeSet<String> = self
+            .tasks
+            .lock()
+            .values()
+            .flat_map(|t| t.attachments.iter().map(|a| a.network_id.clone()))
+            .collect();
+        for n in networks.values() {
+            if let Err(e) = self.ensure_sandbox(n) {
+                warn!(error = %e, network = %n.id, "cannot make the network");
+                continue;
+            }
+            let want: BTreeMap<&str, &NetworkPeer> = peers
+                .values()
+                .filter(|p| p.network_id == n.id)
+                .map(|p| (p.addr.as_str(), p))
+                .collect();
+            let mut sandboxes = self.sandboxes.lock();
+            let Some(s) = sandboxes.get_mut(&n.id) else {
+                continue;
+            };
+            for (addr, p) in &want {
+                if s.peers.contains(*addr) {
+                    continue;
+                }
+                let (Ok(a), Ok(node)) = (addr.parse(), p.node_addr.parse()) else {
+                    continue;
+                };
+                match s.overlay.add_peer(a, node) {
+                    Ok(()) => {
+                        s.peers.insert(addr.to_string());
+                    }
+                    Err(e) => warn!(error = %e, "cannot add an overlay peer"),
+                }
+            }
+            let gone: Vec<String> = s
+                .peers
+                .iter()
+                .filter(|a| !want.contains_key(a.as_str()))
+                .cloned()
+                .collect();
+            for addr in gone {
+                if let Ok(a) = addr.parse() {
+                    s.overlay.remove_peer(a);
+                }
+                s.peers.remove(&addr);
+            }
+        }
+        let stale: Vec<String> = self
+            .sandboxes
+            .lock()
+            .keys()
+            .filter(|id| !networks.contains_key(*id) && !used.contains(*id))
+            .cloned()
+            .collect();
+        for id in stale {
+            self.remove_sandbox(&id);
+        }
+        let mut tasks = self.tasks.lock();
+        for (task_id, t) in tasks.iter_mut() {
+            let table = vip_table(
+                services
+                    .values()
+                    .filter(|s| t.attachments.iter().any(|a| a.network_id == s.network_id)),
+            );
+            if table != t.vip_table {
+                match nft(Some(&task_netns(&self.tag, task_id)), &table) {
+                    Ok(()) => t.vip_table = table,
+                    Err(e) => warn!(error = %e, task = %task_id, "cannot write the VIP table"),
+                }
+            }
+        }
+    }
+
+    /// The first network of the task (its DNS resolver's address goes in resolv.conf).
+    pub fn dns_server(&self, task: &Task) -> Option<String> {
+        let k = self.known.lock();
+        task.networks
+            .iter()
+            .find_map(|a| k.networks.get(&a.network_id))
+            .map(|n| n.gateway.clone())
+    }
+
+    /// Plumbs the task's netns (its sandbox container's, `pid`) before the task starts.
+    pub fn attach(self: &Arc<Self>, task: &Task, pid: u32) -> Result<(), String> {
+        let networks: Vec<Network> = {
+            let k = self.known.lock();
+            task.networks
+                .iter()
+                .map(|a| {
+                    k.networks.get(&a.network_id).cloned().ok_or_else(|| {
+                        format!("network {} is not known on this node yet", a.network_id)
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let _one = self.plumbing.lock();
+        let name = task_netns(&self.tag, &task.id);
+        let _ = ip(None, &["netns", "del", &name]);
+        ip(None, &["netns", "attach", &name, &pid.to_string()]).map_err(|e| e.0)?;
+        let done = (|| -> Result<(), NetError> {
+            let mut default_route = None;
+            for (i, (a, n)) in task.networks.iter().zip(&networks).enumerate() {
+                self.ensure_sandbox(n)?;
+                let overlay = self.overlay(n)?;
+                let addr: Ipv4Addr = a
+                    .addr
+                    .parse()
+                    .map_err(|_| NetError(format!("bad task address {:?}", a.addr)))?;
+                overlay.attach(
+                    &TaskNetns::Named(name.clone()),
+                    &task_link(&task.id, i),
+                    &format!("eth{i}"),
+                    addr,
+                )?;
+                let internal = n.spec.as_ref().is_some_and(|s| s.internal);
+                if !internal && default_route.is_none() {
+                    default_route = Some(n.gateway.clone());
+                }
+            }
+            ip(Some(&name), &["link", "set", "lo", "up"])?;
+            if let Some(gw) = default_route {
+                ip(Some(&name), &["route", "replace", "default", "via", &gw])?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = done {
+            self.unplumb(&task.id, task.networks.len());
+            return Err(e.0);
+        }
+        self.tasks.lock().insert(
+            task.id.clone(),
+            Attached {
+                attachments: task.networks.clone(),
+                vip_table: String::new(),
+            },
+        );
+        drop(_one);
+        // The VIP table goes in before the task's process starts.
+        self.reconcile();
+        Ok(())
+    }
+
+    pub fn is_attached(&self, task_id: &str) -> bool {
+        self.tasks.lock().contains_key(task_id)
+    }
+
+    /// A task plumbed by an earlier run of the agent: taken over, nothing made twice.
+    pub fn adopt(&self, task: &Task) {
+        if task.networks.is_empty() || !netns_exists(&task_netns(&self.tag, &task.id)) {
+            return;
+        }
+        let mut tasks = self.tasks.lock();
+        if tasks.contains_key(&task.id) {
+            return;
+        }
+        tasks.insert(
+            task.id.clone(),
+            Attached {
+                attachments: task.networks.clone(),
+                vip_table: String::new(),
+            },
+        );
+        drop(tasks);
+        self.changed.notify_one();
+    }
+
+    fn unplumb(&self, task_id: &str, links: usize) {
+        let sandboxes: Vec<String> = self
+            .sandboxes
+            .lock()
+            .values()
+            .map(|s| s.overlay.sandbox())
+            .collect();
+        for sandbox in &sandboxes {
+            for i in 0..links.max(1) {
+                let link = task_link(task_id, i);
+                if Command::new("ip")
+                    .args(["-n", sandbox, "link", "show", &link])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+                {
+                    let _ = ip(Some(sandbox), &["link", "del", &link]);
+                }
+            }
+        }
+        let _ = ip(None, &["netns", "del", &task_netns(&self.tag, task_id)]);
+    }
+
+    /// Undoes a task's plumbing (its veths; the netns goes with its sandbox container).
+    pub fn detach(&self, task_id: &str, links: usize) {
+        let _one = self.plumbing.lock();
+        self.tasks.lock().remove(task_id);
+        self.unplumb(task_id, links);
+        drop(_one);
+        self.changed.notify_one();
+    }
+
+    /// Removes every sandbox and task netns name of this node (leave, tests).
+    pub fn remove_all(&self) {
+        let ids: Vec<String> = self.sandboxes.lock().keys().cloned().collect();
+        for id in ids {
+            self.remove_sandbox(&id);
+        }
+        remove_node_leftovers(&self.tag);
+    }
+}
+
+/// Deletes the named netns of a node (sandboxes and task names) that `ip netns` lists, and the
+/// node netns' egress table: what a crashed agent, or `leave`, leaves behind.
+pub fn remove_node_leftovers(tag: &str) {
+    let prefix = format!("orch-{tag}-");
+    if let Ok(entries) = std::fs::read_dir("/run/netns") {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) {
+                let _ = ip(None, &["netns", "del", &name]);
+            }
+        }
+    }
+}
+
+impl Lookup for Plane {
+    fn lookup(&self, network_id: &str, client: Ipv4Addr, name: &str) -> Answer {
+        let client = client.to_string();
+        // The asking task's networks: names of services on any of them resolve.
+        let networks: BTreeSet<String> = self
+            .tasks
+            .lock()
+            .values()
+            .find(|t| {
+                t.attachments
+                    .iter()
+                    .any(|a| a.network_id == network_id && a.addr == client)
+            })
+            .map(|t| t.attachments.iter().map(|a| a.network_id.clone()).collect())
+            .unwrap_or_else(|| BTreeSet::from([network_id.to_string()]));
+        let (tasks_of, plain) = match name.strip_prefix("tasks.") {
+            Some(rest) => (true, rest),
+            None => (false, name),
+        };
+        let k = self.known.lock();
+        let record = k.services.values().find(|s| {
+            networks.contains(&s.network_id)
+                && (s.name == plain || s.aliases.iter().any(|a| a == plain))
+        });
+        let Some(s) = record else {
+            return Answer::Unknown;
+        };
+        let addrs: Vec<Ipv4Addr> = if tasks_of || s.vip.is_empty() {
+            s.backends.iter().filter_map(|b| b.parse().ok()).collect()
+        } else {
+            s.vip.parse().ok().into_iter().collect()
+        };
+        if addrs.is_empty() {
+            Answer::NoData
+        } else {
+            Answer::Addrs(addrs)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(vip: &str, backends: &[&str]) -> ServiceRecord {
+        ServiceRecord {
+            network_id: "n".into(),
+            service_id: vip.into(),
+            name: "web".into(),
+            vip: vip.into(),
+            backends: backends.iter().map(|b| b.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn vip_tables_spread_over_backends_and_refuse_when_none() {
+        let services = [
+            record("10.0.1.2", &["10.0.1.5", "10.0.1.6"]),
+            record("10.0.1.3", &["10.0.1.7"]),
+            record("10.0.1.4", &[]),
+            record("", &["10.0.1.8"]),
+        ];
+        let table = vip_table(services.iter());
+        assert!(table.contains(
+            "ip daddr 10.0.1.2 dnat to numgen random mod 2 map { 0 : 10.0.1.5, 1 : 10.0.1.6 }"
+        ));
+        assert!(table.contains("ip daddr 10.0.1.3 dnat to 10.0.1.7"));
+        assert!(table.contains("ip daddr 10.0.1.4 reject"));
+        assert!(!table.contains("10.0.1.8"), "dnsrr services have no VIP");
+        assert!(table.starts_with("table ip orch_vip\ndelete table ip orch_vip\n"));
+    }
+
+    #[test]
+    fn link_names_fit_and_differ() {
+        let a = task_link("abcdefghijklmnopqrstuvwxy", 0);
+        assert!(a.len() < 15, "{a}");
+        assert_ne!(a, task_link("abcdefghijklmnopqrstuvwxy", 1));
+        assert_eq!(
+            egress_link(4097),
+            (
+                Ipv4Addr::new(169, 254, 32, 2),
+                Ipv4Addr::new(169, 254, 32, 3)
+            )
+        );
+    }
+}

@@ -1,0 +1,316 @@
+//! End-to-end: services on overlay networks in a 3-node lab, each node in its own network
+//! namespace (real VXLAN between the nodes, real containers, real DNS and VIP rules). Needs
+//! root, iproute2, nftables and a Docker Engine.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{containers_under, orch_bin, test_images, wait_for};
+
+const IMAGE: &str = "orch-test/busybox:1";
+
+struct Lab {
+    lab: orch_lab::Lab,
+    root: PathBuf,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.lab.down();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn lab(name: &str) -> Lab {
+    test_images();
+    let root = std::env::temp_dir().join(format!("orch-overlay-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let lab = orch_lab::Lab::up(orch_lab::LabConfig {
+        root: root.clone(),
+        managers: 3,
+        workers: 0,
+        netns: true,
+        heartbeat: "1s".into(),
+        orch: orch_bin(),
+        id: 0,
+        tmpfs_mib: None,
+    })
+    .expect("lab up");
+    Lab { lab, root }
+}
+
+impl Lab {
+    fn ok(&self, args: &[&str]) -> String {
+        match self.lab.orch_ok("m1", args) {
+            Ok(out) => out,
+            Err(e) => panic!("{e}\n--- m1 log ---\n{}", self.log("m1")),
+        }
+    }
+
+    fn log(&self, node: &str) -> String {
+        let text =
+            std::fs::read_to_string(self.root.join(node).join("orch.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Running containers of `service`.
+    fn running(&self, service: &str) -> Vec<common::Container> {
+        containers_under(&self.root)
+            .into_iter()
+            .filter(|k| k.running && k.service == service)
+            .collect()
+    }
+
+    fn one(&self, service: &str) -> String {
+        self.running(service)
+            .first()
+            .map(|k| k.name.clone())
+            .unwrap_or_default()
+    }
+}
+
+fn exec(container: &str, script: &str) -> (bool, String) {
+    let out = Command::new("docker")
+        .args(["exec", container, "sh", "-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .expect("docker exec");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    )
+}
+
+/// The addresses `nslookup NAME` answers with (busybox's output: "Address: A" lines after
+/// the server's own).
+fn lookup(container: &str, name: &str) -> BTreeSet<String> {
+    let (_, out) = exec(container, &format!("nslookup {name} 2>/dev/null"));
+    out.split("Name:")
+        .skip(1)
+        .flat_map(|block| {
+            block
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("Address:"))
+                .map(|a| a.trim().split(' ').next().unwrap_or("").to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
+/// An HTTP request from `container` to `addr` (busybox's `nc`: its static `wget` cannot
+/// resolve names without NSS); the body's last line, None when nothing answered.
+fn http(container: &str, addr: &str) -> Option<String> {
+    let (_, out) = exec(
+        container,
+        &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {addr}"),
+    );
+    out.starts_with("HTTP/1")
+        .then(|| out.lines().last().unwrap_or("").trim().to_string())
+}
+
+/// The hostnames `count` requests to `addr` (port 80) reached.
+fn reached(container: &str, addr: &str, count: usize) -> BTreeSet<String> {
+    (0..count)
+        .filter_map(|_| http(container, &format!("{addr} 80")))
+        .collect()
+}
+
+/// The one address `name` resolves to from `container`.
+fn resolve(container: &str, name: &str) -> String {
+    lookup(container, name)
+        .into_iter()
+        .next()
+        .unwrap_or_default()
+}
+
+fn web(l: &Lab, name: &str, network: &str, replicas: &str, extra: &[&str]) {
+    let mut args = vec![
+        "service",
+        "create",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        network,
+        "--replicas",
+        replicas,
+        "--constraint",
+        "node.hostname!=m3",
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
+        IMAGE,
+        "sh",
+        "-c",
+        "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www",
+    ]);
+    l.ok(&args);
+}
+
+#[test]
+fn services_on_an_overlay_reach_each_other_by_name_across_nodes() {
+    let l = lab("names");
+    l.ok(&["network", "create", "front"]);
+    l.ok(&["network", "create", "back"]);
+    l.ok(&["network", "create", "--internal", "sealed"]);
+    web(&l, "web", "front", "2", &[]);
+    web(&l, "rr", "front", "2", &["--endpoint-mode", "dnsrr"]);
+    web(&l, "other", "back", "1", &[]);
+    for (name, network) in [("client", "front"), ("inside", "sealed")] {
+        l.ok(&[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            network,
+            "--constraint",
+            "node.hostname==m3",
+            IMAGE,
+            "sleep",
+            "3600",
+        ]);
+    }
+    wait_for(Duration::from_secs(90), "every task running", || {
+        [
+            ("web", 2),
+            ("rr", 2),
+            ("other", 1),
+            ("client", 1),
+            ("inside", 1),
+        ]
+        .iter()
+        .all(|(s, n)| l.running(s).len() == *n)
+    });
+    let client = l.one("client");
+
+    // Every task's address is unique, and inspect shows them.
+    let mut addrs = BTreeSet::new();
+    let mut web_addrs = BTreeSet::new();
+    for service in ["web", "rr", "other", "client", "inside"] {
+        let ps = l.ok(&["service", "ps", service, "-q"]);
+        for id in ps.lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(&l.ok(&["inspect", id])).expect("task json");
+            let addr = v[0]["NetworksAttachments"][0]["Addresses"][0]
+                .as_str()
+                .unwrap_or("")
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            assert!(!addr.is_empty(), "{service} task {id} has an address: {v}");
+            assert!(addrs.insert(addr.clone()), "{addr} handed out twice");
+            if service == "web" {
+                web_addrs.insert(addr);
+            }
+        }
+    }
+    let vip = {
+        let v: serde_json::Value =
+            serde_json::from_str(&l.ok(&["service", "inspect", "web"])).expect("service json");
+        v[0]["Endpoint"]["VirtualIPs"][0]["Addr"]
+            .as_str()
+            .unwrap_or("")
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(!vip.is_empty());
+
+    // Names: the VIP, the tasks, dnsrr's tasks.
+    wait_for(Duration::from_secs(20), "web resolves to its VIP", || {
+        lookup(&client, "web") == BTreeSet::from([vip.clone()])
+    });
+    assert_eq!(lookup(&client, "tasks.web"), web_addrs);
+    assert_eq!(
+        lookup(&client, "rr").len(),
+        2,
+        "dnsrr answers with the tasks"
+    );
+    assert!(
+        lookup(&client, "other").is_empty(),
+        "another network's service is not ours"
+    );
+
+    // Through the VIP, from the third node, both tasks answer.
+    assert_eq!(resolve(&client, "web"), vip);
+    let hosts = reached(&client, &vip, 20);
+    assert_eq!(
+        hosts.len(),
+        2,
+        "both tasks reached over the overlay: {hosts:?}"
+    );
+
+    // Isolation: the other network's task is not reachable by address.
+    let other_addr = l
+        .running("other")
+        .first()
+        .map(|k| {
+            exec(&k.name, "ip addr show eth0 | awk '/inet /{print $2}'")
+                .1
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    assert!(!other_addr.is_empty());
+    assert_eq!(
+        http(&client, &format!("{other_addr} 80")),
+        None,
+        "a second network is isolated"
+    );
+
+    // Egress: an address outside the cluster (the lab bridge's, on the host) answers a
+    // task on a normal network, not one on an internal network.
+    let bridge = l.lab.state.bridge.clone().expect("a netns lab");
+    let id = l.lab.state.id;
+    let outside = format!("10.77.{id}.1");
+    let mut server = Command::new("python3")
+        .args(["-m", "http.server", "--bind", &outside, "18080"])
+        .current_dir(&l.root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("an outside server");
+    std::thread::sleep(Duration::from_millis(500));
+    let from_client = http(&client, &format!("{outside} 18080"));
+    let from_inside = http(&l.one("inside"), &format!("{outside} 18080"));
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        from_client.is_some(),
+        "egress from a normal network (via {bridge})"
+    );
+    assert_eq!(from_inside, None, "no egress from an internal network");
+
+    // Scale: the VIP's backends follow.
+    l.ok(&["service", "scale", "-d", "web=4"]);
+    wait_for(
+        Duration::from_secs(60),
+        "4 web tasks answer through the VIP",
+        || l.running("web").len() == 4 && reached(&client, &vip, 30).len() == 4,
+    );
+    l.ok(&["service", "scale", "-d", "web=1"]);
+    wait_for(Duration::from_secs(60), "1 web task answers", || {
+        l.running("web").len() == 1 && reached(&client, &vip, 10).len() == 1
+    });
+
+    // A used network cannot be removed; an unused one can, and leaves nothing behind.
+    let refused = l.lab.orch("m1", &["network", "rm", "front"]).expect("run");
+    assert!(!refused.status.success());
+    l.ok(&["service", "rm", "other"]);
+    wait_for(Duration::from_secs(30), "other's task gone", || {
+        l.running("other").is_empty()
+    });
+    l.ok(&["network", "rm", "back"]);
+}
