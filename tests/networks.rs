@@ -1,6 +1,6 @@
 //! End-to-end: overlay networks in the store and the CLI (`network create|ls|inspect|rm`),
-//! with docker's output and messages; what is refused and why. (The data plane, which attaches
-//! tasks to these networks, is a later step: `--network` on a service is still refused.)
+//! with docker's output and messages; what is refused and why, for networks and for services
+//! naming them. (Tasks on networks, with real containers: `overlay.rs`.)
 
 mod common;
 
@@ -106,7 +106,7 @@ fn bad_network_input_is_refused_and_changes_nothing() {
         &["network", "create", "--subnet", "10.5.0.0/16", "taken"],
     )
     .expect_ok("create");
-    let cases: [(&[&str], &str); 9] = [
+    let cases: Vec<(&[&str], &str)> = vec![
         (
             &["network", "create", "--subnet", "10.5.0.0/33", "x"],
             "invalid subnet",
@@ -149,10 +149,42 @@ fn bad_network_input_is_refused_and_changes_nothing() {
                 "service",
                 "create",
                 "--network",
+                "missing",
+                "orch-test/busybox:1",
+            ],
+            "network missing not found",
+        ),
+        (
+            &[
+                "service",
+                "create",
+                "--network",
+                "ingress",
+                "orch-test/busybox:1",
+            ],
+            "cannot be explicitly attached to the ingress network",
+        ),
+        (
+            &[
+                "service",
+                "create",
+                "--network",
+                "name=taken,alias=not_a_label",
+                "orch-test/busybox:1",
+            ],
+            "invalid network alias",
+        ),
+        (
+            &[
+                "service",
+                "create",
+                "--network",
+                "taken",
+                "--network",
                 "taken",
                 "orch-test/busybox:1",
             ],
-            "not supported yet",
+            "specified multiple times",
         ),
     ];
     for (args, says) in cases {
@@ -161,4 +193,6 @@ fn bad_network_input_is_refused_and_changes_nothing() {
         assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
     }
     assert_eq!(names(&c), ["ingress", "taken"]);
+    let services = c.orch("m1", &["service", "ls", "-q"]);
+    assert_eq!(services.stdout.trim(), "", "no service was created");
 }
