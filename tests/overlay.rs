@@ -314,3 +314,203 @@ fn services_on_an_overlay_reach_each_other_by_name_across_nodes() {
     });
     l.ok(&["network", "rm", "back"]);
 }
+
+/// The overlay address of each running container of `service`.
+fn addresses(l: &Lab, service: &str) -> BTreeSet<String> {
+    l.running(service)
+        .iter()
+        .map(|k| {
+            exec(&k.name, "ip addr show eth0 | awk '/inet /{print $2}'")
+                .1
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
+/// Every address held by a task of the cluster that has not ended (from `inspect`).
+fn held_addresses(l: &Lab, services: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for service in services {
+        let ps = l.ok(&["service", "ps", service, "-q"]);
+        for id in ps.lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(&l.ok(&["inspect", id])).expect("task json");
+            let state = v[0]["Status"]["State"].as_str().unwrap_or("");
+            if !matches!(
+                state,
+                "new" | "pending" | "assigned" | "accepted" | "preparing" | "starting" | "running"
+            ) {
+                continue;
+            }
+            for a in v[0]["NetworksAttachments"].as_array().into_iter().flatten() {
+                for addr in a["Addresses"].as_array().into_iter().flatten() {
+                    out.push(addr.as_str().unwrap_or("").to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn endpoints_follow_restarts_drains_leader_loss_and_a_full_subnet() {
+    let l = lab("follow");
+    l.ok(&["network", "create", "front"]);
+    web(&l, "web", "front", "2", &[]);
+    l.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "client",
+        "--network",
+        "front",
+        "--constraint",
+        "node.hostname==m3",
+        IMAGE,
+        "sleep",
+        "3600",
+    ]);
+    wait_for(Duration::from_secs(90), "tasks running", || {
+        l.running("web").len() == 2 && l.running("client").len() == 1
+    });
+    let client = l.one("client");
+    let vip = resolve(&client, "web");
+    wait_for(
+        Duration::from_secs(20),
+        "both tasks through the VIP",
+        || reached(&client, &vip, 20).len() == 2,
+    );
+
+    // An agent restart keeps its containers, their addresses and their plumbing, once.
+    let before: BTreeSet<(String, String)> = l
+        .running("web")
+        .into_iter()
+        .map(|k| (k.id.clone(), k.node_id.clone()))
+        .collect();
+    let web_addrs = addresses(&l, "web");
+    let m1 = l
+        .ok(&["node", "inspect", "m1", "--format", "{{.ID}}"])
+        .trim()
+        .to_string();
+    let vni = {
+        let v: serde_json::Value =
+            serde_json::from_str(&l.ok(&["network", "inspect", "front"])).expect("json");
+        v[0]["Options"]["com.docker.network.driver.overlay.vxlanid_list"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    let sandbox = format!("orch-{}-{vni}", &m1[..6]);
+    let task_links = || {
+        let out = Command::new("ip")
+            .args(["-n", &sandbox, "-o", "link", "show"])
+            .output()
+            .expect("ip");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.split(": ").nth(1).is_some_and(|n| n.starts_with('t')))
+            .count()
+    };
+    let on_m1 = before.iter().filter(|(_, n)| *n == m1).count();
+    assert_eq!(
+        task_links(),
+        on_m1,
+        "one veth per task of m1 on the network"
+    );
+    l.lab.stop("m1");
+    l.lab.restart("m1").expect("m1 back");
+    wait_for(Duration::from_secs(30), "m1 Ready", || {
+        l.lab
+            .node_rows("m2")
+            .is_some_and(|rows| rows.iter().all(|r| r["Status"] == "Ready"))
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let after: BTreeSet<(String, String)> = l
+        .running("web")
+        .into_iter()
+        .map(|k| (k.id.clone(), k.node_id.clone()))
+        .collect();
+    assert_eq!(after, before, "the same containers run");
+    assert_eq!(addresses(&l, "web"), web_addrs, "with the same addresses");
+    assert_eq!(task_links(), on_m1, "nothing plumbed twice");
+    wait_for(
+        Duration::from_secs(20),
+        "both tasks through the VIP after the restart",
+        || reached(&client, &vip, 20).len() == 2,
+    );
+
+    // Drain m2: its endpoint leaves the names and the VIP everywhere; the task moves.
+    l.ok(&["node", "update", "--availability", "drain", "m2"]);
+    wait_for(Duration::from_secs(60), "web moved off m2", || {
+        let running = l.running("web");
+        running.len() == 2 && running.iter().all(|k| k.node_id == m1)
+    });
+    let now = addresses(&l, "web");
+    wait_for(
+        Duration::from_secs(10),
+        "tasks.web follows the drain",
+        || lookup(&client, "tasks.web") == now,
+    );
+    let hosts = reached(&client, &vip, 20);
+    assert_eq!(
+        hosts.len(),
+        2,
+        "every request answered by the two tasks: {hosts:?}"
+    );
+    l.ok(&["node", "update", "--availability", "active", "m2"]);
+
+    // The leader is killed during a scale-up: no address is handed out twice.
+    let leader = l.lab.leader("m3").expect("a leader");
+    l.ok(&["service", "scale", "-d", "web=6"]);
+    l.lab.kill(&leader);
+    let survivor = if leader == "m3" { "m2" } else { "m3" };
+    wait_for(Duration::from_secs(90), "6 web tasks", || {
+        l.lab
+            .orch(survivor, &["service", "ls", "--format", "{{.Replicas}}"])
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("6/6"))
+    });
+    l.lab.restart(&leader).expect("back");
+    wait_for(Duration::from_secs(20), "m1 answers", || {
+        l.lab
+            .orch("m1", &["service", "ls"])
+            .is_ok_and(|o| o.status.success())
+    });
+    let held = held_addresses(&l, &["web", "client"]);
+    let unique: BTreeSet<&String> = held.iter().collect();
+    assert_eq!(unique.len(), held.len(), "an address held twice: {held:?}");
+
+    // A full subnet: the task says why it waits, and is placed once an address frees.
+    l.ok(&["network", "create", "--subnet", "10.99.0.0/29", "tiny"]);
+    for (name, replicas) in [("hog", "2"), ("big", "4")] {
+        l.ok(&[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "tiny",
+            "--replicas",
+            replicas,
+            IMAGE,
+            "sleep",
+            "3600",
+        ]);
+    }
+    wait_for(Duration::from_secs(60), "big waits for addresses", || {
+        l.ok(&["service", "ps", "--no-trunc", "big"])
+            .contains("no free address on network tiny")
+            && l.running("big").len() == 1
+    });
+    l.ok(&["service", "rm", "hog"]);
+    wait_for(
+        Duration::from_secs(60),
+        "big placed once hog's addresses free",
+        || l.running("big").len() == 4,
+    );
+}

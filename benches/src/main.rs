@@ -9,6 +9,7 @@
 mod engine;
 mod failover;
 mod load;
+mod overlay;
 mod raft_latency;
 
 use clap::{Parser, Subcommand};
@@ -79,6 +80,15 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         join_concurrency: usize,
     },
+    /// The overlay data plane in a 3-node netns lab: RTT and throughput vs the underlay, VIP
+    /// spread, propagation of new tasks, attach time (needs root).
+    Overlay {
+        #[arg(long, default_value = "target/release/orch")]
+        orch: String,
+        /// New tasks whose propagation is measured
+        #[arg(long, default_value_t = 20)]
+        tasks: usize,
+    },
     /// Leader SIGKILL → next write accepted, with real orch processes.
     Failover {
         /// The orch binary to run.
@@ -104,6 +114,7 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(raft_latency::run(ops, concurrency))
         }
         Command::Failover { orch, trials } => failover::run(&orch, trials),
+        Command::Overlay { orch, tasks } => overlay::run(&orch, tasks),
         Command::Load {
             orch,
             managers,

@@ -276,12 +276,17 @@ impl Lab {
         Ok(())
     }
 
-    /// A command for `node`, inside its namespace when it has one.
+    /// A command for `node`, inside its namespace when it has one. `nsenter` enters the
+    /// network namespace only (`ip netns exec` would also give the node a mount namespace of
+    /// its own, where the overlay sandboxes it names with `ip netns` would die with the
+    /// process: a restarted agent could not adopt them, as a real node's does).
     fn command(&self, node: &LabNode) -> Command {
         match &node.netns {
             Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&self.state.orch);
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(&self.state.orch);
                 c
             }
             None => Command::new(&self.state.orch),

@@ -49,7 +49,7 @@ pub fn holds_files(pid: i32) -> bool {
 }
 
 /// Restarts a node: runs `orch daemon --data-dir DIR` through `orch` (the binary, or a wrapper
-/// such as `ip netns exec NS orch`), its output appended to `DIR/orch.log`, and reaps it in the
+/// such as `nsenter --net=… orch`), its output appended to `DIR/orch.log`, and reaps it in the
 /// background when it exits (a killed node does not linger as a zombie). Does not wait for it
 /// to answer.
 pub fn spawn_node(mut orch: std::process::Command, dir: &std::path::Path) -> std::io::Result<()> {

@@ -95,6 +95,7 @@ impl DockerExecutor {
 
     /// Makes (or finds) the task's sandbox container, plumbed, and returns its ID.
     async fn sandbox(&self, plane: &Arc<Plane>, task: &Task) -> Result<String, ExecError> {
+        let began = std::time::Instant::now();
         let name = sandbox_name(&task.id);
         let existing = self.inspect_own(&name).await.map_err(EngineError::failed)?;
         let running = existing
@@ -165,6 +166,11 @@ impl DockerExecutor {
                 "cannot attach the task's networks: {e}"
             )));
         }
+        tracing::info!(
+            task = %task.id,
+            elapsed_ms = began.elapsed().as_millis() as u64,
+            "networks attached"
+        );
         Ok(id)
     }
 

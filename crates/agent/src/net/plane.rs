@@ -60,6 +60,9 @@ pub struct Plane {
     plumbing: Mutex<()>,
     changed: tokio::sync::Notify,
     runtime: tokio::runtime::Handle,
+    /// Set by a full update: sandboxes left by an earlier run for networks no task here uses
+    /// are removed at the next reconcile.
+    sweep: std::sync::atomic::AtomicBool,
 }
 
 /// The netns name of a task's sandbox container.
@@ -190,6 +193,7 @@ impl Plane {
             plumbing: Mutex::new(()),
             changed: tokio::sync::Notify::new(),
             runtime: tokio::runtime::Handle::current(),
+            sweep: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -202,6 +206,7 @@ impl Plane {
         let mut k = self.known.lock();
         if update.full {
             *k = Known::default();
+            self.sweep.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         for id in &update.networks_removed {
             k.networks.remove(id);
@@ -270,7 +275,8 @@ impl Plane {
             .map_err(|_| NetError(format!("bad gateway {:?}", n.gateway)))?;
         let gw_cidr = format!("{gateway}/{}", overlay.prefix);
         if let Err(e) = ip(Some(&sandbox), &["addr", "add", &gw_cidr, "dev", "br0"]) {
-            if !e.0.contains("File exists") {
+            // Kept from an earlier run of the agent (an adopted sandbox).
+            if !(e.0.contains("File exists") || e.0.contains("already assigned")) {
                 return Err(e);
             }
         }
@@ -314,7 +320,16 @@ impl Plane {
         let sandbox = overlay.sandbox();
         let host = format!("og{vni}");
         let (node_end, sandbox_end) = egress_link(vni);
-        let _ = ip(None, &["link", "del", &host]);
+        let made = Command::new("ip")
+            .args(["link", "show", &host])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if made {
+            // An earlier run of the agent made it (its sandbox was adopted): keep it.
+            return Ok(());
+        }
         ip(
             None,
             &[
@@ -445,6 +460,10 @@ impl Plane {
         for id in stale {
             self.remove_sandbox(&id);
         }
+        if self.sweep.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            let vnis: BTreeSet<u32> = networks.values().map(|n| n.vni).collect();
+            self.sweep_sandboxes(&vnis);
+        }
         let mut tasks = self.tasks.lock();
         for (task_id, t) in tasks.iter_mut() {
             let table = vip_table(
@@ -457,6 +476,28 @@ impl Plane {
                     Ok(()) => t.vip_table = table,
                     Err(e) => warn!(error = %e, task = %task_id, "cannot write the VIP table"),
                 }
+            }
+        }
+    }
+
+    /// Deletes sandboxes on disk (an earlier run's) of networks other than `keep`.
+    fn sweep_sandboxes(&self, keep: &BTreeSet<u32>) {
+        let prefix = format!("orch-{}-", self.tag);
+        let Ok(entries) = std::fs::read_dir("/run/netns") else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(vni) = name
+                .strip_prefix(&prefix)
+                .and_then(|rest| rest.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !keep.contains(&vni) {
+                let _ = ip(None, &["link", "del", &format!("og{vni}")]);
+                let _ = ip(None, &["netns", "del", &name]);
+                debug!(sandbox = %name, "removed a sandbox left by an earlier run");
             }
         }
     }
