@@ -75,8 +75,12 @@ fn in_ns(ns: &Ns, program: &Path) -> Command {
     c
 }
 
-/// The running tasks of a service: (task ID, node ID, address on its first network).
-fn tasks(lab: &orch_lab::Lab, service: &str) -> Result<Vec<(String, String, String, f64)>> {
+/// A running task: (ID, node ID, address on its first network, RUNNING's timestamp, when the
+/// store last changed it), times in seconds since the epoch.
+type TaskRow = (String, String, String, f64, f64);
+
+/// The running tasks of a service.
+fn tasks(lab: &orch_lab::Lab, service: &str) -> Result<Vec<TaskRow>> {
     let ids = orch(lab, &["service", "ps", service, "-q"])?;
     let mut out = Vec::new();
     for id in ids.lines() {
@@ -92,16 +96,20 @@ fn tasks(lab: &orch_lab::Lab, service: &str) -> Result<Vec<(String, String, Stri
             .next()
             .unwrap_or("")
             .to_string();
-        let at = t["Status"]["Timestamp"]
-            .as_str()
-            .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
-            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .map_or(0.0, |d| d.as_secs_f64());
+        let secs = |v: &Value| {
+            v.as_str()
+                .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+        let at = secs(&t["Status"]["Timestamp"]);
+        let stored = secs(&t["UpdatedAt"]);
         out.push((
             t["ID"].as_str().unwrap_or("").to_string(),
             t["NodeID"].as_str().unwrap_or("").to_string(),
             addr,
             at,
+            stored,
         ));
     }
     Ok(out)
@@ -142,39 +150,49 @@ fn rtt(bb: &Path, from: &Ns, to: &str) -> Result<f64> {
     Ok(avg)
 }
 
-/// One TCP stream of `mib` MiB from `from` to a listener in `server` at `addr`: Gbit/s.
-fn throughput(bb: &Path, server: &Ns, from: &Ns, addr: &str, mib: u64) -> Result<f64> {
-    let mut listener = in_ns(server, bb)
-        .args(["nc", "-l", "-p", "5001"])
-        .stdout(Stdio::null())
+const RECEIVER: &str = "import socket\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('0.0.0.0', 5001))\ns.listen(1)\nc, _ = s.accept()\nn = 0\nwhile True:\n    b = c.recv(1 << 20)\n    if not b:\n        break\n    n += len(b)\nprint(n)\n";
+
+const SENDER: &str = "import socket, sys\nc = socket.create_connection((sys.argv[1], 5001))\nb = bytes(1 << 20)\nfor _ in range(int(sys.argv[2])):\n    c.sendall(b)\nc.close()\n";
+
+/// One TCP stream of `mib` MiB from `from` to a receiver in `server` at `addr` (python3 with
+/// 1 MiB buffers, so the tool is not the limit): Gbit/s, timed until the receiver has it all.
+fn throughput(server: &Ns, from: &Ns, addr: &str, mib: u64) -> Result<f64> {
+    let listener = in_ns(server, Path::new("python3"))
+        .args(["-c", RECEIVER])
+        .stdout(Stdio::piped())
         .spawn()?;
-    std::thread::sleep(Duration::from_millis(300));
-    let script = format!(
-        "{bb} dd if=/dev/zero bs=1048576 count={mib} 2>/dev/null | {bb} nc {addr} 5001",
-        bb = bb.display()
-    );
+    std::thread::sleep(Duration::from_millis(400));
     let start = Instant::now();
-    let sent = in_ns(from, Path::new("sh"))
-        .args(["-c", &script])
+    let sent = in_ns(from, Path::new("python3"))
+        .args(["-c", SENDER, addr, &mib.to_string()])
         .status()?;
-    let _ = listener.wait();
+    let received = listener.wait_with_output()?;
     let secs = start.elapsed().as_secs_f64();
-    if !sent.success() {
-        bail!("the stream to {addr} failed");
+    let bytes: u64 = String::from_utf8_lossy(&received.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    if !sent.success() || bytes != mib * 1024 * 1024 {
+        bail!("the stream to {addr} failed ({bytes} bytes arrived)");
     }
-    Ok((mib * 8 * 1024 * 1024) as f64 / secs / 1e9)
+    Ok((bytes * 8) as f64 / secs / 1e9)
 }
 
-/// Whether `addr` is in `tasks.web` and in the VIP's DNAT table, seen from `probe`'s netns.
-fn visible(bb: &Path, probe: u32, gateway: &str, addr: &str) -> bool {
+/// Whether `addr` is in `tasks.web` (DNS) and in the VIP's DNAT table (nft), seen from
+/// `probe`'s netns.
+fn visible(bb: &Path, probe: u32, gateway: &str, addr: &str) -> (bool, bool) {
     let dns = in_ns(&Ns::Pid(probe), bb)
         .args(["nslookup", "tasks.web", gateway])
         .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(addr));
-    dns && in_ns(&Ns::Pid(probe), Path::new("nft"))
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{addr}\n")));
+    let nft = in_ns(&Ns::Pid(probe), Path::new("nft"))
         .args(["list", "table", "ip", "orch_vip"])
         .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(addr))
+        .is_ok_and(|o| {
+            let text = String::from_utf8_lossy(&o.stdout);
+            text.contains(&format!("{addr},")) || text.contains(&format!("{addr} }}"))
+        });
+    (dns, nft)
 }
 
 fn service(lab: &orch_lab::Lab, name: &str, extra: &[&str], command: &[&str]) -> Result<()> {
@@ -268,8 +286,8 @@ pub fn run(orch_bin: &str, samples: usize) -> Result<()> {
     let mut gb_overlay = Vec::new();
     let mut gb_underlay = Vec::new();
     for _ in 0..3 {
-        gb_overlay.push(throughput(&bb, &srv_ns, &cli_ns, &srv.2, 2048)?);
-        gb_underlay.push(throughput(&bb, &m1, &m3, &m1_ip, 2048)?);
+        gb_overlay.push(throughput(&srv_ns, &cli_ns, &srv.2, 2048)?);
+        gb_underlay.push(throughput(&m1, &m3, &m1_ip, 2048)?);
     }
     let best = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
     println!(
@@ -323,29 +341,73 @@ pub fn run(orch_bin: &str, samples: usize) -> Result<()> {
     for i in 0..samples {
         let replicas = format!("web={}", known.len() + 1);
         orch(&lab, &["service", "scale", "-d", &replicas])?;
-        let mut new = None;
-        wait("the new task running", Duration::from_secs(60), || {
-            new = tasks(&lab, "web")
+        // The new task's address is known from its placement (before it runs), so the probes
+        // watch from then on: the resolution is one probe round, not the CLI's polling.
+        let mut new_id = None;
+        wait("the new task", Duration::from_secs(60), || {
+            new_id = orch(&lab, &["service", "ps", "web", "-q", "--no-trunc"])
                 .ok()
-                .and_then(|t| t.into_iter().find(|t| !known.contains(&t.0)));
-            new.is_some()
+                .and_then(|ids| {
+                    ids.lines()
+                        .find(|id| !known.contains(*id))
+                        .map(str::to_string)
+                });
+            new_id.is_some()
         })?;
-        let Some((id, _, addr, running_at)) = new else {
-            bail!("no new task");
-        };
-        let mut seen = vec![None; probes.len()];
-        wait(
+        let id = new_id.unwrap_or_default();
+        let mut addr = String::new();
+        wait("the new task's address", Duration::from_secs(60), || {
+            addr = orch(&lab, &["inspect", &id])
+                .ok()
+                .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+                .and_then(|v| {
+                    v[0]["NetworksAttachments"][0]["Addresses"][0]
+                        .as_str()
+                        .map(|a| a.split('/').next().unwrap_or("").to_string())
+                })
+                .unwrap_or_default();
+            !addr.is_empty()
+        })?;
+        // Per probe: when DNS had it, when the VIP table had it.
+        let mut seen: Vec<(Option<SystemTime>, Option<SystemTime>)> =
+            vec![(None, None); probes.len()];
+        let shown = wait(
             "the new task visible on every node",
-            Duration::from_secs(30),
+            Duration::from_secs(60),
             || {
                 for (k, probe) in probes.iter().enumerate() {
-                    if seen[k].is_none() && visible(&bb, *probe, &gateway, &addr) {
-                        seen[k] = Some(SystemTime::now());
+                    if seen[k].0.is_some() && seen[k].1.is_some() {
+                        continue;
+                    }
+                    let (dns, nft) = visible(&bb, *probe, &gateway, &addr);
+                    let now = SystemTime::now();
+                    if dns && seen[k].0.is_none() {
+                        seen[k].0 = Some(now);
+                    }
+                    if nft && seen[k].1.is_none() {
+                        seen[k].1 = Some(now);
                     }
                 }
-                seen.iter().all(Option::is_some)
+                seen.iter().all(|(d, n)| d.is_some() && n.is_some())
             },
-        )?;
+        );
+        let (running_at, stored_at) = tasks(&lab, "web")?
+            .into_iter()
+            .find(|t| t.0 == id)
+            .map(|t| (t.3, t.4))
+            .ok_or_else(|| anyhow!("task {id} is visible but not running"))?;
+        let secs = |t: &Option<SystemTime>| {
+            t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map_or(f64::NAN, |d| d.as_secs_f64() - running_at)
+        };
+        let detail: Vec<String> = seen
+            .iter()
+            .map(|(d, n)| format!("dns {:.2}s nft {:.2}s", secs(d), secs(n)))
+            .collect();
+        if let Err(e) = shown {
+            bail!("{e}: task {id} at {addr}: {detail:?}");
+        }
+        let seen: Vec<Option<SystemTime>> = seen.iter().map(|(d, n)| (*d).max(*n)).collect();
         let last = seen
             .iter()
             .flatten()
@@ -355,9 +417,11 @@ pub fn run(orch_bin: &str, samples: usize) -> Result<()> {
         delays.push(((last - running_at) * 1000.0).max(0.0));
         known.insert(id);
         eprintln!(
-            "sample {}/{samples}: {:.0} ms",
+            "sample {}/{samples}: {:.0} ms (in the store after {:.3}s; {})",
             i + 1,
-            delays[delays.len() - 1]
+            delays[delays.len() - 1],
+            stored_at - running_at,
+            detail.join(", ")
         );
     }
     delays.sort_by(f64::total_cmp);

@@ -9,7 +9,7 @@
 //! never collide; teardown of a network is one `ip netns del`.
 
 use std::net::Ipv4Addr;
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 
 /// VXLAN adds 50 bytes to each frame; both ends of a task's veth use this.
 pub const OVERLAY_MTU: u32 = 1450;
@@ -19,25 +19,34 @@ pub const VXLAN_PORT: u16 = 4789;
 #[error("{0}")]
 pub struct NetError(pub String);
 
+/// What a command that ran (`out`) means: its own message on failure, prefixed by `what`.
+pub(crate) fn outcome(what: &str, out: std::io::Result<Output>) -> Result<(), NetError> {
+    let out = out.map_err(|e| NetError(format!("cannot run {what}: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetError(format!(
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// Whether a command runs and succeeds (its output ignored): for "does X exist" checks.
+pub(crate) fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Runs `ip ARGS` (in `ns` when given); the error carries iproute2's message.
 pub(crate) fn ip(ns: Option<&str>, args: &[&str]) -> Result<(), NetError> {
     let mut cmd = Command::new("ip");
     if let Some(ns) = ns {
         cmd.args(["-n", ns]);
     }
-    let out = cmd
-        .args(args)
-        .output()
-        .map_err(|e| NetError(format!("cannot run ip: {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NetError(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+    outcome(&format!("ip {}", args.join(" ")), cmd.args(args).output())
 }
 
 /// The MAC an endpoint's address maps to (02:42 and the four address bytes, as docker's), so
@@ -152,21 +161,13 @@ impl Overlay {
                 "permanent",
             ],
         )?;
-        Command::new("bridge")
-            .args(["-n", &sandbox, "fdb", "replace", &mac, "dev", &vxlan])
-            .args(["dst", &node.to_string(), "self", "permanent"])
-            .output()
-            .map_err(|e| NetError(format!("cannot run bridge: {e}")))
-            .and_then(|out| {
-                if out.status.success() {
-                    Ok(())
-                } else {
-                    Err(NetError(format!(
-                        "bridge fdb replace {mac}: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    )))
-                }
-            })
+        outcome(
+            &format!("bridge fdb replace {mac}"),
+            Command::new("bridge")
+                .args(["-n", &sandbox, "fdb", "replace", &mac, "dev", &vxlan])
+                .args(["dst", &node.to_string(), "self", "permanent"])
+                .output(),
+        )
     }
 
     /// Forgets a remote endpoint.
@@ -216,22 +217,13 @@ impl Overlay {
             let in_task = |args: &[&str]| -> Result<(), NetError> {
                 match task {
                     TaskNetns::Named(name) => ip(Some(name), args),
-                    TaskNetns::Pid(pid) => {
-                        let out = Command::new("nsenter")
+                    TaskNetns::Pid(pid) => outcome(
+                        &format!("ip {} (in pid {pid}'s netns)", args.join(" ")),
+                        Command::new("nsenter")
                             .args(["-t", &pid.to_string(), "-n", "ip"])
                             .args(args)
-                            .output()
-                            .map_err(|e| NetError(format!("cannot run nsenter: {e}")))?;
-                        if out.status.success() {
-                            Ok(())
-                        } else {
-                            Err(NetError(format!(
-                                "ip {} (in pid {pid}'s netns): {}",
-                                args.join(" "),
-                                String::from_utf8_lossy(&out.stderr).trim()
-                            )))
-                        }
-                    }
+                            .output(),
+                    ),
                 }
             };
             in_task(&["link", "set", &peer, "name", ifname])?;

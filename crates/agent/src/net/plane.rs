@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::dns::{self, Answer, Lookup};
-use super::overlay::{ip, NetError, Overlay, TaskNetns};
+use super::overlay::{ip, outcome, succeeds, NetError, Overlay, TaskNetns};
 
 /// What the dispatcher said.
 #[derive(Default)]
@@ -65,6 +65,9 @@ pub struct Plane {
     sweep: std::sync::atomic::AtomicBool,
 }
 
+/// VIP tables written at once by a reconcile.
+const NFT_WRITERS: usize = 4;
+
 /// The netns name of a task's sandbox container.
 pub fn task_netns(tag: &str, task_id: &str) -> String {
     format!("orch-{tag}-t-{task_id}")
@@ -84,8 +87,11 @@ fn netns_exists(name: &str) -> bool {
 fn nft(ns: Option<&str>, rules: &str) -> Result<(), NetError> {
     let mut cmd = match ns {
         Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns, "nft", "-f", "-"]);
+            // nsenter enters the netns only (`ip netns exec` also makes a mount namespace:
+            // twice the cost, paid once per task on every service change).
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}"))
+                .args(["--", "nft", "-f", "-"]);
             c
         }
         None => {
@@ -105,39 +111,23 @@ fn nft(ns: Option<&str>, rules: &str) -> Result<(), NetError> {
             .write_all(rules.as_bytes())
             .map_err(|e| NetError(format!("nft: {e}")))?;
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| NetError(format!("nft: {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NetError(format!(
-            "nft: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+    outcome("nft", child.wait_with_output())
 }
 
 fn sysctl_in(ns: &str, key: &str, value: &str) -> Result<(), NetError> {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            "sysctl",
-            "-qw",
-            &format!("{key}={value}"),
-        ])
-        .output()
-        .map_err(|e| NetError(format!("cannot run sysctl: {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(NetError(format!(
-            "sysctl {key}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
+    outcome(
+        &format!("sysctl {key}"),
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                &format!("{key}={value}"),
+            ])
+            .output(),
+    )
 }
 
 /// The /31 linking a network's sandbox to the node's netns: (node end, sandbox end).
@@ -273,6 +263,19 @@ impl Plane {
             .gateway
             .parse()
             .map_err(|_| NetError(format!("bad gateway {:?}", n.gateway)))?;
+        // A bridge takes the lowest MAC of its ports unless given one: each task attached
+        // would change the gateway's MAC under its neighbours' ARP caches (measured: DNS
+        // queries to the gateway lost for 5-40 s after a task started on the node).
+        ip(
+            Some(&sandbox),
+            &[
+                "link",
+                "set",
+                "br0",
+                "address",
+                &super::overlay::mac_for(gateway),
+            ],
+        )?;
         let gw_cidr = format!("{gateway}/{}", overlay.prefix);
         if let Err(e) = ip(Some(&sandbox), &["addr", "add", &gw_cidr, "dev", "br0"]) {
             // Kept from an earlier run of the agent (an adopted sandbox).
@@ -320,13 +323,7 @@ impl Plane {
         let sandbox = overlay.sandbox();
         let host = format!("og{vni}");
         let (node_end, sandbox_end) = egress_link(vni);
-        let made = Command::new("ip")
-            .args(["link", "show", &host])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if made {
+        if succeeds(Command::new("ip").args(["link", "show", &host])) {
             // An earlier run of the agent made it (its sandbox was adopted): keep it.
             return Ok(());
         }
@@ -363,23 +360,11 @@ impl Plane {
             "table ip orch_egress\ndelete table ip orch_egress\ntable ip orch_egress {\n  chain post {\n    type nat hook postrouting priority 100; policy accept;\n    iifname \"og*\" oifname != \"og*\" masquerade\n  }\n}\n",
         )?;
         // Docker's FORWARD policy drops forwarded traffic: let the sandboxes' through.
-        let has_docker_user = Command::new("iptables")
-            .args(["-n", "-L", "DOCKER-USER"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if has_docker_user {
+        if succeeds(Command::new("iptables").args(["-n", "-L", "DOCKER-USER"])) {
             for dir in ["-i", "-o"] {
                 let rule = ["DOCKER-USER", dir, "og+", "-j", "ACCEPT"];
-                let present = Command::new("iptables")
-                    .arg("-C")
-                    .args(rule)
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success());
-                if !present {
-                    let _ = Command::new("iptables").arg("-I").args(rule).status();
+                if !succeeds(Command::new("iptables").arg("-C").args(rule)) {
+                    let _ = succeeds(Command::new("iptables").arg("-I").args(rule));
                 }
             }
         }
@@ -464,18 +449,51 @@ impl Plane {
             let vnis: BTreeSet<u32> = networks.values().map(|n| n.vni).collect();
             self.sweep_sandboxes(&vnis);
         }
+        // The tables to write, computed under the lock and written without it: the DNS
+        // resolver reads the tasks meanwhile.
+        let writes: Vec<(String, String)> =
+            self.tasks
+                .lock()
+                .iter()
+                .filter_map(|(task_id, t)| {
+                    let table =
+                        vip_table(services.values().filter(|s| {
+                            t.attachments.iter().any(|a| a.network_id == s.network_id)
+                        }));
+                    (table != t.vip_table).then(|| (task_id.clone(), table))
+                })
+                .collect();
+        // A service change rewrites the table of every task on its network: a few at once.
+        let written: Vec<(String, String)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = writes
+                .chunks(writes.len().div_ceil(NFT_WRITERS).max(1))
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .filter(|(task_id, table)| {
+                                match nft(Some(&task_netns(&self.tag, task_id)), table) {
+                                    Ok(()) => true,
+                                    Err(e) => {
+                                        warn!(error = %e, task = %task_id, "cannot write the VIP table");
+                                        false
+                                    }
+                                }
+                            })
+                            .cloned()
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
         let mut tasks = self.tasks.lock();
-        for (task_id, t) in tasks.iter_mut() {
-            let table = vip_table(
-                services
-                    .values()
-                    .filter(|s| t.attachments.iter().any(|a| a.network_id == s.network_id)),
-            );
-            if table != t.vip_table {
-                match nft(Some(&task_netns(&self.tag, task_id)), &table) {
-                    Ok(()) => t.vip_table = table,
-                    Err(e) => warn!(error = %e, task = %task_id, "cannot write the VIP table"),
-                }
+        for (task_id, table) in written {
+            if let Some(t) = tasks.get_mut(&task_id) {
+                t.vip_table = table;
             }
         }
     }
@@ -605,13 +623,7 @@ impl Plane {
         for sandbox in &sandboxes {
             for i in 0..links.max(1) {
                 let link = task_link(task_id, i);
-                if Command::new("ip")
-                    .args(["-n", sandbox, "link", "show", &link])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-                {
+                if succeeds(Command::new("ip").args(["-n", sandbox, "link", "show", &link])) {
                     let _ = ip(Some(sandbox), &["link", "del", &link]);
                 }
             }

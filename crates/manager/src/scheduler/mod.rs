@@ -122,3 +122,97 @@ async fn schedule_once<P: Proposer + ?Sized>(store: &Store, proposer: &P, now: i
         "scheduled"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use orch_api::pb::{Network, NetworkAttachmentConfig, NetworkSpec, Task};
+
+    use super::*;
+    use crate::handles::testing::Applier;
+    use crate::testkit;
+
+    fn tasks(store: &Store) -> Vec<Task> {
+        store.view().tasks().map(|t| (**t).clone()).collect()
+    }
+
+    /// Placement takes each task's addresses in the same transaction; a full subnet leaves the
+    /// task pending with the reason, and it is placed once an address frees.
+    #[tokio::test]
+    async fn a_full_subnet_is_the_tasks_error_until_an_address_frees() {
+        let store = Arc::new(Store::new());
+        let applier = Applier::new(store.clone());
+        let mut web = testkit::replicated("web", 6);
+        if let Some(t) = web.spec.as_mut().and_then(|s| s.task.as_mut()) {
+            t.networks = vec![NetworkAttachmentConfig {
+                target: "tiny".into(),
+                aliases: vec![],
+            }];
+        }
+        let mut actions = vec![
+            Action::CreateNode(testkit::node("n1")),
+            // A /29: 6 hosts, the gateway leaves 5.
+            Action::CreateNetwork(Network {
+                id: "tiny".into(),
+                spec: Some(NetworkSpec {
+                    name: "tiny".into(),
+                    ..Default::default()
+                }),
+                vni: 4097,
+                subnet: "10.9.0.0/29".into(),
+                gateway: "10.9.0.1".into(),
+                ..Default::default()
+            }),
+            Action::CreateService(web.clone()),
+        ];
+        for slot in 1..=6 {
+            actions.push(Action::CreateTask(testkit::pending(
+                &format!("t{slot}"),
+                &web,
+                slot,
+            )));
+        }
+        applier.propose(actions).await.expect("setup");
+
+        schedule_once(&store, applier.as_ref(), 1).await;
+        let all = tasks(&store);
+        let placed: Vec<&Task> = all.iter().filter(|t| !t.node_id.is_empty()).collect();
+        let addrs: BTreeSet<&str> = placed
+            .iter()
+            .flat_map(|t| t.networks.iter().map(|a| a.addr.as_str()))
+            .collect();
+        assert_eq!(placed.len(), 5);
+        assert_eq!(
+            addrs,
+            BTreeSet::from(["10.9.0.2", "10.9.0.3", "10.9.0.4", "10.9.0.5", "10.9.0.6"])
+        );
+        let waiting: Vec<&Task> = all.iter().filter(|t| t.node_id.is_empty()).collect();
+        assert_eq!(waiting.len(), 1);
+        assert_eq!(
+            waiting[0].status.as_ref().map(|s| s.err.as_str()),
+            Some("no free address on network tiny")
+        );
+
+        // One task ends: its address goes to the waiting one.
+        let mut ended = placed[0].clone();
+        let freed = ended.networks[0].addr.clone();
+        ended.status = Some(TaskStatus {
+            state: TaskState::Failed as i32,
+            ..Default::default()
+        });
+        applier
+            .propose(vec![Action::UpdateTask(ended)])
+            .await
+            .expect("ended");
+        schedule_once(&store, applier.as_ref(), 2).await;
+        let now = store
+            .view()
+            .task(&waiting[0].id)
+            .map(|t| (**t).clone())
+            .expect("the waiting task");
+        assert_eq!(now.node_id, "n1");
+        assert_eq!(now.networks[0].addr, freed);
+    }
+}
