@@ -198,7 +198,10 @@ impl Manager {
                 self.shutdown.cancel();
                 return ManagerExit::Removed;
             }
+            // Biased: a stop that was asked for wins over the raft node ending because of it
+            // (a race the in-process node test hit: "manager failed: raft node stopped").
             tokio::select! {
+                biased;
                 _ = self.shutdown.cancelled() => return ManagerExit::Shutdown,
                 result = raft_ended(&mut self.raft_task) => {
                     self.raft_task = None;
@@ -214,6 +217,9 @@ impl Manager {
                     return ManagerExit::Failed(what.unwrap_or_else(|| "manager failed".into()));
                 }
                 changed = status.changed() => {
+                    if changed.is_err() && self.shutdown.is_cancelled() {
+                        return ManagerExit::Shutdown;
+                    }
                     if changed.is_err() {
                         // The raft node stopped: say why (a full disk, say), not just that.
                         self.shutdown.cancel();

@@ -65,6 +65,12 @@ pub struct Plane {
     sweep: std::sync::atomic::AtomicBool,
 }
 
+/// What lets the sandboxes' forwarded traffic past Docker's FORWARD policy.
+const DOCKER_USER_RULES: [[&str; 5]; 2] = [
+    ["DOCKER-USER", "-i", "og+", "-j", "ACCEPT"],
+    ["DOCKER-USER", "-o", "og+", "-j", "ACCEPT"],
+];
+
 /// VIP tables written at once by a reconcile.
 const NFT_WRITERS: usize = 4;
 
@@ -361,8 +367,7 @@ impl Plane {
         )?;
         // Docker's FORWARD policy drops forwarded traffic: let the sandboxes' through.
         if succeeds(Command::new("iptables").args(["-n", "-L", "DOCKER-USER"])) {
-            for dir in ["-i", "-o"] {
-                let rule = ["DOCKER-USER", dir, "og+", "-j", "ACCEPT"];
+            for rule in DOCKER_USER_RULES {
                 if !succeeds(Command::new("iptables").arg("-C").args(rule)) {
                     let _ = succeeds(Command::new("iptables").arg("-I").args(rule));
                 }
@@ -647,6 +652,11 @@ impl Plane {
             self.remove_sandbox(&id);
         }
         remove_node_leftovers(&self.tag);
+        // The node netns' own rules (leave: the host as it was).
+        let _ = nft(None, "table ip orch_egress\ndelete table ip orch_egress\n");
+        for rule in DOCKER_USER_RULES {
+            while succeeds(Command::new("iptables").arg("-D").args(rule)) {}
+        }
     }
 }
 
