@@ -189,6 +189,19 @@ impl DockerExecutor {
         Ok(())
     }
 
+    /// A task whose container has ended gives up its netns and veths before its end is
+    /// reported: the store then frees its addresses, and a new task given the same address
+    /// must not meet a stale veth with the same MAC on the bridge (measured: the new task
+    /// was unreachable).
+    async fn release_networks(&self, task: &Task) {
+        if task.networks.is_empty() {
+            return;
+        }
+        if let Err(e) = self.remove_sandbox(&task.id, task.networks.len()).await {
+            tracing::warn!(task = %task.id, error = %e, "cannot release the task's networks");
+        }
+    }
+
     /// Removes sandbox containers whose task container is gone (a crash between the two).
     pub async fn reconcile_sandboxes(&self) -> Result<(), ExecError> {
         let tasks: std::collections::HashSet<String> =
@@ -517,15 +530,19 @@ impl Executor for DockerExecutor {
                         "the engine stopped waiting for container {id} while it still runs"
                     )));
                 }
+                self.release_networks(task).await;
                 Ok(info)
             }
             // Removed right after it exited: what the wait said is all there is.
-            (None, Some(code)) => Ok(ContainerInfo {
-                id,
-                task_id: task.id.clone(),
-                exit_code: Some(code),
-                ..Default::default()
-            }),
+            (None, Some(code)) => {
+                self.release_networks(task).await;
+                Ok(ContainerInfo {
+                    id,
+                    task_id: task.id.clone(),
+                    exit_code: Some(code),
+                    ..Default::default()
+                })
+            }
             (None, None) => Err(ExecError::Failed(format!("No such container: {id}"))),
         }
     }
@@ -551,11 +568,17 @@ impl Executor for DockerExecutor {
             .clone()
             .with_timeout(self.docker.timeout().max(grace + STOP_SLACK));
         match docker.stop_container(&id, Some(options)).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.release_networks(task).await;
+                Ok(())
+            }
             Err(e) => {
                 let e = EngineError::from(e);
                 match e.kind {
-                    Kind::NotFound | Kind::NotModified => Ok(()),
+                    Kind::NotFound | Kind::NotModified => {
+                        self.release_networks(task).await;
+                        Ok(())
+                    }
                     _ => Err(e.failed()),
                 }
             }

@@ -619,11 +619,18 @@ impl Plane {
     }
 
     fn unplumb(&self, task_id: &str, links: usize) {
-        let sandboxes: Vec<String> = self
-            .sandboxes
-            .lock()
-            .values()
-            .map(|s| s.overlay.sandbox())
+        // Every sandbox of this node on disk (an agent that just restarted may not have
+        // taken them over yet).
+        let prefix = format!("orch-{}-", self.tag);
+        let sandboxes: Vec<String> = std::fs::read_dir("/run/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| {
+                n.strip_prefix(&prefix)
+                    .is_some_and(|rest| rest.parse::<u32>().is_ok())
+            })
             .collect();
         for sandbox in &sandboxes {
             for i in 0..links.max(1) {
