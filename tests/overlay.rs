@@ -283,8 +283,16 @@ fn services_on_an_overlay_reach_each_other_by_name_across_nodes() {
         .stderr(Stdio::null())
         .spawn()
         .expect("an outside server");
-    std::thread::sleep(Duration::from_millis(500));
-    let from_client = http(&client, &format!("{outside} 18080"));
+    // The server is up once the host can connect (python starts slowly on a busy machine).
+    let target: std::net::SocketAddr = format!("{outside}:18080").parse().expect("address");
+    wait_for(Duration::from_secs(20), "the outside server", || {
+        std::net::TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok()
+    });
+    let mut from_client = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while from_client.is_none() && std::time::Instant::now() < deadline {
+        from_client = http(&client, &format!("{outside} 18080"));
+    }
     let from_inside = http(&l.one("inside"), &format!("{outside} 18080"));
     let _ = server.kill();
     let _ = server.wait();
