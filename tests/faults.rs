@@ -269,14 +269,8 @@ fn lab_up_status_down() {
 fn manager_lab(name: &str, tmpfs_mib: Option<u32>) -> (orch_lab::Lab, LabGuard) {
     let guard = scratch(name);
     let mut lab = orch_lab::Lab::up(orch_lab::LabConfig {
-        root: guard.0.clone(),
-        managers: 3,
-        workers: 0,
-        netns: true,
-        heartbeat: "1s".into(),
-        orch: orch_bin(),
-        id: 0,
         tmpfs_mib,
+        ..orch_lab::LabConfig::netns_managers(guard.0.clone(), 3, orch_bin())
     })
     .expect("lab up");
     lab.down_on_drop = true;

@@ -29,16 +29,11 @@ fn lab(name: &str) -> Lab {
     test_images();
     let root = std::env::temp_dir().join(format!("orch-overlay-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    let lab = orch_lab::Lab::up(orch_lab::LabConfig {
-        root: root.clone(),
-        managers: 3,
-        workers: 0,
-        netns: true,
-        heartbeat: "1s".into(),
-        orch: orch_bin(),
-        id: 0,
-        tmpfs_mib: None,
-    })
+    let lab = orch_lab::Lab::up(orch_lab::LabConfig::netns_managers(
+        root.clone(),
+        3,
+        orch_bin(),
+    ))
     .expect("lab up");
     Lab { lab, root }
 }

@@ -216,16 +216,11 @@ pub fn run(orch_bin: &str, samples: usize) -> Result<()> {
         std::fs::canonicalize(orch_bin).with_context(|| format!("--orch {orch_bin}"))?;
     let scratch = tempfile::tempdir()?;
     let bb = busybox(scratch.path())?;
-    let mut lab = orch_lab::Lab::up(orch_lab::LabConfig {
-        root: scratch.path().join("lab"),
-        managers: 3,
-        workers: 0,
-        netns: true,
-        heartbeat: "1s".into(),
-        orch: orch_path,
-        id: 0,
-        tmpfs_mib: None,
-    })?;
+    let mut lab = orch_lab::Lab::up(orch_lab::LabConfig::netns_managers(
+        scratch.path().join("lab"),
+        3,
+        orch_path,
+    ))?;
     lab.down_on_drop = true;
     let node_ns: BTreeMap<String, (String, String)> = lab
         .state

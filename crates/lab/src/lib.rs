@@ -71,6 +71,23 @@ pub struct LabConfig {
     pub tmpfs_mib: Option<u32>,
 }
 
+impl LabConfig {
+    /// `managers` managers and no workers, each in its own network namespace, heartbeat 1 s:
+    /// the lab the fault, overlay and benchmark runs use.
+    pub fn netns_managers(root: PathBuf, managers: usize, orch: PathBuf) -> LabConfig {
+        LabConfig {
+            root,
+            managers,
+            workers: 0,
+            netns: true,
+            heartbeat: "1s".into(),
+            orch,
+            id: 0,
+            tmpfs_mib: None,
+        }
+    }
+}
+
 /// Which traffic a cut drops, seen from the node being cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {

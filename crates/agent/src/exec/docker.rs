@@ -175,7 +175,7 @@ impl DockerExecutor {
     }
 
     /// Removes the task's sandbox container and plumbing, if it has any.
-    async fn remove_sandbox(&self, task_id: &str, networks: usize) -> Result<(), ExecError> {
+    async fn remove_sandbox(&self, task_id: &str) -> Result<(), ExecError> {
         let Some(plane) = &self.net else {
             return Ok(());
         };
@@ -185,7 +185,7 @@ impl DockerExecutor {
         }
         let plane = plane.clone();
         let task_id = task_id.to_string();
-        let _ = tokio::task::spawn_blocking(move || plane.detach(&task_id, networks)).await;
+        let _ = tokio::task::spawn_blocking(move || plane.detach(&task_id)).await;
         Ok(())
     }
 
@@ -197,7 +197,7 @@ impl DockerExecutor {
         if task.networks.is_empty() {
             return;
         }
-        if let Err(e) = self.remove_sandbox(&task.id, task.networks.len()).await {
+        if let Err(e) = self.remove_sandbox(&task.id).await {
             tracing::warn!(task = %task.id, error = %e, "cannot release the task's networks");
         }
     }
@@ -227,7 +227,7 @@ impl DockerExecutor {
                 continue;
             };
             if !tasks.contains(&task_id) {
-                self.remove_sandbox(&task_id, 10).await?;
+                self.remove_sandbox(&task_id).await?;
             }
         }
         Ok(())
@@ -591,7 +591,10 @@ impl Executor for DockerExecutor {
             self.force_remove(&c.id.unwrap_or(name)).await?;
         }
         TaskFiles::remove(&self.files_root, &task.id);
-        self.remove_sandbox(&task.id, task.networks.len()).await
+        if !task.networks.is_empty() {
+            self.remove_sandbox(&task.id).await?;
+        }
+        Ok(())
     }
 
     async fn remove_container(&self, container_id: &str) -> Result<(), ExecError> {
@@ -604,7 +607,7 @@ impl Executor for DockerExecutor {
                 self.force_remove(container_id).await?;
                 if let Some(task_id) = label(&c, labels::TASK_ID) {
                     TaskFiles::remove(&self.files_root, task_id);
-                    self.remove_sandbox(task_id, 10).await?;
+                    self.remove_sandbox(task_id).await?;
                 }
                 Ok(())
             }

@@ -79,10 +79,39 @@ pub fn task_netns(tag: &str, task_id: &str) -> String {
     format!("orch-{tag}-t-{task_id}")
 }
 
+/// What every host end of a task's veths starts with.
+fn task_link_prefix(task_id: &str) -> String {
+    let short: String = task_id.chars().take(12).collect();
+    format!("t{short}")
+}
+
 /// The host end of a task's veth on its `i`th network (15 bytes at most, its peer adds "p").
 fn task_link(task_id: &str, i: usize) -> String {
-    let short: String = task_id.chars().take(12).collect();
-    format!("t{short}{}", i % 10)
+    format!("{}{}", task_link_prefix(task_id), i % 10)
+}
+
+/// The named netns of a node on disk (`orch-<tag>-…`): its sandboxes and its tasks' names.
+fn node_netns(tag: &str) -> Vec<String> {
+    let prefix = format!("orch-{tag}-");
+    std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
+}
+
+/// The node's network sandboxes on disk, with their VXLAN IDs (`orch-<tag>-<vni>`).
+fn node_sandboxes(tag: &str) -> Vec<(String, u32)> {
+    let prefix = format!("orch-{tag}-");
+    node_netns(tag)
+        .into_iter()
+        .filter_map(|n| {
+            let vni = n.strip_prefix(&prefix)?.parse().ok()?;
+            Some((n, vni))
+        })
+        .collect()
 }
 
 fn netns_exists(name: &str) -> bool {
@@ -505,18 +534,7 @@ impl Plane {
 
     /// Deletes sandboxes on disk (an earlier run's) of networks other than `keep`.
     fn sweep_sandboxes(&self, keep: &BTreeSet<u32>) {
-        let prefix = format!("orch-{}-", self.tag);
-        let Ok(entries) = std::fs::read_dir("/run/netns") else {
-            return;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Some(vni) = name
-                .strip_prefix(&prefix)
-                .and_then(|rest| rest.parse::<u32>().ok())
-            else {
-                continue;
-            };
+        for (name, vni) in node_sandboxes(&self.tag) {
             if !keep.contains(&vni) {
                 let _ = ip(None, &["link", "del", &format!("og{vni}")]);
                 let _ = ip(None, &["netns", "del", &name]);
@@ -578,7 +596,7 @@ impl Plane {
             Ok(())
         })();
         if let Err(e) = done {
-            self.unplumb(&task.id, task.networks.len());
+            self.unplumb(&task.id);
             return Err(e.0);
         }
         self.tasks.lock().insert(
@@ -618,36 +636,36 @@ impl Plane {
         self.changed.notify_one();
     }
 
-    fn unplumb(&self, task_id: &str, links: usize) {
-        // Every sandbox of this node on disk (an agent that just restarted may not have
-        // taken them over yet).
-        let prefix = format!("orch-{}-", self.tag);
-        let sandboxes: Vec<String> = std::fs::read_dir("/run/netns")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| {
-                n.strip_prefix(&prefix)
-                    .is_some_and(|rest| rest.parse::<u32>().is_ok())
-            })
-            .collect();
-        for sandbox in &sandboxes {
-            for i in 0..links.max(1) {
-                let link = task_link(task_id, i);
-                if succeeds(Command::new("ip").args(["-n", sandbox, "link", "show", &link])) {
-                    let _ = ip(Some(sandbox), &["link", "del", &link]);
-                }
+    /// Deletes the host ends of the task's veths in every sandbox of this node on disk (an
+    /// agent that just restarted may not have taken them over yet), and its netns name.
+    fn unplumb(&self, task_id: &str) {
+        let prefix = task_link_prefix(task_id);
+        for (sandbox, _) in node_sandboxes(&self.tag) {
+            let Ok(out) = Command::new("ip")
+                .args(["-n", &sandbox, "-o", "link", "show"])
+                .output()
+            else {
+                continue;
+            };
+            // Lines read "12: tNAME@if11: <…>".
+            let links: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.split(": ").nth(1))
+                .map(|n| n.split('@').next().unwrap_or(n).to_string())
+                .filter(|n| n.starts_with(&prefix))
+                .collect();
+            for link in links {
+                let _ = ip(Some(&sandbox), &["link", "del", &link]);
             }
         }
         let _ = ip(None, &["netns", "del", &task_netns(&self.tag, task_id)]);
     }
 
     /// Undoes a task's plumbing (its veths; the netns goes with its sandbox container).
-    pub fn detach(&self, task_id: &str, links: usize) {
+    pub fn detach(&self, task_id: &str) {
         let _one = self.plumbing.lock();
         self.tasks.lock().remove(task_id);
-        self.unplumb(task_id, links);
+        self.unplumb(task_id);
         drop(_one);
         self.changed.notify_one();
     }
@@ -667,17 +685,11 @@ impl Plane {
     }
 }
 
-/// Deletes the named netns of a node (sandboxes and task names) that `ip netns` lists, and the
-/// node netns' egress table: what a crashed agent, or `leave`, leaves behind.
+/// Deletes the named netns of a node (sandboxes and task names): what a crashed agent, or
+/// `leave`, leaves behind.
 pub fn remove_node_leftovers(tag: &str) {
-    let prefix = format!("orch-{tag}-");
-    if let Ok(entries) = std::fs::read_dir("/run/netns") {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&prefix) {
-                let _ = ip(None, &["netns", "del", &name]);
-            }
-        }
+    for name in node_netns(tag) {
+        let _ = ip(None, &["netns", "del", &name]);
     }
 }
 
