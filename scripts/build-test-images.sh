@@ -2,7 +2,9 @@
 # Builds the local test images orch-test/busybox:1 and orch-test/busybox:2 from Debian's
 # busybox-static package, with no image registry (none is reachable from the test machines).
 # The two images are identical but for /version ("1" or "2") and the label
-# orch.test.version. Idempotent: a tag that already exists is left alone.
+# orch.test.version. Also orch-test/udp-echo:1: busybox and /bin/udp-echo (scripts/udp-echo.c,
+# compiled static here), a UDP server for the routing mesh's tests (busybox's nc has no UDP).
+# Idempotent: a tag that already exists is left alone.
 set -euo pipefail
 
 VERSIONS=(1 2)
@@ -18,7 +20,10 @@ missing=()
 for v in "${VERSIONS[@]}"; do
     docker image inspect "$REPO:$v" >/dev/null 2>&1 || missing+=("$v")
 done
-[ "${#missing[@]}" -eq 0 ] && exit 0
+UDP_IMAGE=orch-test/udp-echo:1
+udp_missing=0
+docker image inspect "$UDP_IMAGE" >/dev/null 2>&1 || udp_missing=1
+[ "${#missing[@]}" -eq 0 ] && [ "$udp_missing" -eq 0 ] && exit 0
 
 # Several test binaries may run this at once: serialize the builds.
 exec 9>/tmp/orch-build-test-images.lock
@@ -90,12 +95,31 @@ EOF
         || die "docker build of $REPO:$v failed"
 }
 
-fetch_busybox
+build_udp_echo() {
+    local ctx="$work/ctx-udp"
+    mkdir -p "$ctx"
+    command -v gcc >/dev/null 2>&1 || die "gcc is needed to build $UDP_IMAGE (apt-get install gcc libc6-dev)"
+    gcc -O2 -static -o "$ctx/udp-echo" "$(dirname "$0")/udp-echo.c" \
+        || die "gcc could not build udp-echo (is libc6-dev installed?)"
+    cat >"$ctx/Dockerfile" <<EOF
+FROM $REPO:1
+COPY udp-echo /bin/udp-echo
+CMD ["/bin/udp-echo", "53"]
+EOF
+    log "building $UDP_IMAGE"
+    DOCKER_BUILDKIT=0 docker build -q -t "$UDP_IMAGE" "$ctx" >/dev/null \
+        || die "docker build of $UDP_IMAGE failed"
+}
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    fetch_busybox
+fi
 for v in "${missing[@]}"; do
     # Another run may have built it while this one waited for the lock.
     docker image inspect "$REPO:$v" >/dev/null 2>&1 && continue
     build "$v"
 done
+docker image inspect "$UDP_IMAGE" >/dev/null 2>&1 || build_udp_echo
 
 for v in "${VERSIONS[@]}"; do
     got="$(docker run --rm "$REPO:$v" cat /version)" || die "$REPO:$v does not run"

@@ -147,6 +147,29 @@ pub fn holds_addresses(task: &crate::pb::Task) -> bool {
     task.observed_state() <= crate::pb::TaskState::Running
 }
 
+/// The published ports the manager picks from when a spec names none (docker's range).
+pub const MESH_PORTS: std::ops::RangeInclusive<u32> = 30000..=32767;
+
+/// Whether a published port goes through the routing mesh (modes ingress and local).
+pub fn through_mesh(p: &crate::pb::PortConfig) -> bool {
+    p.publish_mode() != crate::pb::PublishMode::Host
+}
+
+/// Whether a service (or task) with this endpoint publishes through the mesh, so its tasks
+/// need an address on the ingress network.
+pub fn uses_mesh(endpoint: Option<&crate::pb::EndpointSpec>) -> bool {
+    endpoint.is_some_and(|e| e.ports.iter().any(through_mesh))
+}
+
+/// A port's mode as users write it.
+pub fn publish_mode_name(p: &crate::pb::PortConfig) -> &'static str {
+    match p.publish_mode() {
+        crate::pb::PublishMode::Ingress => "ingress",
+        crate::pb::PublishMode::Host => "host",
+        crate::pb::PublishMode::Local => "local",
+    }
+}
+
 /// The next free subnet of the default pool: the lowest /24 of 10.0.0.0/8 that overlaps none
 /// of `used`.
 pub fn next_free_subnet(used: &[Cidr]) -> Option<Cidr> {

@@ -249,10 +249,11 @@ fn validate_endpoint(e: &mut EndpointSpec) -> Result<(), SpecError> {
         if p.target_port == 0 || p.target_port > 65535 || p.published_port > 65535 {
             return invalid("ports must be between 1 and 65535");
         }
-        if p.publish_mode() != PublishMode::Host {
-            return invalid(
-                "the routing mesh (ingress publishing) is not implemented yet: publish in host mode, e.g. --publish published=8080,target=80,mode=host",
-            );
+        if PublishMode::try_from(p.publish_mode).is_err() {
+            return invalid(format!(
+                "invalid publish mode {}: ingress, host or local",
+                p.publish_mode
+            ));
         }
         if p.published_port != 0 && !seen.insert((p.protocol.clone(), p.published_port)) {
             return invalid(format!(
@@ -389,13 +390,60 @@ mod tests {
                     ..Default::default()
                 }]
             }),
-            ("ingress port", |s| {
+            ("unknown publish mode", |s| {
                 s.endpoint = Some(EndpointSpec {
                     ports: vec![PortConfig {
                         target_port: 80,
                         published_port: 8080,
+                        publish_mode: 7,
                         ..Default::default()
                     }],
+                    ..Default::default()
+                })
+            }),
+            ("target port 0", |s| {
+                s.endpoint = Some(EndpointSpec {
+                    ports: vec![PortConfig {
+                        published_port: 8080,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+            }),
+            ("published port above 65535", |s| {
+                s.endpoint = Some(EndpointSpec {
+                    ports: vec![PortConfig {
+                        target_port: 80,
+                        published_port: 65536,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+            }),
+            ("unknown protocol", |s| {
+                s.endpoint = Some(EndpointSpec {
+                    ports: vec![PortConfig {
+                        target_port: 80,
+                        protocol: "icmp".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+            }),
+            ("the same port twice", |s| {
+                let p = PortConfig {
+                    target_port: 80,
+                    published_port: 8080,
+                    ..Default::default()
+                };
+                s.endpoint = Some(EndpointSpec {
+                    ports: vec![
+                        p.clone(),
+                        PortConfig {
+                            target_port: 81,
+                            ..p
+                        },
+                    ],
                     ..Default::default()
                 })
             }),

@@ -50,9 +50,9 @@ impl From<ManagerError> for Status {
                 ProposeError::Rejected(
                     ApplyError::VersionConflict { .. } | ApplyError::AddressInUse { .. },
                 ) => Code::Aborted,
-                ProposeError::Rejected(ApplyError::Malformed(_) | ApplyError::Refused(_)) => {
-                    Code::InvalidArgument
-                }
+                ProposeError::Rejected(
+                    ApplyError::Malformed(_) | ApplyError::Refused(_) | ApplyError::PortInUse(_),
+                ) => Code::InvalidArgument,
             },
         };
         Status::new(code, e.to_string())

@@ -19,7 +19,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use orch_api::pb::{Network, NetworkAttachment, NetworkPeer, NetworkUpdate, ServiceRecord, Task};
+use orch_api::pb::{
+    MeshPort, Network, NetworkAttachment, NetworkPeer, NetworkUpdate, ServiceRecord, Task,
+};
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -33,6 +35,18 @@ struct Known {
     networks: BTreeMap<String, Network>,
     peers: BTreeMap<(String, String), NetworkPeer>,
     services: BTreeMap<(String, String), ServiceRecord>,
+    /// This node's endpoint on the ingress network; empty without a mesh.
+    ingress_addr: String,
+    ports: BTreeMap<(String, u32), MeshPort>,
+}
+
+/// The routing mesh as made on this node.
+#[derive(Default)]
+struct MeshState {
+    /// The address `ing0` was given ("" when there is no `ing0`).
+    endpoint: String,
+    /// The `orch_mesh` table last written ("" when there is none).
+    table: String,
 }
 
 /// A network made on this node.
@@ -40,6 +54,8 @@ struct Sandbox {
     overlay: Overlay,
     peers: BTreeSet<String>,
     resolver: CancellationToken,
+    /// Not internal: it has a way out through the node.
+    egress: bool,
 }
 
 /// A task attached here.
@@ -47,6 +63,8 @@ struct Attached {
     attachments: Vec<NetworkAttachment>,
     /// The VIP table last written into its netns.
     vip_table: String,
+    /// The node endpoint its mesh replies are routed through ("" until set).
+    mesh_gateway: String,
 }
 
 pub struct Plane {
@@ -56,6 +74,7 @@ pub struct Plane {
     known: Mutex<Known>,
     sandboxes: Mutex<HashMap<String, Sandbox>>,
     tasks: Mutex<HashMap<String, Attached>>,
+    mesh: Mutex<MeshState>,
     /// One reconcile at a time (attach/detach and the loop).
     plumbing: Mutex<()>,
     changed: tokio::sync::Notify,
@@ -70,6 +89,23 @@ const DOCKER_USER_RULES: [[&str; 5]; 2] = [
     ["DOCKER-USER", "-i", "og+", "-j", "ACCEPT"],
     ["DOCKER-USER", "-o", "og+", "-j", "ACCEPT"],
 ];
+
+/// What lets the mesh's forwarded traffic past Docker's FORWARD policy.
+const MESH_DOCKER_USER_RULES: [[&str; 5]; 2] = [
+    ["DOCKER-USER", "-i", MESH_LINK, "-j", "ACCEPT"],
+    ["DOCKER-USER", "-o", MESH_LINK, "-j", "ACCEPT"],
+];
+
+/// The node's endpoint on the ingress network, in the node's netns.
+pub const MESH_LINK: &str = "ing0";
+/// Its other end, on the ingress sandbox's bridge.
+const MESH_LINK_SANDBOX: &str = "ingh";
+/// The routing table (in a task's netns) of what its ingress address sends: the mesh's
+/// replies go back through the node's endpoint, whatever the task's default route.
+const MESH_ROUTE_TABLE: &str = "100";
+
+/// How often the DOCKER-USER rules are checked (the engine may have restarted).
+const DOCKER_RULES_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// VIP tables written at once by a reconcile.
 const NFT_WRITERS: usize = 4;
@@ -165,6 +201,62 @@ fn sysctl_in(ns: &str, key: &str, value: &str) -> Result<(), NetError> {
     )
 }
 
+/// Inserts each of `rules` in Docker's `DOCKER-USER` chain unless it is there (a host
+/// without Docker has no such chain, and no FORWARD policy to get past).
+fn assert_docker_user(rules: &[[&str; 5]]) {
+    if !succeeds(Command::new("iptables").args(["-n", "-L", "DOCKER-USER"])) {
+        return;
+    }
+    for rule in rules {
+        if !succeeds(Command::new("iptables").arg("-C").args(rule)) {
+            let _ = succeeds(Command::new("iptables").arg("-I").args(rule));
+        }
+    }
+}
+
+/// In a task's netns: what leaves from its ingress address `addr` (on `dev`) uses a table of
+/// its own, the ingress subnet on the link and, once the node has one, the default route
+/// through the node's ingress endpoint.
+fn mesh_reply_route(
+    ns: &str,
+    addr: &str,
+    dev: &str,
+    subnet: &str,
+    node_addr: &str,
+) -> Result<(), NetError> {
+    let table = MESH_ROUTE_TABLE;
+    let from = format!("{addr}/32");
+    if rule_missing(ns, &from) {
+        ip(
+            Some(ns),
+            &["rule", "add", "from", &from, "table", table, "pref", table],
+        )?;
+    }
+    ip(
+        Some(ns),
+        &["route", "replace", subnet, "dev", dev, "table", table],
+    )?;
+    if !node_addr.is_empty() {
+        ip(
+            Some(ns),
+            &[
+                "route", "replace", "default", "via", node_addr, "dev", dev, "table", table,
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether the task's netns has no rule for `from` yet.
+fn rule_missing(ns: &str, from: &str) -> bool {
+    Command::new("ip")
+        .args(["-n", ns, "rule", "show", "from", from])
+        .output()
+        .map_or(true, |o| {
+            String::from_utf8_lossy(&o.stdout).trim().is_empty()
+        })
+}
+
 /// The /31 linking a network's sandbox to the node's netns: (node end, sandbox end).
 fn egress_link(vni: u32) -> (Ipv4Addr, Ipv4Addr) {
     let i = vni % 32768;
@@ -205,6 +297,54 @@ pub fn vip_table<'a>(services: impl Iterator<Item = &'a ServiceRecord>) -> Strin
     )
 }
 
+/// The node's `orch_mesh` table: each published port DNATed (in prerouting for what arrives,
+/// in output for the node's own connections, 127.0.0.1 included) to a random backend's
+/// ingress address. Ingress mode masquerades toward the ingress network so replies come back
+/// through this node; local mode delivers without source NAT (the task sees the client). A
+/// port with no backend has no rule: nothing listens, so the kernel refuses at once.
+pub fn mesh_table<'a>(ports: impl Iterator<Item = &'a MeshPort>) -> String {
+    let mut dnat = String::new();
+    let mut masquerade = String::new();
+    for p in ports {
+        let proto = p.protocol.as_str();
+        if !["tcp", "udp", "sctp"].contains(&proto) {
+            continue;
+        }
+        let to = match p.backends.len() {
+            0 => continue,
+            1 => format!("{}:{}", p.backends[0], p.target_port),
+            n => {
+                let map: Vec<String> = p
+                    .backends
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| format!("{i} : {b}"))
+                    .collect();
+                format!(
+                    "numgen random mod {n} map {{ {} }}:{}",
+                    map.join(", "),
+                    p.target_port
+                )
+            }
+        };
+        dnat.push_str(&format!(
+            "    fib daddr type local {proto} dport {} dnat to {to}\n",
+            p.published_port
+        ));
+        if !p.local {
+            masquerade.push_str(&format!(
+                "    oifname \"{MESH_LINK}\" ct status dnat meta l4proto {proto} ct original proto-dst {} masquerade\n",
+                p.published_port
+            ));
+        }
+    }
+    format!(
+        "table ip orch_mesh\ndelete table ip orch_mesh\ntable ip orch_mesh {{\n  chain pre {{\n    type nat hook prerouting priority -100; policy accept;\n{dnat}  }}\n  chain out {{\n    type nat hook output priority -100; policy accept;\n{dnat}  }}\n  chain post {{\n    type nat hook postrouting priority 100; policy accept;\n{masquerade}    oifname \"{MESH_LINK}\" ip saddr 127.0.0.0/8 masquerade\n    iifname \"{MESH_LINK}\" oifname != \"{MESH_LINK}\" masquerade\n  }}\n}}\n"
+    )
+}
+
+const NO_MESH_TABLE: &str = "table ip orch_mesh\ndelete table ip orch_mesh\n";
+
 impl Plane {
     /// `node_id` names this node's links; `underlay` is its address for VXLAN.
     pub fn new(node_id: &str, underlay: Ipv4Addr, upstreams: Vec<SocketAddr>) -> Arc<Plane> {
@@ -215,6 +355,7 @@ impl Plane {
             known: Mutex::default(),
             sandboxes: Mutex::default(),
             tasks: Mutex::default(),
+            mesh: Mutex::default(),
             plumbing: Mutex::new(()),
             changed: tokio::sync::Notify::new(),
             runtime: tokio::runtime::Handle::current(),
@@ -254,16 +395,33 @@ impl Plane {
             k.services
                 .insert((s.network_id.clone(), s.service_id.clone()), s.clone());
         }
+        k.ingress_addr = update.ingress_addr.clone();
+        for p in &update.ports_removed {
+            k.ports.remove(&(p.protocol.clone(), p.published_port));
+        }
+        for p in &update.ports {
+            k.ports
+                .insert((p.protocol.clone(), p.published_port), p.clone());
+        }
         drop(k);
         self.changed.notify_one();
     }
 
     /// Reconciles whenever the dispatcher's view changes, until `token`.
     pub async fn run(self: Arc<Self>, token: CancellationToken) {
+        // Docker rewrites its chains when the engine restarts: the rules that let the
+        // overlays' and the mesh's traffic past its FORWARD policy are asserted again.
+        let mut recheck = tokio::time::interval(DOCKER_RULES_RECHECK);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = token.cancelled() => break,
                 _ = self.changed.notified() => {}
+                _ = recheck.tick() => {
+                    let plane = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || plane.assert_rules()).await;
+                    continue;
+                }
             }
             let plane = self.clone();
             if let Err(e) = tokio::task::spawn_blocking(move || plane.reconcile()).await {
@@ -272,6 +430,17 @@ impl Plane {
         }
         for s in self.sandboxes.lock().values() {
             s.resolver.cancel();
+        }
+    }
+
+    /// The DOCKER-USER rules of what this node has made (none when it has made nothing).
+    fn assert_rules(&self) {
+        let _one = self.plumbing.lock();
+        if self.sandboxes.lock().values().any(|s| s.egress) {
+            assert_docker_user(&DOCKER_USER_RULES);
+        }
+        if !self.mesh.lock().endpoint.is_empty() {
+            assert_docker_user(&MESH_DOCKER_USER_RULES);
         }
     }
 
@@ -348,6 +517,7 @@ impl Plane {
                 overlay,
                 peers: BTreeSet::new(),
                 resolver,
+                egress: !internal,
             },
         );
         Ok(())
@@ -395,13 +565,7 @@ impl Plane {
             "table ip orch_egress\ndelete table ip orch_egress\ntable ip orch_egress {\n  chain post {\n    type nat hook postrouting priority 100; policy accept;\n    iifname \"og*\" oifname != \"og*\" masquerade\n  }\n}\n",
         )?;
         // Docker's FORWARD policy drops forwarded traffic: let the sandboxes' through.
-        if succeeds(Command::new("iptables").args(["-n", "-L", "DOCKER-USER"])) {
-            for rule in DOCKER_USER_RULES {
-                if !succeeds(Command::new("iptables").arg("-C").args(rule)) {
-                    let _ = succeeds(Command::new("iptables").arg("-I").args(rule));
-                }
-            }
-        }
+        assert_docker_user(&DOCKER_USER_RULES);
         Ok(())
     }
 
@@ -418,9 +582,15 @@ impl Plane {
     /// networks no task here uses any more.
     pub fn reconcile(self: &Arc<Self>) {
         let _one = self.plumbing.lock();
-        let (networks, peers, services) = {
+        let (networks, peers, services, ingress_addr, ports) = {
             let k = self.known.lock();
-            (k.networks.clone(), k.peers.clone(), k.services.clone())
+            (
+                k.networks.clone(),
+                k.peers.clone(),
+                k.services.clone(),
+                k.ingress_addr.clone(),
+                k.ports.clone(),
+            )
         };
         let used: BTreeSet<String> = self
             .tasks
@@ -469,6 +639,10 @@ impl Plane {
                 s.peers.remove(&addr);
             }
         }
+        let ingress = networks
+            .values()
+            .find(|n| n.spec.as_ref().is_some_and(|s| s.ingress));
+        self.reconcile_mesh(ingress, &ingress_addr, &ports);
         let stale: Vec<String> = self
             .sandboxes
             .lock()
@@ -528,6 +702,143 @@ impl Plane {
         for (task_id, table) in written {
             if let Some(t) = tasks.get_mut(&task_id) {
                 t.vip_table = table;
+            }
+        }
+        drop(tasks);
+        if let Some(n) = ingress {
+            self.route_mesh_replies(n, &ingress_addr);
+        }
+    }
+
+    /// Makes the node's mesh what the dispatcher says: `ing0` on the ingress network with
+    /// the node's address, and the `orch_mesh` table; or neither.
+    fn reconcile_mesh(
+        &self,
+        ingress: Option<&Network>,
+        addr: &str,
+        ports: &BTreeMap<(String, u32), MeshPort>,
+    ) {
+        let endpoint = match ingress {
+            Some(n) if !addr.is_empty() && self.sandboxes.lock().contains_key(&n.id) => {
+                match self.ensure_mesh_endpoint(n, addr) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        warn!(error = %e, "cannot make the node's ingress endpoint");
+                        false
+                    }
+                }
+            }
+            _ => {
+                self.remove_mesh_endpoint();
+                false
+            }
+        };
+        let table = if endpoint {
+            mesh_table(ports.values())
+        } else {
+            String::new()
+        };
+        let mut mesh = self.mesh.lock();
+        if table == mesh.table {
+            return;
+        }
+        let written = if table.is_empty() {
+            nft(None, NO_MESH_TABLE)
+        } else {
+            nft(None, &table)
+        };
+        match written {
+            Ok(()) => mesh.table = table,
+            Err(e) => warn!(error = %e, "cannot write the mesh table"),
+        }
+    }
+
+    /// `ing0`: a veth from the ingress sandbox's bridge into the node's netns, with the
+    /// node's ingress address (kept when it is there already, from an earlier run).
+    fn ensure_mesh_endpoint(&self, n: &Network, addr: &str) -> Result<(), NetError> {
+        if self.mesh.lock().endpoint == addr {
+            return Ok(());
+        }
+        let ip_addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| NetError(format!("bad ingress address {addr:?}")))?;
+        let overlay = self.overlay(n)?;
+        let cidr = format!("{addr}/{}", overlay.prefix);
+        let adopted = Command::new("ip")
+            .args(["-o", "-4", "addr", "show", "dev", MESH_LINK])
+            .output()
+            .is_ok_and(|o| {
+                o.status.success()
+                    && String::from_utf8_lossy(&o.stdout).contains(&format!(" {cidr} "))
+            });
+        if !adopted {
+            self.remove_mesh_endpoint();
+            let _ = ip(
+                Some(&overlay.sandbox()),
+                &["link", "del", MESH_LINK_SANDBOX],
+            );
+            overlay.attach(
+                &TaskNetns::Pid(std::process::id()),
+                MESH_LINK_SANDBOX,
+                MESH_LINK,
+                ip_addr,
+            )?;
+        }
+        // Connections to 127.0.0.1:P leave through ing0 (masqueraded there).
+        std::fs::write(
+            format!("/proc/sys/net/ipv4/conf/{MESH_LINK}/route_localnet"),
+            "1",
+        )
+        .map_err(|e| NetError(format!("cannot set route_localnet: {e}")))?;
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .map_err(|e| NetError(format!("cannot enable forwarding: {e}")))?;
+        assert_docker_user(&MESH_DOCKER_USER_RULES);
+        self.mesh.lock().endpoint = addr.to_string();
+        debug!(addr, adopted, "ingress endpoint ready");
+        Ok(())
+    }
+
+    fn remove_mesh_endpoint(&self) {
+        let mut mesh = self.mesh.lock();
+        let there = !mesh.endpoint.is_empty()
+            || succeeds(Command::new("ip").args(["link", "show", MESH_LINK]));
+        if there {
+            let _ = ip(None, &["link", "del", MESH_LINK]);
+            for rule in MESH_DOCKER_USER_RULES {
+                while succeeds(Command::new("iptables").arg("-D").args(rule)) {}
+            }
+        }
+        mesh.endpoint.clear();
+    }
+
+    /// Each task on the ingress network sends what its ingress address sends (the mesh's
+    /// replies) through the node's endpoint: in local mode the client's address is not NATed,
+    /// and the task's default route may be another network's.
+    fn route_mesh_replies(&self, ingress: &Network, node_addr: &str) {
+        let todo: Vec<(String, String, usize)> = self
+            .tasks
+            .lock()
+            .iter()
+            .filter(|(_, t)| t.mesh_gateway != node_addr)
+            .filter_map(|(id, t)| {
+                let i = t
+                    .attachments
+                    .iter()
+                    .position(|a| a.network_id == ingress.id)?;
+                Some((id.clone(), t.attachments[i].addr.clone(), i))
+            })
+            .collect();
+        for (task_id, addr, i) in todo {
+            let ns = task_netns(&self.tag, &task_id);
+            let dev = format!("eth{i}");
+            let routed = mesh_reply_route(&ns, &addr, &dev, &ingress.subnet, node_addr);
+            match routed {
+                Ok(()) => {
+                    if let Some(t) = self.tasks.lock().get_mut(&task_id) {
+                        t.mesh_gateway = node_addr.to_string();
+                    }
+                }
+                Err(e) => warn!(error = %e, task = %task_id, "cannot route the mesh's replies"),
             }
         }
     }
@@ -604,6 +915,7 @@ impl Plane {
             Attached {
                 attachments: task.networks.clone(),
                 vip_table: String::new(),
+                mesh_gateway: String::new(),
             },
         );
         drop(_one);
@@ -630,6 +942,7 @@ impl Plane {
             Attached {
                 attachments: task.networks.clone(),
                 vip_table: String::new(),
+                mesh_gateway: String::new(),
             },
         );
         drop(tasks);
@@ -677,6 +990,9 @@ impl Plane {
             self.remove_sandbox(&id);
         }
         remove_node_leftovers(&self.tag);
+        self.remove_mesh_endpoint();
+        let _ = nft(None, NO_MESH_TABLE);
+        self.mesh.lock().table.clear();
         // The node netns' own rules (leave: the host as it was).
         let _ = nft(None, "table ip orch_egress\ndelete table ip orch_egress\n");
         for rule in DOCKER_USER_RULES {

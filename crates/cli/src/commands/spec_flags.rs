@@ -346,8 +346,8 @@ pub fn parse_publish(s: &str) -> Result<PortConfig> {
     let port = |v: &str| -> Result<u32> {
         v.parse::<u32>()
             .ok()
-            .filter(|p| *p <= 65535)
-            .ok_or_else(|| anyhow!("invalid port {v:?} in {s:?}"))
+            .filter(|p| (1..=65535).contains(p))
+            .ok_or_else(|| anyhow!("invalid port {v:?} in {s:?}: ports are 1-65535"))
     };
     if s.contains('=') {
         for field in s.split(',') {
@@ -362,22 +362,32 @@ pub fn parse_publish(s: &str) -> Result<PortConfig> {
                     p.publish_mode = match v.trim() {
                         "host" => PublishMode::Host as i32,
                         "ingress" => PublishMode::Ingress as i32,
-                        other => bail!("invalid publish mode {other:?}: host or ingress"),
+                        "local" => PublishMode::Local as i32,
+                        other => bail!("invalid publish mode {other:?}: ingress, host or local"),
                     }
                 }
                 other => bail!("invalid publish {s:?}: unknown field {other:?}"),
             }
         }
-        return Ok(p);
-    }
-    let (ports, proto) = s.split_once('/').unwrap_or((s, "tcp"));
-    p.protocol = proto.to_string();
-    match ports.split_once(':') {
-        Some((published, target)) => {
-            p.published_port = port(published)?;
-            p.target_port = port(target)?;
+    } else {
+        let (ports, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+        p.protocol = proto.to_string();
+        match ports.split_once(':') {
+            Some((published, target)) => {
+                p.published_port = port(published)?;
+                p.target_port = port(target)?;
+            }
+            None => p.target_port = port(ports)?,
         }
-        None => p.target_port = port(ports)?,
+    }
+    if p.target_port == 0 {
+        bail!("invalid publish {s:?}: no target port");
+    }
+    if !["tcp", "udp", "sctp"].contains(&p.protocol.as_str()) {
+        bail!(
+            "invalid protocol {:?} in {s:?}: tcp, udp or sctp",
+            p.protocol
+        );
     }
     Ok(p)
 }
@@ -769,6 +779,26 @@ mod tests {
             (8080, 80, "udp")
         );
         assert!(parse_publish("99999:80").is_err());
+        let p = parse_publish("published=8080,target=80,mode=local").expect("local");
+        assert_eq!(p.publish_mode, PublishMode::Local as i32);
+        assert_eq!(
+            parse_publish("80")
+                .map(|p| (p.published_port, p.target_port))
+                .ok(),
+            Some((0, 80)),
+            "no published port: the manager picks one"
+        );
+        for bad in [
+            "0:80",
+            "8080:0",
+            "8080:65536",
+            "8080:80/icmp",
+            "published=8080,target=80,mode=mesh",
+            "published=8080",
+            "published=8080,target=80,proto=tcp",
+        ] {
+            assert!(parse_publish(bad).is_err(), "{bad} should be refused");
+        }
     }
 
     #[test]

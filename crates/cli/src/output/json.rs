@@ -129,7 +129,7 @@ pub fn node_row(n: &Node, self_id: &str) -> Value {
 
 use orch_api::pb::service_spec::Mode;
 use orch_api::pb::{
-    ContainerSpec, EndpointSpec, FailureAction, PublishMode, ResourceLimits, RestartCondition,
+    ContainerSpec, EndpointSpec, FailureAction, PortConfig, ResourceLimits, RestartCondition,
     Service, ServiceSpec, Task, TaskSpec, TaskState, UpdateConfig, UpdateOrder, UpdateState,
 };
 
@@ -333,20 +333,25 @@ fn endpoint_spec(e: &Option<EndpointSpec>) -> Value {
             e.mode.clone()
         }),
     );
-    let ports: Vec<Value> = e
-        .ports
-        .iter()
-        .map(|p| {
-            json!({
-                "Protocol": p.protocol,
-                "TargetPort": p.target_port,
-                "PublishedPort": p.published_port,
-                "PublishMode": if p.publish_mode() == PublishMode::Host { "host" } else { "ingress" },
-            })
-        })
-        .collect();
-    put(&mut m, "Ports", Value::Array(ports));
+    put(&mut m, "Ports", ports_json(&e.ports));
     Value::Object(m)
+}
+
+/// Published ports as the Engine API shows them (`PortConfig`).
+fn ports_json(ports: &[PortConfig]) -> Value {
+    Value::Array(
+        ports
+            .iter()
+            .map(|p| {
+                json!({
+                    "Protocol": p.protocol,
+                    "TargetPort": p.target_port,
+                    "PublishedPort": p.published_port,
+                    "PublishMode": orch_api::network::publish_mode_name(p),
+                })
+            })
+            .collect(),
+    )
 }
 
 fn mode(m: &Option<Mode>) -> Value {
@@ -385,10 +390,11 @@ pub fn service(s: &Service) -> Value {
     if let Some(prev) = &s.previous_spec {
         m.insert("PreviousSpec".into(), service_spec(prev));
     }
-    m.insert(
-        "Endpoint".into(),
-        json!({ "Spec": endpoint_spec(&spec.endpoint) }),
-    );
+    let mut endpoint = json!({ "Spec": endpoint_spec(&spec.endpoint) });
+    if !s.ports.is_empty() {
+        endpoint["Ports"] = ports_json(&s.ports);
+    }
+    m.insert("Endpoint".into(), endpoint);
     if let Some(u) = &s.update_status {
         let mut o = Map::new();
         o.insert(

@@ -70,6 +70,8 @@ pub async fn create(ctx: &ManagerCtx, req: CreateServiceRequest) -> Result<Servi
     let mut view = view;
     for attempt in 1.. {
         service.virtual_ips = allocate_vips(&view, &[], &spec)?;
+        service.ports = crate::network::ports::allocate(&view, &service.id, &[], &spec)
+            .map_err(ManagerError::InvalidArgument)?;
         match ctx
             .propose(vec![Action::CreateService(service.clone())])
             .await
@@ -205,7 +207,8 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateServiceRequest) -> Result<Servi
             current.update_state(),
             Some(UpdateState::Paused | UpdateState::RollbackPaused)
         );
-        let tasks_change = spec.task != old_spec.task;
+        // Tasks carry the endpoint (host ports, their place on the mesh): a change rolls them.
+        let tasks_change = spec.task != old_spec.task || spec.endpoint != old_spec.endpoint;
         if spec == old_spec && !paused {
             // Nothing to do: the spec, the version and the previous spec stay as they are.
             return Ok((*current).clone());
@@ -234,6 +237,8 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateServiceRequest) -> Result<Servi
     for attempt in 1.. {
         let spec = service.spec.clone().unwrap_or_default();
         service.virtual_ips = allocate_vips(&view, &current.virtual_ips, &spec)?;
+        service.ports = crate::network::ports::allocate(&view, &service.id, &current.ports, &spec)
+            .map_err(ManagerError::InvalidArgument)?;
         match ctx
             .propose(vec![Action::UpdateService(service.clone())])
             .await

@@ -23,7 +23,9 @@ pub fn is_conflict(e: &ManagerError) -> bool {
 pub fn is_address_race(e: &ManagerError) -> bool {
     matches!(
         e,
-        ManagerError::Propose(ProposeError::Rejected(ApplyError::AddressInUse { .. }))
+        ManagerError::Propose(ProposeError::Rejected(
+            ApplyError::AddressInUse { .. } | ApplyError::PortInUse(_)
+        ))
     )
 }
 

@@ -1,5 +1,5 @@
 //! The address allocator: which addresses of each network are taken, derived from the store
-//! alone (service VIPs, task attachments, each network's gateway). A new leader, or a manager
+//! alone (service VIPs, task attachments, nodes' ingress endpoints, each network's gateway). A new leader, or a manager
 //! restarted from a snapshot, derives exactly what the old leader committed, so an address is
 //! never handed out twice; an allocation is only real once the transaction that records it
 //! commits (with the task's move to PENDING, or the service's creation).
@@ -30,6 +30,8 @@ struct Pool {
 #[derive(Debug, Clone, Default)]
 pub struct Pools {
     pools: BTreeMap<String, Pool>,
+    /// The ingress network's ID, when there is one.
+    ingress: Option<String>,
 }
 
 fn parse_ip(s: &str) -> Option<u32> {
@@ -55,6 +57,10 @@ impl Pools {
                 },
             );
         }
+        let ingress = view
+            .networks()
+            .find(|n| n.spec.as_ref().is_some_and(|s| s.ingress))
+            .map(|n| n.id.clone());
         let mut take = |network_id: &str, addr: &str| {
             if let (Some(pool), Some(ip)) = (pools.get_mut(network_id), parse_ip(addr)) {
                 pool.used.insert(ip);
@@ -73,7 +79,15 @@ impl Pools {
                 take(&a.network_id, &a.addr);
             }
         }
-        Pools { pools }
+        for a in view.nodes().filter_map(|n| n.ingress.as_ref()) {
+            take(&a.network_id, &a.addr);
+        }
+        Pools { pools, ingress }
+    }
+
+    /// The ingress network's ID, when there is one.
+    pub fn ingress(&self) -> Option<&str> {
+        self.ingress.as_deref()
     }
 
     /// Takes the lowest free address of the network.

@@ -7,7 +7,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use orch_api::network::holds_addresses;
-use orch_api::pb::{Network, NetworkPeer, NetworkUpdate, Node, ServiceRecord, Task, TaskState};
+use orch_api::network::through_mesh;
+use orch_api::pb::{
+    MeshPort, Network, NetworkPeer, NetworkUpdate, Node, ServiceRecord, Task, TaskState,
+};
 
 use crate::state::store::Tables;
 
@@ -19,6 +22,10 @@ pub struct NodeNetView {
     pub peers: BTreeMap<(String, String), NetworkPeer>,
     /// By (network ID, service ID).
     pub services: BTreeMap<(String, String), ServiceRecord>,
+    /// The node's own endpoint on the ingress network; empty without a mesh.
+    pub ingress_addr: String,
+    /// The mesh's published ports, by (protocol, published port).
+    pub ports: BTreeMap<(String, u32), MeshPort>,
 }
 
 /// The node's underlay address (its advertised address without the port).
@@ -111,9 +118,13 @@ pub fn views(view: &Tables, nodes: &[String]) -> BTreeMap<String, NodeNetView> {
                 });
         }
     }
+    let mesh = Mesh::of(view, &underlay);
     let mut out = BTreeMap::new();
     for node in nodes {
         let mut v = NodeNetView::default();
+        if let Some(mesh) = &mesh {
+            mesh.fill(view, node, &mut v);
+        }
         for network_id in used_by_node.get(node.as_str()).into_iter().flatten() {
             let Some(n) = view.network(network_id) else {
                 continue;
@@ -145,6 +156,118 @@ pub fn views(view: &Tables, nodes: &[String]) -> BTreeMap<String, NodeNetView> {
     out
 }
 
+/// The routing mesh, as every node sees it: present while a service publishes through it.
+struct Mesh<'a> {
+    ingress: &'a Network,
+    /// Every endpoint on the ingress network: (node, address), tasks' and nodes' own.
+    endpoints: Vec<(&'a str, &'a str, String)>,
+    /// Per port: the service's running tasks on the ingress network, (node, address).
+    ports: Vec<(MeshPort, Vec<(&'a str, String)>)>,
+}
+
+impl<'a> Mesh<'a> {
+    fn of(view: &'a Tables, underlay: &BTreeMap<&str, String>) -> Option<Mesh<'a>> {
+        let ingress = view
+            .networks()
+            .find(|n| n.spec.as_ref().is_some_and(|s| s.ingress))?;
+        let published: Vec<_> = view
+            .services()
+            .flat_map(|s| {
+                s.ports
+                    .iter()
+                    .filter(|p| through_mesh(p))
+                    .map(move |p| (s, p))
+            })
+            .collect();
+        if published.is_empty() {
+            return None;
+        }
+        let mut endpoints = Vec::new();
+        for n in view.nodes() {
+            let (Some(a), Some(node_addr)) = (n.ingress.as_ref(), underlay.get(n.id.as_str()))
+            else {
+                continue;
+            };
+            if a.network_id == ingress.id {
+                endpoints.push((n.id.as_str(), a.addr.as_str(), node_addr.clone()));
+            }
+        }
+        let mut backends: BTreeMap<&str, Vec<(&str, String)>> = BTreeMap::new();
+        for t in view.tasks().filter(|t| is_endpoint(t)) {
+            let Some(a) = t.networks.iter().find(|a| a.network_id == ingress.id) else {
+                continue;
+            };
+            if let Some(node_addr) = underlay.get(t.node_id.as_str()) {
+                endpoints.push((t.node_id.as_str(), a.addr.as_str(), node_addr.clone()));
+            }
+            if is_backend(t) {
+                backends
+                    .entry(t.service_id.as_str())
+                    .or_default()
+                    .push((t.node_id.as_str(), a.addr.clone()));
+            }
+        }
+        let ports = published
+            .into_iter()
+            .map(|(s, p)| {
+                let port = MeshPort {
+                    protocol: p.protocol.clone(),
+                    published_port: p.published_port,
+                    target_port: p.target_port,
+                    local: p.publish_mode() == orch_api::pb::PublishMode::Local,
+                    service_id: s.id.clone(),
+                    backends: Vec::new(),
+                };
+                (
+                    port,
+                    backends.get(s.id.as_str()).cloned().unwrap_or_default(),
+                )
+            })
+            .collect();
+        Some(Mesh {
+            ingress,
+            endpoints,
+            ports,
+        })
+    }
+
+    /// A node's part: the ingress network, its own address, the other endpoints, the ports.
+    fn fill(&self, view: &Tables, node: &str, v: &mut NodeNetView) {
+        let own = view
+            .node(node)
+            .and_then(|n| n.ingress.clone())
+            .filter(|a| a.network_id == self.ingress.id);
+        let Some(own) = own else {
+            return;
+        };
+        v.ingress_addr = own.addr;
+        v.networks
+            .insert(self.ingress.id.clone(), self.ingress.clone());
+        for (peer_node, addr, node_addr) in &self.endpoints {
+            if *peer_node != node {
+                v.peers.insert(
+                    (self.ingress.id.clone(), addr.to_string()),
+                    NetworkPeer {
+                        network_id: self.ingress.id.clone(),
+                        addr: addr.to_string(),
+                        node_addr: node_addr.clone(),
+                    },
+                );
+            }
+        }
+        for (port, backends) in &self.ports {
+            let mut p = port.clone();
+            p.backends = backends
+                .iter()
+                .filter(|(n, _)| !p.local || *n == node)
+                .map(|(_, a)| a.clone())
+                .collect();
+            p.backends.sort();
+            v.ports.insert((p.protocol.clone(), p.published_port), p);
+        }
+    }
+}
+
 /// The whole view, for a session that starts.
 pub fn full(v: &NodeNetView) -> NetworkUpdate {
     NetworkUpdate {
@@ -152,6 +275,8 @@ pub fn full(v: &NodeNetView) -> NetworkUpdate {
         networks: v.networks.values().cloned().collect(),
         peers: v.peers.values().cloned().collect(),
         services: v.services.values().cloned().collect(),
+        ingress_addr: v.ingress_addr.clone(),
+        ports: v.ports.values().cloned().collect(),
         ..Default::default()
     }
 }
@@ -181,6 +306,7 @@ pub fn diff(old: &NodeNetView, new: &NodeNetView) -> Option<NetworkUpdate> {
     let (networks, networks_removed) = diff_map(&old.networks, &new.networks);
     let (peers, peers_removed) = diff_map(&old.peers, &new.peers);
     let (services, services_removed) = diff_map(&old.services, &new.services);
+    let (ports, ports_removed) = diff_map(&old.ports, &new.ports);
     Some(NetworkUpdate {
         full: false,
         networks,
@@ -189,6 +315,9 @@ pub fn diff(old: &NodeNetView, new: &NodeNetView) -> Option<NetworkUpdate> {
         peers_removed,
         services,
         services_removed,
+        ingress_addr: new.ingress_addr.clone(),
+        ports,
+        ports_removed,
     })
 }
 

@@ -3,6 +3,7 @@
 
 pub mod alloc;
 pub mod endpoints;
+pub mod ports;
 
 use std::collections::BTreeSet;
 
@@ -67,27 +68,46 @@ pub fn virtual_ips(
     Ok(out)
 }
 
-/// A task's addresses as it is placed: one per network its spec names, keeping any it has.
-/// On failure nothing stays taken in `pools`.
+/// Whether a task needs an address: it names networks, or publishes through the mesh.
+pub fn needs_addresses(task: &Task) -> bool {
+    task.spec.as_ref().is_some_and(|s| !s.networks.is_empty())
+        || orch_api::network::uses_mesh(task.endpoint.as_ref())
+}
+
+/// A task's addresses as it is placed: one per network its spec names, and one on the
+/// ingress network (last) when it publishes through the mesh; keeping any it has. On failure
+/// nothing stays taken in `pools`.
 pub fn attach_task(pools: &mut Pools, task: &Task) -> Result<Vec<NetworkAttachment>, AllocError> {
     let mut out: Vec<NetworkAttachment> = Vec::new();
     let mut taken: Vec<(String, String)> = Vec::new();
-    for c in task.spec.iter().flat_map(|s| &s.networks) {
+    let mut wanted: Vec<(String, Vec<String>)> = task
+        .spec
+        .iter()
+        .flat_map(|s| &s.networks)
+        .map(|c| (c.target.clone(), c.aliases.clone()))
+        .collect();
+    if orch_api::network::uses_mesh(task.endpoint.as_ref()) {
+        let ingress = pools
+            .ingress()
+            .ok_or_else(|| AllocError::NoNetwork(orch_api::network::INGRESS_NAME.into()))?;
+        wanted.push((ingress.to_string(), Vec::new()));
+    }
+    for (network_id, aliases) in wanted {
         if let Some(a) = task
             .networks
             .iter()
-            .find(|a| a.network_id == c.target && !a.addr.is_empty())
+            .find(|a| a.network_id == network_id && !a.addr.is_empty())
         {
             out.push(a.clone());
             continue;
         }
-        match pools.allocate(&c.target) {
+        match pools.allocate(&network_id) {
             Ok(ip) => {
-                taken.push((c.target.clone(), ip.to_string()));
+                taken.push((network_id.clone(), ip.to_string()));
                 out.push(NetworkAttachment {
-                    network_id: c.target.clone(),
+                    network_id,
                     addr: ip.to_string(),
-                    aliases: c.aliases.clone(),
+                    aliases,
                 });
             }
             Err(e) => {

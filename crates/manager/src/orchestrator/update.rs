@@ -93,6 +93,8 @@ pub fn step(
     let config: UpdateConfig = if back { spec.rollback } else { spec.update }
         .unwrap_or_else(orch_api::validate::default_update_config);
     let wanted: Option<TaskSpec> = spec.task.clone();
+    // A task is current when it runs the spec's task and endpoint (host ports, the mesh).
+    let up_to_date = |t: &Task| t.spec == wanted && t.endpoint == spec.endpoint;
     let global = matches!(spec.mode, Some(Mode::Global(_)));
 
     // Slots: replicated by slot number, global by node.
@@ -113,7 +115,7 @@ pub fn step(
             old: Vec::new(),
             stopping: Vec::new(),
         });
-        if t.spec == wanted {
+        if up_to_date(t) {
             // An older duplicate is stopped by reconcile; the newest waits for it too.
             if let Some(older) = slot.new.replace(t) {
                 if may_be_running(older, view) {
@@ -139,7 +141,7 @@ pub fn step(
     let failures: Vec<&Task> = tasks
         .iter()
         .map(|t| t.as_ref())
-        .filter(|t| t.spec == wanted && created(t) >= status.started_at && failed(t))
+        .filter(|t| up_to_date(t) && created(t) >= status.started_at && failed(t))
         .collect();
     let action = FailureAction::try_from(config.failure_action).unwrap_or(FailureAction::Pause);
     if !failures.is_empty()

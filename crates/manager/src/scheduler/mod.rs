@@ -26,6 +26,7 @@ pub async fn run<P: Proposer + ?Sized, C: Clock>(
     let (_, mut rx) = store.view_and_watch();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
+        give_nodes_ingress(&store, proposer.as_ref()).await;
         schedule_once(&store, proposer.as_ref(), clock.now_nanos()).await;
         tokio::select! {
             _ = token.cancelled() => return,
@@ -38,6 +39,50 @@ pub async fn run<P: Proposer + ?Sized, C: Clock>(
                 tokio::time::sleep(Duration::from_millis(2)).await;
                 while let Ok(_) | Err(TryRecvError::Lagged(_)) = rx.try_recv() {}
             }
+        }
+    }
+}
+
+/// Once a service publishes through the routing mesh, every node gets an endpoint on the
+/// ingress network (its address is where the mesh's connections to other nodes' tasks come
+/// from). A race with another allocation is retried next round.
+async fn give_nodes_ingress<P: Proposer + ?Sized>(store: &Store, proposer: &P) {
+    let view = store.view();
+    let mesh = view
+        .services()
+        .any(|s| orch_api::network::uses_mesh(s.spec.as_ref().and_then(|sp| sp.endpoint.as_ref())));
+    if !mesh {
+        return;
+    }
+    let mut pools = Pools::from_view(&view);
+    let Some(ingress) = pools.ingress().map(str::to_string) else {
+        return;
+    };
+    let mut actions = Vec::new();
+    for node in view
+        .nodes()
+        .filter(|n| n.ingress.as_ref().is_none_or(|a| a.network_id != ingress))
+    {
+        match pools.allocate(&ingress) {
+            Ok(ip) => {
+                let mut n = (**node).clone();
+                n.ingress = Some(orch_api::pb::NetworkAttachment {
+                    network_id: ingress.clone(),
+                    addr: ip.to_string(),
+                    aliases: Vec::new(),
+                });
+                actions.push(Action::UpdateNode(n));
+            }
+            Err(e) => {
+                warn!(error = %e, node = %node.id, "no ingress address for the node");
+                break;
+            }
+        }
+    }
+    for chunk in actions.chunks(MAX_ACTIONS) {
+        if let Err(e) = proposer.propose(chunk.to_vec()).await {
+            debug!(error = %e, "ingress endpoints not given; retrying next round");
+            return;
         }
     }
 }
@@ -62,7 +107,7 @@ async fn schedule_once<P: Proposer + ?Sized>(store: &Store, proposer: &P, now: i
             continue;
         };
         let mut t = (**task).clone();
-        if t.spec.as_ref().is_some_and(|s| !s.networks.is_empty()) {
+        if crate::network::needs_addresses(&t) {
             let pools = pools.get_or_insert_with(|| Pools::from_view(&view));
             match crate::network::attach_task(pools, &t) {
                 Ok(attachments) => t.networks = attachments,

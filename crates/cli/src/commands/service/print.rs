@@ -27,17 +27,38 @@ pub fn mode_name(s: &Service) -> &'static str {
     }
 }
 
-fn ports(endpoint: Option<&orch_api::pb::EndpointSpec>, host_only: bool) -> String {
-    endpoint
-        .map(|e| {
-            e.ports
-                .iter()
-                .filter(|p| !host_only || p.publish_mode() == PublishMode::Host)
-                .map(|p| format!("*:{}->{}/{}", p.published_port, p.target_port, p.protocol))
-                .collect::<Vec<_>>()
-                .join(", ")
+/// `*:8080->80/tcp, …`: the ports through the mesh (`service ls`, as docker's PORTS) or
+/// those in host mode (`service ps`).
+fn ports(ports: &[orch_api::pb::PortConfig], host: bool) -> String {
+    ports
+        .iter()
+        .filter(|p| (p.publish_mode() == PublishMode::Host) == host)
+        .map(|p| {
+            let local = if p.publish_mode() == PublishMode::Local {
+                " (local)"
+            } else {
+                ""
+            };
+            format!(
+                "*:{}->{}/{}{local}",
+                p.published_port, p.target_port, p.protocol
+            )
         })
-        .unwrap_or_default()
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The ports a service publishes: as allocated, or as its spec says (a service stored before
+/// ports were allocated).
+fn service_ports(s: &Service) -> &[orch_api::pb::PortConfig] {
+    if s.ports.is_empty() {
+        s.spec
+            .as_ref()
+            .and_then(|sp| sp.endpoint.as_ref())
+            .map_or(&[], |e| e.ports.as_slice())
+    } else {
+        &s.ports
+    }
 }
 
 /// `service ls`: the services' IDs (`-q`), or a table of them with their replica counts.
@@ -80,7 +101,7 @@ pub(super) fn service_list(
                 "Mode": mode_name(s),
                 "Replicas": replicas,
                 "Image": spec.task.and_then(|t| t.container).map(|c| c.image).unwrap_or_default(),
-                "Ports": ports(spec.endpoint.as_ref(), false),
+                "Ports": ports(service_ports(s), false),
             })
         })
         .collect();
@@ -150,7 +171,7 @@ fn ps_rows(
             "DesiredState": desired,
             "CurrentState": format!("{state} {}", output::ago(status.timestamp)),
             "Error": if error.is_empty() { String::new() } else { format!("\"{error}\"") },
-            "Ports": ports(t.endpoint.as_ref(), true),
+            "Ports": ports(t.endpoint.as_ref().map_or(&[], |e| e.ports.as_slice()), true),
         }));
     }
     rows
@@ -422,9 +443,20 @@ pub(super) fn print_pretty(s: &Service, networks: &[Network]) {
             .map(|e| e.mode.clone())
             .unwrap_or_else(|| "vip".into())
     );
-    let ports = ports(spec.endpoint.as_ref(), false);
-    if !ports.is_empty() {
-        outln!("Ports:\t\t{ports}");
+    let published: Vec<String> = service_ports(s)
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{}/{} ({})",
+                p.published_port,
+                p.target_port,
+                p.protocol,
+                orch_api::network::publish_mode_name(p)
+            )
+        })
+        .collect();
+    if !published.is_empty() {
+        outln!("Ports:\t\t{}", published.join(", "));
     }
 }
 

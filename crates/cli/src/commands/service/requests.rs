@@ -572,7 +572,13 @@ fn updated_spec(
             });
         }
         for p in &args.publish_add {
-            e.ports.push(parse_publish(p)?);
+            let p = parse_publish(p)?;
+            // The same published port added again replaces the old mapping.
+            e.ports.retain(|o| {
+                p.published_port == 0
+                    || !(o.protocol == p.protocol && o.published_port == p.published_port)
+            });
+            e.ports.push(p);
         }
     }
     // The options create and update share (env, health, restart, update config, ...).

@@ -35,6 +35,14 @@ pub enum ApplyError {
     /// An address the allocator handed out is already held (a race the caller may retry).
     #[error("address {addr} on network {network} is already in use")]
     AddressInUse { addr: String, network: String },
+    /// A published port another service holds (swarm's message; a race the caller may retry).
+    #[error("{0}")]
+    PortInUse(String),
+}
+
+fn check_ports(t: &Tables, s: &Service) -> Result<(), ApplyError> {
+    crate::network::ports::check(t.services.values().map(|s| s.as_ref()), s)
+        .map_err(ApplyError::PortInUse)
 }
 
 /// Every secret and config a service spec uses exists, in the version it names.
@@ -241,7 +249,15 @@ fn check_addresses<'a>(
                         .any(|a| a.network_id == network_id && a.addr == addr)
             })
         };
-        if by_service || by_task() {
+        let by_node = || {
+            t.nodes.values().any(|n| {
+                n.id != owner
+                    && n.ingress
+                        .as_ref()
+                        .is_some_and(|a| a.network_id == network_id && a.addr == addr)
+            })
+        };
+        if by_service || by_task() || by_node() {
             return Err(ApplyError::AddressInUse {
                 addr: addr.to_string(),
                 network: name.to_string(),
@@ -271,6 +287,20 @@ fn check_service_addresses(t: &Tables, s: &Service) -> Result<(), ApplyError> {
         .as_deref()
         .map_or_else(Vec::new, |o| service_addresses(o).collect());
     check_addresses(t, &s.id, service_addresses(s), &old)
+}
+
+fn node_addresses(n: &Node) -> impl Iterator<Item = (&str, &str)> {
+    n.ingress
+        .iter()
+        .map(|a| (a.network_id.as_str(), a.addr.as_str()))
+}
+
+fn check_node_addresses(t: &Tables, n: &Node) -> Result<(), ApplyError> {
+    let old = t.nodes.get(&n.id).cloned();
+    let old: Vec<(&str, &str)> = old
+        .as_deref()
+        .map_or_else(Vec::new, |o| node_addresses(o).collect());
+    check_addresses(t, &n.id, node_addresses(n), &old)
 }
 
 fn check_task_addresses(t: &Tables, task: &Task) -> Result<(), ApplyError> {
@@ -413,7 +443,10 @@ pub(super) fn apply_txn(
             Action::CreateCluster(c) => create(t, index, ts, c, events)?,
             Action::UpdateCluster(c) => update(t, index, ts, c, events)?,
             Action::CreateNode(n) => create(t, index, ts, n, events)?,
-            Action::UpdateNode(n) => update(t, index, ts, n, events)?,
+            Action::UpdateNode(n) => {
+                check_node_addresses(t, n)?;
+                update(t, index, ts, n, events)?
+            }
             Action::DeleteNode(id) => delete::<Node>(t, id, events)?,
             Action::CreateService(s) => {
                 let name = service_name(s);
@@ -425,6 +458,7 @@ pub(super) fn apply_txn(
                 }
                 check_data_refs(t, s)?;
                 check_service_addresses(t, s)?;
+                check_ports(t, s)?;
                 create(t, index, ts, s, events)?
             }
             Action::UpdateService(s) => {
@@ -437,6 +471,7 @@ pub(super) fn apply_txn(
                 }
                 check_data_refs(t, s)?;
                 check_service_addresses(t, s)?;
+                check_ports(t, s)?;
                 update(t, index, ts, s, events)?
             }
             Action::DeleteService(id) => delete::<Service>(t, id, events)?,
