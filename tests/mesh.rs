@@ -1,0 +1,439 @@
+//! End-to-end: the routing mesh in a 3-node lab, each node in its own network namespace (real
+//! VXLAN, real nftables DNAT, real containers). The test process is the outside client: it
+//! sits on the lab bridge and connects to the nodes' own addresses, as a user would. Needs
+//! root, iproute2, nftables, gcc (the UDP test image) and a Docker Engine.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{containers_under, orch_bin, test_images, wait_for};
+
+const IMAGE: &str = "orch-test/busybox:1";
+const UDP_IMAGE: &str = "orch-test/udp-echo:1";
+/// Answers `GET /` with its hostname, and `GET /cgi-bin/ip` with the client's address.
+const WEB: &str = "mkdir -p /www/cgi-bin && hostname > /www/index.html \
+    && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' > /www/cgi-bin/ip \
+    && chmod +x /www/cgi-bin/ip && exec httpd -f -p 80 -h /www";
+
+struct Lab {
+    lab: orch_lab::Lab,
+    root: PathBuf,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.lab.down();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+impl Lab {
+    fn up(name: &str) -> Lab {
+        test_images();
+        let root = std::env::temp_dir().join(format!("orch-mesh-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let lab = orch_lab::Lab::up(orch_lab::LabConfig::netns_managers(
+            root.clone(),
+            3,
+            orch_bin(),
+        ))
+        .expect("lab up");
+        Lab { lab, root }
+    }
+
+    fn orch(&self, args: &[&str]) -> Result<String, String> {
+        self.lab.orch_ok("m1", args).map_err(|e| e.to_string())
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        match self.orch(args) {
+            Ok(out) => out,
+            Err(e) => panic!("{e}\n--- m1 log ---\n{}", self.log("m1")),
+        }
+    }
+
+    fn log(&self, node: &str) -> String {
+        let text =
+            std::fs::read_to_string(self.root.join(node).join("orch.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    fn running(&self, service: &str) -> usize {
+        containers_under(&self.root)
+            .into_iter()
+            .filter(|k| k.running && k.service == service)
+            .count()
+    }
+
+    /// The nodes' own addresses, by name.
+    fn addrs(&self) -> BTreeMap<String, String> {
+        self.lab
+            .state
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.ip.clone()))
+            .collect()
+    }
+
+    /// The host's address on the lab bridge: where the test's connections come from.
+    fn client_addr(&self) -> String {
+        format!("10.77.{}.1", self.lab.state.id)
+    }
+}
+
+/// `GET path` from this process to `addr:port`; the body's last line.
+fn get(addr: &str, port: u16, path: &str) -> Result<String, String> {
+    let sock: SocketAddr = format!("{addr}:{port}")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(2))
+        .map_err(|e| format!("connect {sock}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(3)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .map_err(|e| format!("send {sock}: {e}"))?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .map_err(|e| format!("read {sock}: {e}"))?;
+    if !out.starts_with("HTTP/1") {
+        return Err(format!("{sock} answered {out:?}"));
+    }
+    Ok(out.lines().last().unwrap_or("").trim().to_string())
+}
+
+/// Whether `addr:port` refuses a connection at once (nothing behind the port).
+fn refuses(addr: &str, port: u16) -> bool {
+    let Ok(sock) = format!("{addr}:{port}").parse::<SocketAddr>() else {
+        return false;
+    };
+    matches!(
+        TcpStream::connect_timeout(&sock, Duration::from_secs(2)),
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused
+    )
+}
+
+/// A datagram to `addr:port`; the answer.
+fn udp(addr: &str, port: u16) -> Result<String, String> {
+    let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| e.to_string())?;
+    s.send_to(b"ping", format!("{addr}:{port}"))
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 512];
+    let (n, _) = s.recv_from(&mut buf).map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&buf[..n]).trim().to_string())
+}
+
+/// Requests to every node in turn, every 20 ms, until stopped: (successes, failures).
+struct Load {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl Load {
+    fn start(addrs: Vec<String>, port: u16) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, Vec::new());
+            let mut i = 0;
+            while !flag.load(Ordering::Relaxed) {
+                let addr = &addrs[i % addrs.len()];
+                i += 1;
+                match get(addr, port, "/") {
+                    Ok(_) => ok += 1,
+                    Err(e) => failed.push(e),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (ok, failed)
+        });
+        Load { stop, handle }
+    }
+
+    fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle
+            .join()
+            .unwrap_or((0, vec!["load thread panicked".into()]))
+    }
+}
+
+/// A service's `Endpoint.Ports` from `inspect`: (published, target, protocol, mode).
+fn endpoint_ports(l: &Lab, service: &str) -> Vec<(u64, u64, String, String)> {
+    let out = l.ok(&["service", "inspect", service]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("inspect JSON");
+    v[0]["Endpoint"]["Ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["PublishedPort"].as_u64().unwrap_or(0),
+                p["TargetPort"].as_u64().unwrap_or(0),
+                p["Protocol"].as_str().unwrap_or("").to_string(),
+                p["PublishMode"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_published_port_answers_on_every_node_and_follows_the_service() {
+    let l = Lab::up("ports");
+    let addrs = l.addrs();
+    let all: Vec<String> = addrs.values().cloned().collect();
+
+    // Two tasks, on m1 and m2; m3 has none.
+    let created = Instant::now();
+    l.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "8080:80",
+        "--replicas",
+        "2",
+        "--constraint",
+        "node.hostname!=m3",
+        IMAGE,
+        "sh",
+        "-c",
+        WEB,
+    ]);
+    wait_for(
+        Duration::from_secs(90),
+        "web answering on every node",
+        || all.iter().all(|a| get(a, 8080, "/").is_ok()),
+    );
+    println!(
+        "service create -p to the port answering on every node: {} ms",
+        created.elapsed().as_millis()
+    );
+    assert_eq!(l.running("web"), 2);
+
+    // 100 requests to each node's address, the node without a task included: all answer,
+    // and each task gets at least a quarter.
+    for (node, addr) in &addrs {
+        let mut hits: BTreeMap<String, usize> = BTreeMap::new();
+        for _ in 0..100 {
+            match get(addr, 8080, "/") {
+                Ok(host) => *hits.entry(host).or_default() += 1,
+                Err(e) => panic!("a request to {node} ({addr}) failed: {e}"),
+            }
+        }
+        assert_eq!(hits.len(), 2, "{node}: {hits:?}");
+        assert!(hits.values().all(|n| *n >= 25), "{node}: {hits:?}");
+    }
+    // The node's own connections, to 127.0.0.1, go through the mesh too.
+    let m3_ns = l
+        .lab
+        .node("m3")
+        .ok()
+        .and_then(|n| n.netns.clone())
+        .expect("netns");
+    let local = std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{m3_ns}"))
+        .args(["--", "curl", "-s", "-m", "3", "http://127.0.0.1:8080/"])
+        .output()
+        .expect("curl in m3's netns");
+    assert!(
+        local.status.success() && !local.stdout.is_empty(),
+        "127.0.0.1:8080 on m3: {local:?}"
+    );
+
+    // UDP: a published UDP port answers on every node.
+    l.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "echo",
+        "-p",
+        "5353:53/udp",
+        "--constraint",
+        "node.hostname==m1",
+        UDP_IMAGE,
+    ]);
+    wait_for(
+        Duration::from_secs(60),
+        "UDP answering on every node",
+        || all.iter().all(|a| udp(a, 5353).is_ok()),
+    );
+
+    // Local mode: the task sees the client's own address; a node without a task refuses at
+    // once.
+    l.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "who",
+        "--publish",
+        "published=8081,target=80,mode=local",
+        "--constraint",
+        "node.hostname==m1",
+        IMAGE,
+        "sh",
+        "-c",
+        WEB,
+    ]);
+    let m1 = addrs["m1"].clone();
+    wait_for(Duration::from_secs(60), "who answering on m1", || {
+        get(&m1, 8081, "/cgi-bin/ip").is_ok()
+    });
+    let seen = get(&m1, 8081, "/cgi-bin/ip").expect("who");
+    assert!(
+        seen.contains(&l.client_addr()),
+        "the task saw {seen:?}, not the client's {}",
+        l.client_addr()
+    );
+    for node in ["m2", "m3"] {
+        let started = Instant::now();
+        assert!(refuses(&addrs[node], 8081), "{node} should refuse 8081");
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{node} took {:?} to refuse",
+            started.elapsed()
+        );
+    }
+    let ls = l.ok(&["service", "ls"]);
+    assert!(ls.contains("*:8080->80/tcp"), "{ls}");
+    assert!(ls.contains("*:5353->53/udp"), "{ls}");
+    assert!(ls.contains("*:8081->80/tcp (local)"), "{ls}");
+
+    // A port another service holds is refused with swarm's message, and nothing is created.
+    let err = l
+        .orch(&[
+            "service", "create", "-d", "--name", "thief", "-p", "8080:80", IMAGE,
+        ])
+        .expect_err("8080 is web's");
+    assert!(
+        err.contains("port '8080' is already in use by service 'web'"),
+        "{err}"
+    );
+    assert!(!l.ok(&["service", "ls"]).contains("thief"));
+
+    // No published port given: one is picked from 30000-32767, shown by ls and inspect.
+    l.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "auto",
+        "-p",
+        "80",
+        "--constraint",
+        "node.hostname==m2",
+        IMAGE,
+        "sh",
+        "-c",
+        WEB,
+    ]);
+    let ports = endpoint_ports(&l, "auto");
+    assert_eq!(ports.len(), 1, "{ports:?}");
+    let (picked, target, proto, mode) = ports[0].clone();
+    assert!((30000..=32767).contains(&picked), "{picked}");
+    assert_eq!(
+        (target, proto.as_str(), mode.as_str()),
+        (80, "tcp", "ingress")
+    );
+    let ls = l.ok(&["service", "ls"]);
+    assert!(ls.contains(&format!("*:{picked}->80/tcp")), "{ls}");
+    let picked = u16::try_from(picked).expect("a port");
+    wait_for(Duration::from_secs(60), "the picked port answering", || {
+        all.iter().all(|a| get(a, picked, "/").is_ok())
+    });
+
+    // Scale 2→4 under a steady loop of requests to every node: nothing fails.
+    let load = Load::start(all.clone(), 8080);
+    std::thread::sleep(Duration::from_secs(1));
+    l.ok(&["service", "scale", "web=4"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let (ok, failed) = load.finish();
+    assert!(ok > 50, "only {ok} requests");
+    assert!(
+        failed.is_empty(),
+        "scale-up: {} failed: {failed:?}",
+        failed.len()
+    );
+
+    // A rolling update, start-first, under the loop: nothing fails.
+    let load = Load::start(all.clone(), 8080);
+    std::thread::sleep(Duration::from_secs(1));
+    l.ok(&[
+        "service",
+        "update",
+        "--update-order",
+        "start-first",
+        "--update-parallelism",
+        "2",
+        "--image",
+        "orch-test/busybox:2",
+        "web",
+    ]);
+    std::thread::sleep(Duration::from_secs(3));
+    let (ok, failed) = load.finish();
+    assert!(ok > 100, "only {ok} requests");
+    assert!(
+        failed.is_empty(),
+        "rolling update: {} failed: {failed:?}",
+        failed.len()
+    );
+    let on_two = containers_under(&l.root)
+        .into_iter()
+        .filter(|k| k.running && k.service == "web" && k.image.ends_with(":2"))
+        .count();
+    assert_eq!(on_two, 4, "every web task runs the new image");
+
+    // Removed: the port stops answering on every node within a second, and is free again.
+    let removed = Instant::now();
+    l.ok(&["service", "rm", "web"]);
+    let mut refused: BTreeMap<&str, Duration> = BTreeMap::new();
+    while refused.len() < addrs.len() && removed.elapsed() < Duration::from_secs(5) {
+        for (node, addr) in &addrs {
+            if !refused.contains_key(node.as_str()) && refuses(addr, 8080) {
+                refused.insert(node, removed.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("service rm: 8080 refused after {refused:?}");
+    assert_eq!(refused.len(), addrs.len(), "{refused:?}");
+    assert!(
+        refused.values().all(|t| *t < Duration::from_secs(1)),
+        "{refused:?}"
+    );
+    l.ok(&[
+        "service", "create", "-d", "--name", "web2", "-p", "8080:80", IMAGE, "sleep", "600",
+    ]);
+
+    // Everything the mesh made goes with the lab.
+    let tags: Vec<String> = l
+        .ok(&["node", "ls", "-q"])
+        .lines()
+        .map(|id| format!("orch-{}-", id.trim().chars().take(6).collect::<String>()))
+        .collect();
+    drop(l);
+    let leftovers = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    assert!(
+        !leftovers
+            .lines()
+            .any(|n| tags.iter().any(|t| n.starts_with(t.as_str()))),
+        "netns left: {leftovers}"
+    );
+}
