@@ -437,3 +437,172 @@ fn a_published_port_answers_on_every_node_and_follows_the_service() {
         "netns left: {leftovers}"
     );
 }
+
+/// What a single node in the host's own netns makes for the mesh, removed whatever happens
+/// (a failed test must not leave a host with orch's links or rules).
+struct HostMesh {
+    client_ns: String,
+    host_link: String,
+    node_tag: String,
+}
+
+impl Drop for HostMesh {
+    fn drop(&mut self) {
+        let run = |args: &[&str]| {
+            let _ = std::process::Command::new(args[0])
+                .args(&args[1..])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        };
+        run(&["ip", "netns", "del", &self.client_ns]);
+        run(&["ip", "link", "del", &self.host_link]);
+        if self.node_tag.is_empty() {
+            return;
+        }
+        run(&["ip", "link", "del", "ing0"]);
+        run(&["nft", "delete", "table", "ip", "orch_mesh"]);
+        for dir in ["-i", "-o"] {
+            run(&["iptables", "-D", "DOCKER-USER", dir, "ing0", "-j", "ACCEPT"]);
+        }
+        orch_agent::net::plane::remove_node_leftovers(&self.node_tag);
+    }
+}
+
+fn succeeds(args: &[&str]) -> bool {
+    std::process::Command::new(args[0])
+        .args(&args[1..])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn sh(args: &[&str]) {
+    assert!(succeeds(args), "{args:?} failed");
+}
+
+/// On a host with Docker (FORWARD policy DROP), a client behind an interface Docker knows
+/// nothing of reaches a published port: orch's DOCKER-USER rules let the mesh through, come
+/// back when removed (as an engine restart does), and `leave` takes every link, table and
+/// rule away.
+#[test]
+fn on_a_docker_host_the_mesh_gets_past_the_forward_policy_and_leave_removes_it() {
+    test_images();
+    let pid = std::process::id();
+    let mut guard = HostMesh {
+        client_ns: format!("orchmt-{pid}"),
+        host_link: format!("omt{}", pid % 100_000),
+        node_tag: String::new(),
+    };
+    // The client: its own netns, a /30 to the host.
+    let octet = 1 + pid % 250;
+    let (host_ip, client_ip) = (format!("10.199.{octet}.1"), format!("10.199.{octet}.2"));
+    let ns = guard.client_ns.clone();
+    let link = guard.host_link.clone();
+    sh(&["ip", "netns", "add", &ns]);
+    sh(&[
+        "ip", "link", "add", &link, "type", "veth", "peer", "name", "c0", "netns", &ns,
+    ]);
+    sh(&["ip", "addr", "add", &format!("{host_ip}/30"), "dev", &link]);
+    sh(&["ip", "link", "set", &link, "up"]);
+    sh(&[
+        "ip",
+        "-n",
+        &ns,
+        "addr",
+        "add",
+        &format!("{client_ip}/30"),
+        "dev",
+        "c0",
+    ]);
+    sh(&["ip", "-n", &ns, "link", "set", "c0", "up"]);
+    sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+    sh(&["ip", "-n", &ns, "route", "add", "default", "via", &host_ip]);
+
+    let c = common::Cluster::with_nodes(1, 0, &[]);
+    guard.node_tag = c.node_id("m1").chars().take(6).collect();
+    c.orch(
+        "m1",
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "web",
+            "-p",
+            "18080:80",
+            "--replicas",
+            "2",
+            IMAGE,
+            "sh",
+            "-c",
+            WEB,
+        ],
+    )
+    .expect_ok("service create");
+    let url = format!("http://{host_ip}:18080/cgi-bin/ip");
+    let from_client = || {
+        std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ns}"))
+            .args(["--", "curl", "-s", "-m", "2", &url])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    wait_for(Duration::from_secs(90), "the client reaching 18080", || {
+        from_client().is_some()
+    });
+    let seen = from_client().unwrap_or_default();
+    assert!(!seen.is_empty(), "no answer");
+    assert!(get("127.0.0.1", 18080, "/").is_ok(), "127.0.0.1:18080");
+    let rule = [
+        "iptables",
+        "-C",
+        "DOCKER-USER",
+        "-o",
+        "ing0",
+        "-j",
+        "ACCEPT",
+    ];
+    assert!(succeeds(&rule), "orch's DOCKER-USER rule");
+
+    // Docker's chains rewritten (an engine restart): orch puts its rules back.
+    while succeeds(&[
+        "iptables",
+        "-D",
+        "DOCKER-USER",
+        "-o",
+        "ing0",
+        "-j",
+        "ACCEPT",
+    ]) {}
+    let answered = from_client().is_some();
+    if !succeeds(&rule) {
+        // Still without the rule after the request: the request had none either.
+        assert!(!answered, "without the rule, FORWARD drops the mesh");
+    }
+    let back = wait_for(Duration::from_secs(20), "the rule back", || succeeds(&rule));
+    println!("DOCKER-USER rule back after {back:?}");
+    assert!(from_client().is_some(), "the client reaches the mesh again");
+
+    // Leave: no link, table, rule or container of the mesh stays.
+    c.orch("m1", &["leave", "--force"]).expect_ok("leave");
+    assert!(!succeeds(&["ip", "link", "show", "ing0"]), "ing0 left");
+    assert!(
+        !succeeds(&["nft", "list", "table", "ip", "orch_mesh"]),
+        "orch_mesh table left"
+    );
+    assert!(!succeeds(&rule), "DOCKER-USER rule left");
+    let netns = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    assert!(
+        !netns.contains(&format!("orch-{}-", guard.node_tag)),
+        "netns left: {netns}"
+    );
+    assert!(c.containers().is_empty(), "containers left");
+}
