@@ -396,6 +396,25 @@ fn a_published_port_answers_on_every_node_and_follows_the_service() {
         .count();
     assert_eq!(on_two, 4, "every web task runs the new image");
 
+    // m2 drained under the loop: its tasks leave the mesh before they stop; nothing fails.
+    let load = Load::start(all.clone(), 8080);
+    std::thread::sleep(Duration::from_secs(1));
+    l.ok(&["node", "update", "--availability", "drain", "m2"]);
+    wait_for(Duration::from_secs(60), "web's tasks off m2", || {
+        let ps = l.orch(&["service", "ps", "web", "--filter", "desired-state=running"]);
+        ps.is_ok_and(|out| !out.lines().skip(1).any(|line| line.contains(" m2 ")))
+            && l.running("web") == 4
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let (ok, failed) = load.finish();
+    assert!(ok > 50, "only {ok} requests");
+    assert!(
+        failed.is_empty(),
+        "drain: {} failed: {failed:?}",
+        failed.len()
+    );
+    l.ok(&["node", "update", "--availability", "active", "m2"]);
+
     // Removed: the port stops answering on every node within a second, and is free again.
     let removed = Instant::now();
     l.ok(&["service", "rm", "web"]);

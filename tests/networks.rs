@@ -99,7 +99,7 @@ fn networks_are_created_listed_inspected_and_removed_as_docker_does() {
 }
 
 #[test]
-fn bad_network_input_is_refused_and_changes_nothing() {
+fn bad_network_and_port_input_is_refused_and_changes_nothing() {
     let c = Cluster::with_nodes(1, 0, &[]);
     c.orch(
         "m1",
@@ -185,6 +185,52 @@ fn bad_network_input_is_refused_and_changes_nothing() {
                 "orch-test/busybox:1",
             ],
             "specified multiple times",
+        ),
+        (
+            &["service", "create", "-p", "0:80", "orch-test/busybox:1"],
+            "ports are 1-65535",
+        ),
+        (
+            &[
+                "service",
+                "create",
+                "-p",
+                "8080:65536",
+                "orch-test/busybox:1",
+            ],
+            "ports are 1-65535",
+        ),
+        (
+            &[
+                "service",
+                "create",
+                "-p",
+                "8080:80/icmp",
+                "orch-test/busybox:1",
+            ],
+            "invalid protocol \"icmp\"",
+        ),
+        (
+            &[
+                "service",
+                "create",
+                "--publish",
+                "published=8080,target=80,mode=mesh",
+                "orch-test/busybox:1",
+            ],
+            "invalid publish mode \"mesh\"",
+        ),
+        (
+            &[
+                "service",
+                "create",
+                "-p",
+                "8080:80",
+                "-p",
+                "8080:81",
+                "orch-test/busybox:1",
+            ],
+            "port 8080/tcp is published twice",
         ),
     ];
     for (args, says) in cases {

@@ -1083,6 +1083,45 @@ mod tests {
     }
 
     #[test]
+    fn mesh_tables_spread_masquerade_ingress_and_leave_local_alone() {
+        let port = |published, proto: &str, local, backends: &[&str]| MeshPort {
+            protocol: proto.into(),
+            published_port: published,
+            target_port: 80,
+            local,
+            service_id: "s".into(),
+            backends: backends.iter().map(|b| b.to_string()).collect(),
+        };
+        let ports = [
+            port(8080, "tcp", false, &["10.0.0.5", "10.0.0.6"]),
+            port(5353, "udp", false, &["10.0.0.7"]),
+            port(8081, "tcp", true, &["10.0.0.8"]),
+            port(8082, "tcp", false, &[]),
+            port(8083, "icmp", false, &["10.0.0.9"]),
+        ];
+        let table = mesh_table(ports.iter());
+        let dnat = "fib daddr type local tcp dport 8080 dnat to numgen random mod 2 map { 0 : 10.0.0.5, 1 : 10.0.0.6 }:80";
+        assert_eq!(table.matches(dnat).count(), 2, "prerouting and output");
+        assert!(table.contains("fib daddr type local udp dport 5353 dnat to 10.0.0.7:80"));
+        assert!(table.contains("fib daddr type local tcp dport 8081 dnat to 10.0.0.8:80"));
+        assert!(table.contains("ct original proto-dst 8080 masquerade"));
+        assert!(table.contains("meta l4proto udp ct original proto-dst 5353 masquerade"));
+        assert!(
+            !table.contains("proto-dst 8081"),
+            "local mode keeps the client's address"
+        );
+        assert!(
+            !table.contains("8082"),
+            "no backend: no rule, the kernel refuses"
+        );
+        assert!(
+            !table.contains("8083"),
+            "an unknown protocol is never written"
+        );
+        assert!(table.starts_with("table ip orch_mesh\ndelete table ip orch_mesh\n"));
+    }
+
+    #[test]
     fn link_names_fit_and_differ() {
         let a = task_link("abcdefghijklmnopqrstuvwxy", 0);
         assert!(a.len() < 15, "{a}");

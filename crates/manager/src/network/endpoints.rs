@@ -467,4 +467,97 @@ mod tests {
         );
         assert_eq!(d2.services[0].backends, ["10.1.0.4"]);
     }
+
+    /// With a service publishing through the mesh, every node with an ingress endpoint gets
+    /// the ingress network, every other endpoint on it (nodes' and tasks'), its own address,
+    /// and the ports: ingress mode over every running task, local mode over its own only.
+    #[tokio::test]
+    async fn every_node_sees_the_mesh_while_a_service_publishes_through_it() {
+        use orch_api::pb::{PortConfig, PublishMode};
+        let store = Arc::new(Store::new());
+        let applier = Applier::new(store.clone());
+        let mut actions = vec![Action::CreateNetwork(Network {
+            id: "ing".into(),
+            spec: Some(NetworkSpec {
+                name: "ingress".into(),
+                ingress: true,
+                ..Default::default()
+            }),
+            vni: 4096,
+            subnet: "10.0.0.0/24".into(),
+            gateway: "10.0.0.1".into(),
+            ..Default::default()
+        })];
+        for (i, id) in ["n1", "n2", "n3"].iter().enumerate() {
+            let mut n = testkit::node(id);
+            n.status = Some(NodeStatus {
+                addr: format!("10.77.0.{}:2377", i + 1),
+                ..Default::default()
+            });
+            n.ingress = Some(NetworkAttachment {
+                network_id: "ing".into(),
+                addr: format!("10.0.0.{}", i + 2),
+                aliases: vec![],
+            });
+            actions.push(Action::CreateNode(n));
+        }
+        let mut web = testkit::replicated("web", 2);
+        let port = |published, mode: PublishMode| PortConfig {
+            protocol: "tcp".into(),
+            target_port: 80,
+            published_port: published,
+            publish_mode: mode as i32,
+            ..Default::default()
+        };
+        web.ports = vec![
+            port(8080, PublishMode::Ingress),
+            port(8081, PublishMode::Local),
+        ];
+        actions.push(Action::CreateService(web.clone()));
+        actions.push(Action::CreateTask(on(
+            testkit::running("t1", &web, 1, "n1"),
+            "ing",
+            "10.0.0.10",
+        )));
+        actions.push(Action::CreateTask(on(
+            testkit::running("t2", &web, 2, "n2"),
+            "ing",
+            "10.0.0.11",
+        )));
+        applier.propose(actions).await.expect("setup");
+
+        let names: Vec<String> = ["n1", "n2", "n3"].map(String::from).to_vec();
+        let v = views(&store.view(), &names);
+        let n3 = &v["n3"];
+        assert_eq!(n3.ingress_addr, "10.0.0.4");
+        assert_eq!(n3.networks.keys().collect::<Vec<_>>(), ["ing"]);
+        let peers: Vec<&str> = n3.peers.values().map(|p| p.addr.as_str()).collect();
+        assert_eq!(peers, ["10.0.0.10", "10.0.0.11", "10.0.0.2", "10.0.0.3"]);
+        let ingress = &n3.ports[&("tcp".to_string(), 8080)];
+        assert_eq!(ingress.backends, ["10.0.0.10", "10.0.0.11"]);
+        assert!(!ingress.local);
+        let local = &n3.ports[&("tcp".to_string(), 8081)];
+        assert!(local.local && local.backends.is_empty(), "no task on n3");
+        assert_eq!(
+            v["n1"].ports[&("tcp".to_string(), 8081)].backends,
+            ["10.0.0.10"]
+        );
+        assert_eq!(full(n3).ingress_addr, "10.0.0.4");
+
+        // The service goes: the mesh goes from every node.
+        let before = v;
+        applier
+            .propose(vec![
+                Action::DeleteTask("t1".into()),
+                Action::DeleteTask("t2".into()),
+                Action::DeleteService(web.id.clone()),
+            ])
+            .await
+            .expect("removed");
+        let after = views(&store.view(), &names);
+        let d = diff(&before["n3"], &after["n3"]).expect("a change");
+        assert_eq!(d.ingress_addr, "");
+        assert_eq!(d.networks_removed, ["ing"]);
+        assert_eq!(d.ports_removed.len(), 2);
+    }
 }

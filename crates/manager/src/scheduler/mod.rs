@@ -260,4 +260,79 @@ mod tests {
         assert_eq!(now.node_id, "n1");
         assert_eq!(now.networks[0].addr, freed);
     }
+
+    /// Nodes get no ingress endpoint until a service publishes through the mesh; then every
+    /// node gets one, and that service's tasks get an address on the ingress network as they
+    /// are placed, none of them shared.
+    #[tokio::test]
+    async fn the_mesh_gives_nodes_and_its_tasks_ingress_addresses() {
+        use orch_api::pb::{EndpointSpec, PortConfig};
+        let store = Arc::new(Store::new());
+        let applier = Applier::new(store.clone());
+        let plain = testkit::replicated("plain", 1);
+        applier
+            .propose(vec![
+                Action::CreateNode(testkit::node("n1")),
+                Action::CreateNode(testkit::node("n2")),
+                Action::CreateNetwork(crate::bootstrap::ingress_network()),
+                Action::CreateService(plain.clone()),
+                Action::CreateTask(testkit::pending("p1", &plain, 1)),
+            ])
+            .await
+            .expect("setup");
+        give_nodes_ingress(&store, applier.as_ref()).await;
+        schedule_once(&store, applier.as_ref(), 1).await;
+        assert!(store.view().nodes().all(|n| n.ingress.is_none()));
+        assert!(tasks(&store).iter().all(|t| t.networks.is_empty()));
+
+        let mut web = testkit::replicated("web", 2);
+        let endpoint = EndpointSpec {
+            mode: "vip".into(),
+            ports: vec![PortConfig {
+                protocol: "tcp".into(),
+                target_port: 80,
+                published_port: 8080,
+                ..Default::default()
+            }],
+        };
+        if let Some(spec) = web.spec.as_mut() {
+            spec.endpoint = Some(endpoint.clone());
+        }
+        web.ports = endpoint.ports.clone();
+        let mut pending = Vec::new();
+        for slot in 1..=2 {
+            let mut t = testkit::pending(&format!("w{slot}"), &web, slot);
+            t.endpoint = Some(endpoint.clone());
+            pending.push(Action::CreateTask(t));
+        }
+        let mut actions = vec![Action::CreateService(web)];
+        actions.extend(pending);
+        applier.propose(actions).await.expect("web");
+        give_nodes_ingress(&store, applier.as_ref()).await;
+        schedule_once(&store, applier.as_ref(), 2).await;
+
+        let view = store.view();
+        let ingress_id = view
+            .networks()
+            .map(|n| n.id.clone())
+            .next()
+            .expect("the ingress network");
+        let mut held: Vec<String> = view
+            .nodes()
+            .map(|n| {
+                let a = n.ingress.clone().expect("every node has an endpoint");
+                assert_eq!(a.network_id, ingress_id);
+                a.addr
+            })
+            .collect();
+        for id in ["w1", "w2"] {
+            let t = view.task(id).expect("task");
+            assert_eq!(t.networks.len(), 1, "{id}: {:?}", t.networks);
+            assert_eq!(t.networks[0].network_id, ingress_id);
+            held.push(t.networks[0].addr.clone());
+        }
+        let unique: BTreeSet<&String> = held.iter().collect();
+        assert_eq!(unique.len(), 4, "{held:?}");
+        assert!(view.task("p1").is_some_and(|t| t.networks.is_empty()));
+    }
 }
