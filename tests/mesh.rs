@@ -560,6 +560,24 @@ fn on_a_docker_host_the_mesh_gets_past_the_forward_policy_and_leave_removes_it()
         ],
     )
     .expect_ok("service create");
+    // Host mode: the engine binds the port on the node running the task.
+    c.orch(
+        "m1",
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "pinned",
+            "--publish",
+            "published=18090,target=80,mode=host",
+            IMAGE,
+            "sh",
+            "-c",
+            WEB,
+        ],
+    )
+    .expect_ok("host-mode service");
     let url = format!("http://{host_ip}:18080/cgi-bin/ip");
     let from_client = || {
         std::process::Command::new("nsenter")
@@ -576,6 +594,9 @@ fn on_a_docker_host_the_mesh_gets_past_the_forward_policy_and_leave_removes_it()
     let seen = from_client().unwrap_or_default();
     assert!(!seen.is_empty(), "no answer");
     assert!(get("127.0.0.1", 18080, "/").is_ok(), "127.0.0.1:18080");
+    wait_for(Duration::from_secs(60), "the host-mode port", || {
+        get("127.0.0.1", 18090, "/").is_ok()
+    });
     let rule = [
         "iptables",
         "-C",

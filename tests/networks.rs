@@ -232,6 +232,18 @@ fn bad_network_and_port_input_is_refused_and_changes_nothing() {
             ],
             "port 8080/tcp is published twice",
         ),
+        (
+            &[
+                "service",
+                "create",
+                "--network",
+                "taken",
+                "--publish",
+                "published=9000,target=80,mode=host",
+                "orch-test/busybox:1",
+            ],
+            "published in host mode, which is not supported (yet)",
+        ),
     ];
     for (args, says) in cases {
         let run = c.orch("m1", args);

@@ -9,6 +9,7 @@
 mod engine;
 mod failover;
 mod load;
+mod mesh;
 mod overlay;
 mod raft_latency;
 
@@ -89,6 +90,19 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         tasks: usize,
     },
+    /// The routing mesh in a 3-node netns lab: requests/s and latency through it against
+    /// straight to a task, and `service create -p` → answering everywhere against
+    /// `docker run -p` (needs root).
+    Mesh {
+        #[arg(long, default_value = "target/release/orch")]
+        orch: String,
+        /// Create → answering trials
+        #[arg(long, default_value_t = 5)]
+        trials: usize,
+        /// Seconds of each load run
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+    },
     /// Leader SIGKILL → next write accepted, with real orch processes.
     Failover {
         /// The orch binary to run.
@@ -115,6 +129,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Failover { orch, trials } => failover::run(&orch, trials),
         Command::Overlay { orch, tasks } => overlay::run(&orch, tasks),
+        Command::Mesh { orch, trials, secs } => mesh::run(&orch, trials, secs),
         Command::Load {
             orch,
             managers,

@@ -13,7 +13,7 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HealthConfig,
-    HealthStatusEnum, HostConfig, Mount, MountTmpfsOptions, MountType,
+    HealthStatusEnum, HostConfig, Mount, MountTmpfsOptions, MountType, PortBinding,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions,
@@ -322,7 +322,19 @@ impl DockerExecutor {
             .as_ref()
             .and_then(|s| s.resources.as_ref())
             .and_then(|r| r.limits.as_ref());
+        let host_ports = host_ports(task)?;
+        let mut host_config = host_config(spec, limits, data)?;
+        if !host_ports.is_empty() {
+            host_config.port_bindings = Some(
+                host_ports
+                    .iter()
+                    .map(|(key, binding)| (key.clone(), Some(vec![binding.clone()])))
+                    .collect(),
+            );
+        }
         Ok(ContainerCreateBody {
+            exposed_ports: (!host_ports.is_empty())
+                .then(|| host_ports.iter().map(|(key, _)| key.clone()).collect()),
             image: Some(spec.image.clone()),
             entrypoint: non_empty_vec(&spec.command),
             cmd: non_empty_vec(&spec.args),
@@ -334,7 +346,7 @@ impl DockerExecutor {
             stop_signal: non_empty(&spec.stop_signal),
             stop_timeout: Some(whole_seconds(stop_grace(spec))),
             healthcheck: spec.healthcheck.as_ref().map(health_config),
-            host_config: Some(host_config(spec, limits, data)?),
+            host_config: Some(host_config),
             ..Default::default()
         })
     }
@@ -790,6 +802,33 @@ fn stop_grace(spec: &ContainerSpec) -> Duration {
 fn whole_seconds(d: Duration) -> i64 {
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     i64::try_from(secs).unwrap_or(i64::MAX)
+}
+
+/// The task's host-mode ports as the engine binds them (`80/tcp` → the node's port; none
+/// given: the engine picks one). Only a task on the engine's own network can have them: the
+/// manager refuses them with overlay networks or the mesh.
+fn host_ports(task: &Task) -> Result<Vec<(String, PortBinding)>, ExecError> {
+    let ports: Vec<&pb::PortConfig> = task
+        .endpoint
+        .iter()
+        .flat_map(|e| &e.ports)
+        .filter(|p| p.publish_mode() == pb::PublishMode::Host)
+        .collect();
+    if !ports.is_empty() && !task.networks.is_empty() {
+        return Err(ExecError::Rejected(
+            "host-mode ports need a task without overlay networks".into(),
+        ));
+    }
+    Ok(ports
+        .into_iter()
+        .map(|p| {
+            let binding = PortBinding {
+                host_ip: None,
+                host_port: (p.published_port != 0).then(|| p.published_port.to_string()),
+            };
+            (format!("{}/{}", p.target_port, p.protocol), binding)
+        })
+        .collect())
 }
 
 /// The engine's healthcheck: zero durations and an empty test keep the image's values, and

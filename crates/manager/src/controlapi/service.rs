@@ -56,6 +56,7 @@ pub async fn create(ctx: &ManagerCtx, req: CreateServiceRequest) -> Result<Servi
     let view = ctx.read_view().await?;
     crate::data::resolve_references(&view, &mut spec).map_err(ManagerError::InvalidArgument)?;
     crate::network::resolve_attachments(&view, &mut spec).map_err(ManagerError::InvalidArgument)?;
+    crate::network::check_host_ports(&spec).map_err(ManagerError::InvalidArgument)?;
     let now = orch_api::now_nanos();
     let mut service = Service {
         id: orch_api::ids::new_id(),
@@ -191,6 +192,7 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateServiceRequest) -> Result<Servi
         crate::data::resolve_references(&view, &mut spec).map_err(ManagerError::InvalidArgument)?;
         crate::network::resolve_attachments(&view, &mut spec)
             .map_err(ManagerError::InvalidArgument)?;
+        crate::network::check_host_ports(&spec).map_err(ManagerError::InvalidArgument)?;
         if spec.name != old_spec.name {
             return Err(ManagerError::InvalidArgument(
                 "renaming services is not supported".into(),

@@ -37,6 +37,24 @@ pub fn resolve_attachments(view: &Tables, spec: &mut ServiceSpec) -> Result<(), 
     Ok(())
 }
 
+/// Host-mode ports are bound by the engine on its own network: a service whose tasks live in
+/// an overlay netns (networks, or the mesh) cannot have them (yet).
+pub fn check_host_ports(spec: &ServiceSpec) -> Result<(), String> {
+    let ports = spec.endpoint.iter().flat_map(|e| &e.ports);
+    let host = ports.clone().find(|p| !orch_api::network::through_mesh(p));
+    let Some(p) = host else {
+        return Ok(());
+    };
+    let networks = spec.task.as_ref().is_some_and(|t| !t.networks.is_empty());
+    if networks || ports.clone().any(orch_api::network::through_mesh) {
+        return Err(format!(
+            "port {}/{} is published in host mode, which is not supported (yet) for a service on overlay networks or with ports on the routing mesh: publish it through the mesh (mode=ingress or mode=local)",
+            p.target_port, p.protocol
+        ));
+    }
+    Ok(())
+}
+
 fn uses_vips(spec: &ServiceSpec) -> bool {
     spec.endpoint.as_ref().is_none_or(|e| e.mode != "dnsrr")
 }
