@@ -8,12 +8,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{containers_under, orch_bin, test_images, wait_for};
+use common::{containers_under, test_images, wait_for};
 
 const IMAGE: &str = "orch-test/busybox:1";
 const UDP_IMAGE: &str = "orch-test/udp-echo:1";
@@ -22,72 +21,7 @@ const WEB: &str = "mkdir -p /www/cgi-bin && hostname > /www/index.html \
     && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' > /www/cgi-bin/ip \
     && chmod +x /www/cgi-bin/ip && exec httpd -f -p 80 -h /www";
 
-struct Lab {
-    lab: orch_lab::Lab,
-    root: PathBuf,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.lab.down();
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
-impl Lab {
-    fn up(name: &str) -> Lab {
-        test_images();
-        let root = std::env::temp_dir().join(format!("orch-mesh-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let lab = orch_lab::Lab::up(orch_lab::LabConfig::netns_managers(
-            root.clone(),
-            3,
-            orch_bin(),
-        ))
-        .expect("lab up");
-        Lab { lab, root }
-    }
-
-    fn orch(&self, args: &[&str]) -> Result<String, String> {
-        self.lab.orch_ok("m1", args).map_err(|e| e.to_string())
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        match self.orch(args) {
-            Ok(out) => out,
-            Err(e) => panic!("{e}\n--- m1 log ---\n{}", self.log("m1")),
-        }
-    }
-
-    fn log(&self, node: &str) -> String {
-        let text =
-            std::fs::read_to_string(self.root.join(node).join("orch.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    fn running(&self, service: &str) -> usize {
-        containers_under(&self.root)
-            .into_iter()
-            .filter(|k| k.running && k.service == service)
-            .count()
-    }
-
-    /// The nodes' own addresses, by name.
-    fn addrs(&self) -> BTreeMap<String, String> {
-        self.lab
-            .state
-            .nodes
-            .iter()
-            .map(|n| (n.name.clone(), n.ip.clone()))
-            .collect()
-    }
-
-    /// The host's address on the lab bridge: where the test's connections come from.
-    fn client_addr(&self) -> String {
-        format!("10.77.{}.1", self.lab.state.id)
-    }
-}
+type Lab = common::netns::NetnsLab;
 
 /// `GET path` from this process to `addr:port`; the body's last line.
 fn get(addr: &str, port: u16, path: &str) -> Result<String, String> {
@@ -167,6 +101,22 @@ impl Load {
     }
 }
 
+/// Runs `change` under a steady loop of requests to every node's 8080 (from a second before
+/// it to `settle` after it): none may fail.
+fn without_a_failed_request(addrs: &[String], what: &str, settle: Duration, change: impl FnOnce()) {
+    let load = Load::start(addrs.to_vec(), 8080);
+    std::thread::sleep(Duration::from_secs(1));
+    change();
+    std::thread::sleep(settle);
+    let (ok, failed) = load.finish();
+    assert!(ok > 50, "{what}: only {ok} requests");
+    assert!(
+        failed.is_empty(),
+        "{what}: {} failed: {failed:?}",
+        failed.len()
+    );
+}
+
 /// A service's `Endpoint.Ports` from `inspect`: (published, target, protocol, mode).
 fn endpoint_ports(l: &Lab, service: &str) -> Vec<(u64, u64, String, String)> {
     let out = l.ok(&["service", "inspect", service]);
@@ -188,7 +138,7 @@ fn endpoint_ports(l: &Lab, service: &str) -> Vec<(u64, u64, String, String)> {
 
 #[test]
 fn a_published_port_answers_on_every_node_and_follows_the_service() {
-    let l = Lab::up("ports");
+    let l = Lab::up("mesh", "ports");
     let addrs = l.addrs();
     let all: Vec<String> = addrs.values().cloned().collect();
 
@@ -220,7 +170,7 @@ fn a_published_port_answers_on_every_node_and_follows_the_service() {
         "service create -p to the port answering on every node: {} ms",
         created.elapsed().as_millis()
     );
-    assert_eq!(l.running("web"), 2);
+    assert_eq!(l.running("web").len(), 2);
 
     // 100 requests to each node's address, the node without a task included: all answer,
     // and each task gets at least a quarter.
@@ -294,9 +244,9 @@ fn a_published_port_answers_on_every_node_and_follows_the_service() {
     });
     let seen = get(&m1, 8081, "/cgi-bin/ip").expect("who");
     assert!(
-        seen.contains(&l.client_addr()),
+        seen.contains(&l.host_addr()),
         "the task saw {seen:?}, not the client's {}",
-        l.client_addr()
+        l.host_addr()
     );
     for node in ["m2", "m3"] {
         let started = Instant::now();
@@ -356,40 +306,24 @@ fn a_published_port_answers_on_every_node_and_follows_the_service() {
     });
 
     // Scale 2→4 under a steady loop of requests to every node: nothing fails.
-    let load = Load::start(all.clone(), 8080);
-    std::thread::sleep(Duration::from_secs(1));
-    l.ok(&["service", "scale", "web=4"]);
-    std::thread::sleep(Duration::from_secs(2));
-    let (ok, failed) = load.finish();
-    assert!(ok > 50, "only {ok} requests");
-    assert!(
-        failed.is_empty(),
-        "scale-up: {} failed: {failed:?}",
-        failed.len()
-    );
+    without_a_failed_request(&all, "scale-up", Duration::from_secs(2), || {
+        l.ok(&["service", "scale", "web=4"]);
+    });
 
     // A rolling update, start-first, under the loop: nothing fails.
-    let load = Load::start(all.clone(), 8080);
-    std::thread::sleep(Duration::from_secs(1));
-    l.ok(&[
-        "service",
-        "update",
-        "--update-order",
-        "start-first",
-        "--update-parallelism",
-        "2",
-        "--image",
-        "orch-test/busybox:2",
-        "web",
-    ]);
-    std::thread::sleep(Duration::from_secs(3));
-    let (ok, failed) = load.finish();
-    assert!(ok > 100, "only {ok} requests");
-    assert!(
-        failed.is_empty(),
-        "rolling update: {} failed: {failed:?}",
-        failed.len()
-    );
+    without_a_failed_request(&all, "rolling update", Duration::from_secs(3), || {
+        l.ok(&[
+            "service",
+            "update",
+            "--update-order",
+            "start-first",
+            "--update-parallelism",
+            "2",
+            "--image",
+            "orch-test/busybox:2",
+            "web",
+        ]);
+    });
     let on_two = containers_under(&l.root)
         .into_iter()
         .filter(|k| k.running && k.service == "web" && k.image.ends_with(":2"))
@@ -397,22 +331,14 @@ fn a_published_port_answers_on_every_node_and_follows_the_service() {
     assert_eq!(on_two, 4, "every web task runs the new image");
 
     // m2 drained under the loop: its tasks leave the mesh before they stop; nothing fails.
-    let load = Load::start(all.clone(), 8080);
-    std::thread::sleep(Duration::from_secs(1));
-    l.ok(&["node", "update", "--availability", "drain", "m2"]);
-    wait_for(Duration::from_secs(60), "web's tasks off m2", || {
-        let ps = l.orch(&["service", "ps", "web", "--filter", "desired-state=running"]);
-        ps.is_ok_and(|out| !out.lines().skip(1).any(|line| line.contains(" m2 ")))
-            && l.running("web") == 4
+    without_a_failed_request(&all, "drain", Duration::from_secs(1), || {
+        l.ok(&["node", "update", "--availability", "drain", "m2"]);
+        wait_for(Duration::from_secs(60), "web's tasks off m2", || {
+            let ps = l.orch(&["service", "ps", "web", "--filter", "desired-state=running"]);
+            ps.is_ok_and(|out| !out.lines().skip(1).any(|line| line.contains(" m2 ")))
+                && l.running("web").len() == 4
+        });
     });
-    std::thread::sleep(Duration::from_secs(1));
-    let (ok, failed) = load.finish();
-    assert!(ok > 50, "only {ok} requests");
-    assert!(
-        failed.is_empty(),
-        "drain: {} failed: {failed:?}",
-        failed.len()
-    );
     l.ok(&["node", "update", "--availability", "active", "m2"]);
 
     // Removed: the port stops answering on every node within a second, and is free again.

@@ -5,68 +5,17 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{containers_under, orch_bin, test_images, wait_for};
+use common::wait_for;
 
 const IMAGE: &str = "orch-test/busybox:1";
 
-struct Lab {
-    lab: orch_lab::Lab,
-    root: PathBuf,
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.lab.down();
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
+type Lab = common::netns::NetnsLab;
 
 fn lab(name: &str) -> Lab {
-    test_images();
-    let root = std::env::temp_dir().join(format!("orch-overlay-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    let lab = orch_lab::Lab::up(orch_lab::LabConfig::netns_managers(
-        root.clone(),
-        3,
-        orch_bin(),
-    ))
-    .expect("lab up");
-    Lab { lab, root }
-}
-
-impl Lab {
-    fn ok(&self, args: &[&str]) -> String {
-        match self.lab.orch_ok("m1", args) {
-            Ok(out) => out,
-            Err(e) => panic!("{e}\n--- m1 log ---\n{}", self.log("m1")),
-        }
-    }
-
-    fn log(&self, node: &str) -> String {
-        let text =
-            std::fs::read_to_string(self.root.join(node).join("orch.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    /// Running containers of `service`.
-    fn running(&self, service: &str) -> Vec<common::Container> {
-        containers_under(&self.root)
-            .into_iter()
-            .filter(|k| k.running && k.service == service)
-            .collect()
-    }
-
-    fn one(&self, service: &str) -> String {
-        self.running(service)
-            .first()
-            .map(|k| k.name.clone())
-            .unwrap_or_default()
-    }
+    Lab::up("overlay", name)
 }
 
 fn exec(container: &str, script: &str) -> (bool, String) {
@@ -269,8 +218,7 @@ fn services_on_an_overlay_reach_each_other_by_name_across_nodes() {
     // Egress: an address outside the cluster (the lab bridge's, on the host) answers a
     // task on a normal network, not one on an internal network.
     let bridge = l.lab.state.bridge.clone().expect("a netns lab");
-    let id = l.lab.state.id;
-    let outside = format!("10.77.{id}.1");
+    let outside = l.host_addr();
     let mut server = Command::new("python3")
         .args(["-m", "http.server", "--bind", &outside, "18080"])
         .current_dir(&l.root)
