@@ -171,14 +171,18 @@ fn a_published_port_answers_on_every_node_and_follows_the_service() {
         created.elapsed().as_millis()
     );
     // Both tasks running and in every node's mesh (the port answers with the first one).
-    wait_for(Duration::from_secs(60), "both tasks behind every node", || {
-        l.running("web").len() == 2
-            && all.iter().all(|a| {
-                let hosts: std::collections::BTreeSet<String> =
-                    (0..20).filter_map(|_| get(a, 8080, "/").ok()).collect();
-                hosts.len() == 2
-            })
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "both tasks behind every node",
+        || {
+            l.running("web").len() == 2
+                && all.iter().all(|a| {
+                    let hosts: std::collections::BTreeSet<String> =
+                        (0..20).filter_map(|_| get(a, 8080, "/").ok()).collect();
+                    hosts.len() == 2
+                })
+        },
+    );
 
     // 100 requests to each node's address, the node without a task included: all answer,
     // and each task gets at least a quarter.

@@ -58,6 +58,7 @@ fn spec() -> TaskSpec {
             reservations: Some(ResourceLimits {
                 nano_cpus: 0,
                 memory_bytes: 64 << 20,
+                pids: 0,
             }),
             limits: None,
         }),

@@ -12,6 +12,7 @@ mod load;
 mod mesh;
 mod overlay;
 mod raft_latency;
+mod stack;
 
 use clap::{Parser, Subcommand};
 
@@ -103,6 +104,18 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         secs: u64,
     },
+    /// A stack of N services in a 3-node netns lab: `stack deploy` against the same services
+    /// made one by one (needs root).
+    Stack {
+        #[arg(long, default_value = "target/release/orch")]
+        orch: String,
+        #[arg(long, default_value_t = 3)]
+        trials: usize,
+        #[arg(long, default_value_t = 10)]
+        services: usize,
+        #[arg(long, default_value_t = 2)]
+        replicas: usize,
+    },
     /// Leader SIGKILL → next write accepted, with real orch processes.
     Failover {
         /// The orch binary to run.
@@ -130,6 +143,12 @@ fn main() -> anyhow::Result<()> {
         Command::Failover { orch, trials } => failover::run(&orch, trials),
         Command::Overlay { orch, tasks } => overlay::run(&orch, tasks),
         Command::Mesh { orch, trials, secs } => mesh::run(&orch, trials, secs),
+        Command::Stack {
+            orch,
+            trials,
+            services,
+            replicas,
+        } => stack::run(&orch, trials, services, replicas),
         Command::Load {
             orch,
             managers,

@@ -500,7 +500,7 @@ async fn bad_mounts_are_rejected() {
 }
 
 #[tokio::test]
-async fn resource_limits_land_in_the_container() {
+async fn resource_limits_and_container_options_land_in_the_container() {
     let node = Node::new().await;
     let mut t = task(spec(&[]));
     if let Some(task_spec) = t.spec.as_mut() {
@@ -508,9 +508,27 @@ async fn resource_limits_land_in_the_container() {
             limits: Some(ResourceLimits {
                 nano_cpus: SECOND / 2,
                 memory_bytes: 64 << 20,
+                pids: 64,
             }),
             reservations: None,
         });
+        if let Some(c) = task_spec.container.as_mut() {
+            // What a stack file can say of the container (`stack deploy`).
+            c.dns = vec!["10.9.9.9".into()];
+            c.dns_search = vec!["example.test".into()];
+            c.hosts = vec!["db.test:10.1.2.3".into()];
+            c.cap_add = vec!["NET_ADMIN".into()];
+            c.cap_drop = vec!["MKNOD".into()];
+            c.sysctls = [("kernel.msgmax".to_string(), "65536".to_string())].into();
+            c.ulimits = vec![orch_api::pb::Ulimit {
+                name: "nofile".into(),
+                soft: 1024,
+                hard: 2048,
+            }];
+            c.init = Some(true);
+            c.tty = true;
+            c.read_only = true;
+        }
     }
     let id = run(&node, &t).await;
     let c = docker()
@@ -521,6 +539,27 @@ async fn resource_limits_land_in_the_container() {
     let host = c.host_config.expect("host config");
     assert_eq!(host.memory, Some(64 << 20));
     assert_eq!(host.nano_cpus, Some(SECOND / 2));
+    assert_eq!(host.pids_limit, Some(64));
+    assert_eq!(host.dns, Some(vec!["10.9.9.9".to_string()]));
+    assert_eq!(host.dns_search, Some(vec!["example.test".to_string()]));
+    assert_eq!(host.extra_hosts, Some(vec!["db.test:10.1.2.3".to_string()]));
+    assert_eq!(host.cap_add, Some(vec!["NET_ADMIN".to_string()]));
+    assert_eq!(host.cap_drop, Some(vec!["MKNOD".to_string()]));
+    assert_eq!(
+        host.sysctls.and_then(|s| s.get("kernel.msgmax").cloned()),
+        Some("65536".to_string())
+    );
+    let nofile = host.ulimits.unwrap_or_default();
+    assert_eq!(
+        nofile
+            .iter()
+            .map(|u| (u.name.clone(), u.soft, u.hard))
+            .collect::<Vec<_>>(),
+        [(Some("nofile".to_string()), Some(1024), Some(2048))]
+    );
+    assert_eq!(host.init, Some(true));
+    assert_eq!(host.readonly_rootfs, Some(true));
+    assert_eq!(c.config.and_then(|k| k.tty), Some(true));
 }
 
 #[tokio::test]

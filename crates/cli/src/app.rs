@@ -57,6 +57,9 @@ enum Command {
     /// Manage networks
     #[command(subcommand)]
     Network(crate::commands::network::NetworkCmd),
+    /// Manage stacks (compose files)
+    #[command(subcommand)]
+    Stack(crate::commands::stack::StackCmd),
     /// Manage secrets
     #[command(subcommand)]
     Secret(crate::commands::data::DataCmd),
@@ -122,6 +125,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lab(cmd) => crate::commands::lab::run(cmd).await,
         Command::Service(cmd) => service::run(&target, *cmd).await,
         Command::Network(cmd) => crate::commands::network::run(&target, cmd).await,
+        Command::Stack(cmd) => crate::commands::stack::run(&target, cmd).await,
         Command::Secret(cmd) => {
             crate::commands::data::run(&target, orch_api::pb::DataKind::Secret, cmd).await
         }

@@ -29,6 +29,7 @@ pub mod daemon;
 pub mod datadir;
 pub mod net;
 pub mod output;
+pub mod stack;
 /// The /proc liveness check and `spawn_node` live in `orch-lab` (which the lab, the daemon,
 /// the tests and the benches share).
 pub use orch_lab::process;

@@ -155,6 +155,7 @@ pub fn reserve_memory(mut s: Service, bytes: i64) -> Service {
             reservations: Some(ResourceLimits {
                 nano_cpus: 0,
                 memory_bytes: bytes,
+                pids: 0,
             }),
             limits: None,
         });

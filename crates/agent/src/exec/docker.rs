@@ -13,7 +13,8 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HealthConfig,
-    HealthStatusEnum, HostConfig, Mount, MountTmpfsOptions, MountType, PortBinding,
+    HealthStatusEnum, HostConfig, HostConfigLogConfig, Mount, MountTmpfsOptions, MountType,
+    PortBinding, ResourcesUlimits,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions,
@@ -121,14 +122,31 @@ impl DockerExecutor {
             (labels::NODE_ID.to_string(), self.node_id.clone()),
             (labels::SANDBOX_OF.to_string(), task.id.clone()),
         ]);
+        // The task joins this netns, so its name resolution and network sysctls are set
+        // here: orch's resolver first, then the spec's own.
+        let mut dns: Vec<String> = plane.dns_server(task).into_iter().collect();
+        dns.extend(spec.dns.iter().cloned());
+        let dns_search = if spec.dns_search.is_empty() {
+            vec![".".to_string()]
+        } else {
+            spec.dns_search.clone()
+        };
+        let net_sysctls: HashMap<String, String> = spec
+            .sysctls
+            .iter()
+            .filter(|(k, _)| k.starts_with("net."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let body = ContainerCreateBody {
             image: Some(pause::IMAGE.to_string()),
             hostname: non_empty(&spec.hostname),
             labels: Some(labels),
             host_config: Some(HostConfig {
                 network_mode: Some("none".into()),
-                dns: plane.dns_server(task).map(|d| vec![d]),
-                dns_search: Some(vec![".".into()]),
+                dns: Some(dns),
+                dns_search: Some(dns_search),
+                extra_hosts: non_empty_vec(&spec.hosts),
+                sysctls: (!net_sysctls.is_empty()).then_some(net_sysctls),
                 ..Default::default()
             }),
             ..Default::default()
@@ -346,6 +364,8 @@ impl DockerExecutor {
             stop_signal: non_empty(&spec.stop_signal),
             stop_timeout: Some(whole_seconds(stop_grace(spec))),
             healthcheck: spec.healthcheck.as_ref().map(health_config),
+            tty: spec.tty.then_some(true),
+            open_stdin: spec.open_stdin.then_some(true),
             host_config: Some(host_config),
             ..Default::default()
         })
@@ -467,10 +487,20 @@ impl Executor for DockerExecutor {
                 ));
             };
             let sandbox = self.sandbox(plane, task).await?;
-            // The task joins its sandbox's netns (hostname and DNS come from the sandbox).
+            // The task joins its sandbox's netns (hostname, DNS, hosts and the network
+            // sysctls come from the sandbox: the engine refuses them with this mode).
             body.hostname = None;
             if let Some(hc) = body.host_config.as_mut() {
                 hc.network_mode = Some(format!("container:{sandbox}"));
+                hc.dns = None;
+                hc.dns_search = None;
+                hc.extra_hosts = None;
+                if let Some(sysctls) = hc.sysctls.as_mut() {
+                    sysctls.retain(|k, _| !k.starts_with("net."));
+                }
+                if hc.sysctls.as_ref().is_some_and(|s| s.is_empty()) {
+                    hc.sysctls = None;
+                }
             }
         }
         let options = CreateContainerOptions {
@@ -855,10 +885,47 @@ fn host_config(
         .map(mount)
         .collect::<Result<Vec<_>, _>>()?;
     mounts.extend(data);
+    let ulimits: Vec<ResourcesUlimits> = spec
+        .ulimits
+        .iter()
+        .map(|u| ResourcesUlimits {
+            name: Some(u.name.clone()),
+            soft: Some(u.soft),
+            hard: Some(u.hard),
+        })
+        .collect();
     Ok(HostConfig {
         mounts: (!mounts.is_empty()).then_some(mounts),
         nano_cpus: limits.and_then(|l| positive(l.nano_cpus)),
         memory: limits.and_then(|l| positive(l.memory_bytes)),
+        pids_limit: limits.and_then(|l| positive(l.pids)),
+        dns: non_empty_vec(&spec.dns),
+        dns_search: non_empty_vec(&spec.dns_search),
+        extra_hosts: non_empty_vec(&spec.hosts),
+        cap_add: non_empty_vec(&spec.cap_add),
+        cap_drop: non_empty_vec(&spec.cap_drop),
+        sysctls: (!spec.sysctls.is_empty()).then(|| {
+            spec.sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }),
+        ulimits: (!ulimits.is_empty()).then_some(ulimits),
+        init: spec.init,
+        readonly_rootfs: spec.read_only.then_some(true),
+        log_config: spec
+            .log_driver
+            .as_ref()
+            .filter(|l| !l.name.is_empty())
+            .map(|l| HostConfigLogConfig {
+                typ: Some(l.name.clone()),
+                config: (!l.options.is_empty()).then(|| {
+                    l.options
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                }),
+            }),
         ..Default::default()
     })
 }

@@ -345,6 +345,9 @@ pub fn mesh_table<'a>(ports: impl Iterator<Item = &'a MeshPort>) -> String {
 
 const NO_MESH_TABLE: &str = "table ip orch_mesh\ndelete table ip orch_mesh\n";
 
+/// The mesh's state on this node before a full update has been made real.
+const UNKNOWN: &str = "?";
+
 impl Plane {
     /// `node_id` names this node's links; `underlay` is its address for VXLAN.
     pub fn new(node_id: &str, underlay: Ipv4Addr, upstreams: Vec<SocketAddr>) -> Arc<Plane> {
@@ -373,6 +376,11 @@ impl Plane {
         if update.full {
             *k = Known::default();
             self.sweep.store(true, std::sync::atomic::Ordering::Relaxed);
+            // What an earlier run left (a mesh table, ing0, their rules) is unknown: the next
+            // reconcile makes the mesh what this update says, or removes it.
+            let mut mesh = self.mesh.lock();
+            mesh.endpoint = UNKNOWN.into();
+            mesh.table = UNKNOWN.into();
         }
         for id in &update.networks_removed {
             k.networks.remove(id);
@@ -439,7 +447,8 @@ impl Plane {
         if self.sandboxes.lock().values().any(|s| s.egress) {
             assert_docker_user(&DOCKER_USER_RULES);
         }
-        if !self.mesh.lock().endpoint.is_empty() {
+        let endpoint = self.mesh.lock().endpoint.clone();
+        if !endpoint.is_empty() && endpoint != UNKNOWN {
             assert_docker_user(&MESH_DOCKER_USER_RULES);
         }
     }

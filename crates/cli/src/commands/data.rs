@@ -391,6 +391,7 @@ async fn rotate(
             kind: kind as i32,
             name: name.to_string(),
             data,
+            if_changed: false,
         })
         .await
         .map_err(rpc)?

@@ -7,6 +7,7 @@ pub mod network;
 pub mod node;
 pub mod service;
 pub mod spec_flags;
+pub mod stack;
 
 use std::collections::HashMap;
 

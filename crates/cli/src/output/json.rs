@@ -249,6 +249,28 @@ fn container_spec(c: &ContainerSpec) -> Value {
         put(&mut o, "Retries", json!(h.retries));
         m.insert("Healthcheck".into(), Value::Object(o));
     }
+    if !c.dns.is_empty() || !c.dns_search.is_empty() {
+        let mut o = Map::new();
+        put(&mut o, "Nameservers", strings(&c.dns));
+        put(&mut o, "Search", strings(&c.dns_search));
+        m.insert("DNSConfig".into(), Value::Object(o));
+    }
+    put(&mut m, "Hosts", strings(&c.hosts));
+    put(&mut m, "CapabilityAdd", strings(&c.cap_add));
+    put(&mut m, "CapabilityDrop", strings(&c.cap_drop));
+    put(&mut m, "Sysctls", labels(&c.sysctls));
+    let ulimits: Vec<Value> = c
+        .ulimits
+        .iter()
+        .map(|u| json!({ "Name": u.name, "Soft": u.soft, "Hard": u.hard }))
+        .collect();
+    put(&mut m, "Ulimits", Value::Array(ulimits));
+    if let Some(init) = c.init {
+        m.insert("Init".into(), Value::Bool(init));
+    }
+    put(&mut m, "TTY", Value::Bool(c.tty));
+    put(&mut m, "OpenStdin", Value::Bool(c.open_stdin));
+    put(&mut m, "ReadOnly", Value::Bool(c.read_only));
     Value::Object(m)
 }
 

@@ -177,6 +177,19 @@ pub async fn rotate(ctx: &ManagerCtx, req: RotateDataRequest) -> Result<RotateDa
         let current = view.find_data(kind, &req.name)?;
         let mut d = (*current).clone();
         let spec = d.spec.clone().unwrap_or_default();
+        if req.if_changed {
+            let latest = d.versions.last().map(|v| match kind {
+                DataKind::Secret => ctx.data_key.open(&v.data).ok(),
+                DataKind::Config => Some(v.data.clone()),
+            });
+            if latest.flatten().is_some_and(|plain| plain == req.data) {
+                return Ok(RotateDataResponse {
+                    object: Some(shown(&current)),
+                    version: latest_version(&d),
+                    services: Vec::new(),
+                });
+            }
+        }
         let data = stored_data(ctx, kind, &spec, &req.data)?;
         let version = latest_version(&d) + 1;
         let now = orch_api::now_nanos();

@@ -13,4 +13,4 @@ pub use args::{
     CreateArgs, InspectArgs, LogsArgs, LsArgs, PsArgs, ScaleArgs, ServiceCmd, UpdateArgs, WaitFlags,
 };
 pub use print::mode_name;
-pub use requests::{follow, inspect_any, node_ps, run};
+pub use requests::{follow, inspect_any, ls_filtered, node_ps, print_tasks, run};

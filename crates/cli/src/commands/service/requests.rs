@@ -96,6 +96,24 @@ async fn create(target: &Target, args: CreateArgs) -> Result<()> {
     .await
 }
 
+/// `service ls` with these filters (`stack services`).
+pub async fn ls_filtered(
+    target: &Target,
+    filters: &[String],
+    quiet: bool,
+    format: Option<String>,
+) -> Result<()> {
+    ls(
+        target,
+        LsArgs {
+            quiet,
+            filter: filters.to_vec(),
+            format,
+        },
+    )
+    .await
+}
+
 async fn ls(target: &Target, args: LsArgs) -> Result<()> {
     let format = Format::parse(args.format.as_deref())?;
     let list = target
@@ -150,7 +168,8 @@ fn matches_filter(t: &Task, filter: &str, hostnames: &BTreeMap<String, String>) 
     })
 }
 
-async fn print_tasks(target: &Target, request: ListTasksRequest, args: &PsArgs) -> Result<()> {
+/// Prints the tasks `request` lists, filtered and formatted as `args` says.
+pub async fn print_tasks(target: &Target, request: ListTasksRequest, args: &PsArgs) -> Result<()> {
     let format = Format::parse(args.format.as_deref())?;
     let mut control = target.control()?;
     let names = hostnames(&mut control).await?;

@@ -203,6 +203,7 @@ fn node_load_follows_every_task_change() {
                 reservations: Some(ResourceLimits {
                     nano_cpus: 100,
                     memory_bytes: 1 << 20,
+                    pids: 0,
                 }),
                 ..Default::default()
             }),
