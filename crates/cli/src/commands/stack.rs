@@ -255,7 +255,7 @@ async fn rm(target: &Target, stacks: &[String]) -> Result<()> {
                 spec.labels
                     .get(convert::NAMESPACE)
                     .is_some_and(|s| s == stack)
-                    .then(|| (spec.name, n.id))
+                    .then_some((spec.name, n.id))
             })
             .collect();
         if services.is_empty() && data.is_empty() && networks.is_empty() {

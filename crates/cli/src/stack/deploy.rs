@@ -594,3 +594,132 @@ async fn wait_all(
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use orch_api::pb::service_spec::Mode as PbMode;
+    use orch_api::pb::{
+        JobStatus, ReplicatedJob, ReplicatedService, ServiceSpec, TaskSpec, TaskStatus,
+    };
+
+    use super::*;
+
+    fn service(mode: PbMode) -> Service {
+        Service {
+            id: "s".into(),
+            spec: Some(ServiceSpec {
+                name: "app_db".into(),
+                task: Some(TaskSpec::default()),
+                mode: Some(mode),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn task(slot: u64, state: TaskState, health: &str) -> Task {
+        Task {
+            id: format!("t{slot}"),
+            service_id: "s".into(),
+            slot,
+            spec: Some(TaskSpec::default()),
+            desired_state: if state >= TaskState::Complete {
+                TaskState::Complete
+            } else {
+                TaskState::Running
+            } as i32,
+            status: Some(TaskStatus {
+                state: state as i32,
+                health: health.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// What each `depends_on` condition waits for.
+    #[test]
+    fn dependency_conditions() {
+        let two = service(PbMode::Replicated(ReplicatedService { replicas: 2 }));
+        let running = [
+            task(1, TaskState::Running, ""),
+            task(2, TaskState::Running, ""),
+        ];
+        let starting = [
+            task(1, TaskState::Running, "healthy"),
+            task(2, TaskState::Starting, ""),
+        ];
+        let healthy = [
+            task(1, TaskState::Running, "healthy"),
+            task(2, TaskState::Running, "healthy"),
+        ];
+        let unhealthy = [
+            task(1, TaskState::Running, "healthy"),
+            task(2, TaskState::Running, "starting"),
+        ];
+        let cases: Vec<(&str, &Service, &[Task], Condition, bool)> = vec![
+            (
+                "started: all running",
+                &two,
+                &running,
+                Condition::Started,
+                true,
+            ),
+            (
+                "started: one still starting",
+                &two,
+                &starting,
+                Condition::Started,
+                false,
+            ),
+            ("started: no task yet", &two, &[], Condition::Started, false),
+            (
+                "healthy: running without health",
+                &two,
+                &running,
+                Condition::Healthy,
+                false,
+            ),
+            (
+                "healthy: one still starting",
+                &two,
+                &unhealthy,
+                Condition::Healthy,
+                false,
+            ),
+            (
+                "healthy: all healthy",
+                &two,
+                &healthy,
+                Condition::Healthy,
+                true,
+            ),
+        ];
+        for (name, s, tasks, condition, want) in cases {
+            assert_eq!(met(s, tasks, condition), want, "{name}");
+        }
+
+        let mut job = service(PbMode::ReplicatedJob(ReplicatedJob {
+            max_concurrent: 1,
+            total_completions: 1,
+        }));
+        job.job_status = Some(JobStatus {
+            job_iteration: 1,
+            last_execution: 0,
+        });
+        let mut done = task(1, TaskState::Complete, "");
+        done.job_iteration = 1;
+        let mut old = task(1, TaskState::Complete, "");
+        old.job_iteration = 0;
+        let mut failed = task(1, TaskState::Failed, "");
+        failed.job_iteration = 1;
+        failed.desired_state = TaskState::Complete as i32;
+        assert!(met(&job, &[done], Condition::CompletedSuccessfully));
+        assert!(
+            !met(&job, &[old], Condition::CompletedSuccessfully),
+            "an earlier run's"
+        );
+        assert!(!met(&job, &[failed], Condition::CompletedSuccessfully));
+        assert!(!met(&job, &[], Condition::CompletedSuccessfully));
+    }
+}
