@@ -269,6 +269,51 @@ fn a_published_port_answers_on_every_node_and_follows_the_service() {
             started.elapsed()
         );
     }
+    // Host mode on an overlay: the node running the task answers (the client's address
+    // kept, as docker's host mode does); the others refuse.
+    l.ok(&["network", "create", "front"]);
+    l.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "pinned",
+        "--network",
+        "front",
+        "--publish",
+        "published=8082,target=80,mode=host",
+        "--constraint",
+        "node.hostname==m2",
+        IMAGE,
+        "sh",
+        "-c",
+        WEB,
+    ]);
+    let m2 = addrs["m2"].clone();
+    wait_for(Duration::from_secs(60), "pinned answering on m2", || {
+        get(&m2, 8082, "/cgi-bin/ip").is_ok()
+    });
+    let seen = get(&m2, 8082, "/cgi-bin/ip").expect("pinned");
+    assert!(seen.contains(&l.host_addr()), "host mode saw {seen:?}");
+    for node in ["m1", "m3"] {
+        assert!(refuses(&addrs[node], 8082), "{node} should refuse 8082");
+    }
+    let refused = l
+        .orch(&[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "anyport",
+            "--network",
+            "front",
+            "--publish",
+            "target=80,mode=host",
+            IMAGE,
+        ])
+        .expect_err("host mode on an overlay needs a published port");
+    assert!(refused.contains("without a published port"), "{refused}");
+
     let ls = l.ok(&["service", "ls"]);
     assert!(ls.contains("*:8080->80/tcp"), "{ls}");
     assert!(ls.contains("*:5353->53/udp"), "{ls}");

@@ -156,6 +156,10 @@ fn stacks_deploy_update_roll_prune_and_go_away() {
   web:
     image: orch-test/busybox:1
     command: sleep 3600
+    configs:
+      - source: greeting
+        target: /etc/greeting
+        mode: 0440
     depends_on:
       db:
         condition: service_healthy
@@ -169,7 +173,11 @@ fn stacks_deploy_update_roll_prune_and_go_away() {
 secrets:
   dbpass:
     file: ./dbpass.txt
+configs:
+  greeting:
+    file: ./greeting.txt
 "#;
+    write(&dir, "greeting.txt", "hello from a config\n");
     let app_file = write(&dir, "app.yml", app);
     let out = deploy_ok(&l, &app_file, "app", &[]);
     let waited = out.find("Waiting for app_db to be healthy before app_web");
@@ -195,6 +203,21 @@ secrets:
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     assert!(ask_db(&web).contains("first-secret"), "web → db by name");
+    let greeting = Command::new("docker")
+        .args([
+            "exec",
+            &web,
+            "sh",
+            "-c",
+            "cat /etc/greeting; stat -c %a /etc/greeting",
+        ])
+        .output()
+        .expect("docker exec");
+    let greeting = String::from_utf8_lossy(&greeting.stdout);
+    assert!(
+        greeting.contains("hello from a config") && greeting.contains("440"),
+        "the config, mode 0440: {greeting}"
+    );
 
     // The secret's file changes: a new version, and db rolls onto it.
     write(&dir, "dbpass.txt", "second-secret\n");
@@ -243,6 +266,7 @@ secrets:
         "{networks}"
     );
     assert!(!l.ok(&["secret", "ls"]).contains("app_dbpass"));
+    assert!(!l.ok(&["config", "ls"]).contains("app_greeting"));
     wait_for(Duration::from_secs(30), "every container gone", || {
         containers_under(&l.root).is_empty()
     });

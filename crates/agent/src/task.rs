@@ -120,7 +120,9 @@ impl Runner {
     }
 
     async fn stop(&mut self, cancel: &CancellationToken) {
-        let behind_mesh = orch_api::network::uses_mesh(self.current().endpoint.as_ref());
+        let task = self.current();
+        let networks = task.spec.as_ref().is_some_and(|s| !s.networks.is_empty());
+        let behind_mesh = orch_api::network::on_ingress(networks, task.endpoint.as_ref());
         if behind_mesh && self.state() == TaskState::Running {
             debug!(task = %self.task_id, "leaving the mesh before stopping");
             tokio::select! {

@@ -161,6 +161,14 @@ pub fn uses_mesh(endpoint: Option<&crate::pb::EndpointSpec>) -> bool {
     endpoint.is_some_and(|e| e.ports.iter().any(through_mesh))
 }
 
+/// Whether a task lives on the ingress network: it publishes through the mesh, or it has
+/// host-mode ports while its netns is an overlay sandbox (`networks`), which the engine cannot
+/// bind; its node then delivers those ports itself, as in local mode.
+pub fn on_ingress(networks: bool, endpoint: Option<&crate::pb::EndpointSpec>) -> bool {
+    uses_mesh(endpoint)
+        || (networks && endpoint.is_some_and(|e| e.ports.iter().any(|p| !through_mesh(p))))
+}
+
 /// A port's mode as users write it.
 pub fn publish_mode_name(p: &crate::pb::PortConfig) -> &'static str {
     match p.publish_mode() {

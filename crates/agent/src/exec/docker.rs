@@ -835,8 +835,7 @@ fn whole_seconds(d: Duration) -> i64 {
 }
 
 /// The task's host-mode ports as the engine binds them (`80/tcp` → the node's port; none
-/// given: the engine picks one). Only a task on the engine's own network can have them: the
-/// manager refuses them with overlay networks or the mesh.
+/// given: the engine picks one), for a task on the engine's own network.
 fn host_ports(task: &Task) -> Result<Vec<(String, PortBinding)>, ExecError> {
     let ports: Vec<&pb::PortConfig> = task
         .endpoint
@@ -844,10 +843,9 @@ fn host_ports(task: &Task) -> Result<Vec<(String, PortBinding)>, ExecError> {
         .flat_map(|e| &e.ports)
         .filter(|p| p.publish_mode() == pb::PublishMode::Host)
         .collect();
-    if !ports.is_empty() && !task.networks.is_empty() {
-        return Err(ExecError::Rejected(
-            "host-mode ports need a task without overlay networks".into(),
-        ));
+    if !task.networks.is_empty() {
+        // In an overlay sandbox: the node delivers them (the mesh's table, local mode).
+        return Ok(Vec::new());
     }
     Ok(ports
         .into_iter()

@@ -75,6 +75,8 @@ pub struct Plane {
     sandboxes: Mutex<HashMap<String, Sandbox>>,
     tasks: Mutex<HashMap<String, Attached>>,
     mesh: Mutex<MeshState>,
+    /// This plane (for tasks it spawns on itself).
+    me: std::sync::Weak<Plane>,
     /// One reconcile at a time (attach/detach and the loop).
     plumbing: Mutex<()>,
     changed: tokio::sync::Notify,
@@ -103,6 +105,9 @@ const MESH_LINK_SANDBOX: &str = "ingh";
 /// The routing table (in a task's netns) of what its ingress address sends: the mesh's
 /// replies go back through the node's endpoint, whatever the task's default route.
 const MESH_ROUTE_TABLE: &str = "100";
+
+/// How soon a mesh step that failed is tried again.
+const MESH_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How often the DOCKER-USER rules are checked (the engine may have restarted).
 const DOCKER_RULES_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
@@ -236,7 +241,10 @@ fn mesh_reply_route(
         Some(ns),
         &["route", "replace", subnet, "dev", dev, "table", table],
     )?;
-    if !node_addr.is_empty() {
+    if node_addr.is_empty() {
+        // No endpoint on this node (any more): the task's own default route serves.
+        let _ = ip(Some(ns), &["route", "del", "default", "table", table]);
+    } else {
         ip(
             Some(ns),
             &[
@@ -351,7 +359,7 @@ const UNKNOWN: &str = "?";
 impl Plane {
     /// `node_id` names this node's links; `underlay` is its address for VXLAN.
     pub fn new(node_id: &str, underlay: Ipv4Addr, upstreams: Vec<SocketAddr>) -> Arc<Plane> {
-        Arc::new(Plane {
+        Arc::new_cyclic(|me| Plane {
             tag: node_id.chars().take(6).collect(),
             underlay,
             upstreams,
@@ -359,6 +367,7 @@ impl Plane {
             sandboxes: Mutex::default(),
             tasks: Mutex::default(),
             mesh: Mutex::default(),
+            me: me.clone(),
             plumbing: Mutex::new(()),
             changed: tokio::sync::Notify::new(),
             runtime: tokio::runtime::Handle::current(),
@@ -732,10 +741,16 @@ impl Plane {
                 match self.ensure_mesh_endpoint(n, addr) {
                     Ok(()) => true,
                     Err(e) => {
-                        warn!(error = %e, "cannot make the node's ingress endpoint");
+                        warn!(error = %e, "cannot make the node's ingress endpoint; trying again");
+                        self.retry_soon();
                         false
                     }
                 }
+            }
+            Some(_) if !addr.is_empty() => {
+                // The ingress sandbox could not be made (said above): again shortly.
+                self.retry_soon();
+                false
             }
             _ => {
                 self.remove_mesh_endpoint();
@@ -758,8 +773,24 @@ impl Plane {
         };
         match written {
             Ok(()) => mesh.table = table,
-            Err(e) => warn!(error = %e, "cannot write the mesh table"),
+            Err(e) => {
+                warn!(error = %e, "cannot write the mesh table; trying again");
+                drop(mesh);
+                self.retry_soon();
+            }
         }
+    }
+
+    /// Another reconcile in a while (a step of the mesh failed; the dispatcher may send
+    /// nothing new for a long time).
+    fn retry_soon(&self) {
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        self.runtime.spawn(async move {
+            tokio::time::sleep(MESH_RETRY).await;
+            me.changed.notify_one();
+        });
     }
 
     /// `ing0`: a veth from the ingress sandbox's bridge into the node's netns, with the
@@ -772,6 +803,14 @@ impl Plane {
             .parse()
             .map_err(|_| NetError(format!("bad ingress address {addr:?}")))?;
         let overlay = self.overlay(n)?;
+        if let Ok(subnet) = orch_api::network::Cidr::parse(&n.subnet) {
+            if subnet.contains(u32::from(self.underlay)) {
+                return Err(NetError(format!(
+                    "the ingress network's subnet {} holds this node's own address {}: recreate the ingress network on another subnet",
+                    n.subnet, self.underlay
+                )));
+            }
+        }
         let cidr = format!("{addr}/{}", overlay.prefix);
         let adopted = Command::new("ip")
             .args(["-o", "-4", "addr", "show", "dev", MESH_LINK])
@@ -781,7 +820,7 @@ impl Plane {
                     && String::from_utf8_lossy(&o.stdout).contains(&format!(" {cidr} "))
             });
         if !adopted {
-            self.remove_mesh_endpoint();
+            let _ = ip(None, &["link", "del", MESH_LINK]);
             let _ = ip(
                 Some(&overlay.sandbox()),
                 &["link", "del", MESH_LINK_SANDBOX],
@@ -807,17 +846,17 @@ impl Plane {
         Ok(())
     }
 
+    /// Removes `ing0` and its rules when this run made them (or an earlier run may have:
+    /// the state is UNKNOWN then).
     fn remove_mesh_endpoint(&self) {
-        let mut mesh = self.mesh.lock();
-        let there = !mesh.endpoint.is_empty()
-            || succeeds(Command::new("ip").args(["link", "show", MESH_LINK]));
-        if there {
-            let _ = ip(None, &["link", "del", MESH_LINK]);
-            for rule in MESH_DOCKER_USER_RULES {
-                while succeeds(Command::new("iptables").arg("-D").args(rule)) {}
-            }
+        let made = std::mem::take(&mut self.mesh.lock().endpoint);
+        if made.is_empty() {
+            return;
         }
-        mesh.endpoint.clear();
+        let _ = ip(None, &["link", "del", MESH_LINK]);
+        for rule in MESH_DOCKER_USER_RULES {
+            while succeeds(Command::new("iptables").arg("-D").args(rule)) {}
+        }
     }
 
     /// Each task on the ingress network sends what its ingress address sends (the mesh's
@@ -999,6 +1038,7 @@ impl Plane {
             self.remove_sandbox(&id);
         }
         remove_node_leftovers(&self.tag);
+        self.mesh.lock().endpoint = UNKNOWN.into();
         self.remove_mesh_endpoint();
         let _ = nft(None, NO_MESH_TABLE);
         self.mesh.lock().table.clear();

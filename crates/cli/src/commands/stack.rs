@@ -220,8 +220,9 @@ async fn ps_cmd(target: &Target, mut args: PsArgs) -> Result<()> {
 /// configs and networks. External objects and volumes stay.
 async fn rm(target: &Target, stacks: &[String]) -> Result<()> {
     let mut control = target.control()?;
-    let mut failed = false;
+    let mut failures = Vec::new();
     for stack in stacks {
+        let mut failed = false;
         let services = deploy::stack_services(&mut control, stack).await?;
         let mut data = Vec::new();
         for kind in [DataKind::Secret, DataKind::Config] {
@@ -318,8 +319,14 @@ async fn rm(target: &Target, stacks: &[String]) -> Result<()> {
             }
         }
         if failed {
-            bail!("failed to remove some resources from stack: {stack}");
+            failures.push(stack.clone());
         }
+    }
+    if !failures.is_empty() {
+        bail!(
+            "failed to remove some resources from stack: {}",
+            failures.join(", ")
+        );
     }
     Ok(())
 }

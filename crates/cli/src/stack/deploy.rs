@@ -79,7 +79,26 @@ pub async fn deploy(
         eprintln!("{w}");
     }
     let c = &loaded.compose;
+    for (key, v) in &c.volumes {
+        if !v.external && (v.driver.is_some() || !v.driver_opts.is_empty() || !v.labels.is_empty())
+        {
+            eprintln!(
+                "Ignoring volumes.{key}: driver, driver_opts and labels (each node's engine makes the volume with its default driver)"
+            );
+        }
+    }
     let existing = stack_services(control, stack).await?;
+    // What each service's update status was before this deploy: a later one is this deploy's
+    // (the manager's clock, not this machine's, stamps them).
+    let before: BTreeMap<String, i64> = existing
+        .iter()
+        .map(|(name, s)| {
+            (
+                name.clone(),
+                s.update_status.as_ref().map_or(-1, |u| u.started_at),
+            )
+        })
+        .collect();
     if opts.prune {
         let wanted: BTreeSet<String> = c
             .services
@@ -101,8 +120,6 @@ pub async fn deploy(
     data(control, stack, c, DataKind::Config).await?;
 
     let started = Instant::now();
-    // An update status older than this deploy says nothing of it.
-    let since = orch_api::now_nanos();
     let mut ids: BTreeMap<String, String> = BTreeMap::new();
     for key in convert::creation_order(c) {
         let name = convert::scoped(stack, &key);
@@ -144,7 +161,7 @@ pub async fn deploy(
         return Ok(());
     }
     let left = opts.timeout.map(|t| t.saturating_sub(started.elapsed()));
-    wait_all(control, &ids, since, left, opts.quiet).await
+    wait_all(control, &ids, &before, left, opts.quiet).await
 }
 
 /// Updates a service to `spec` from a fresh read (a rotated secret, or the orchestrator,
@@ -360,13 +377,22 @@ async fn prune_unused(
             };
             if in_stack(&spec.labels, stack) && !wanted.contains(&spec.name) {
                 outln!("Removing {} {}", kind_name(kind), spec.name);
-                control
+                let removed = control
                     .remove_data(GetDataRequest {
                         kind: kind as i32,
                         name: obj.id.clone(),
                     })
-                    .await
-                    .map_err(rpc)?;
+                    .await;
+                // A service's previous spec (kept for a rollback) may still name it: it goes
+                // at a later prune, once nothing does.
+                if let Err(e) = removed {
+                    eprintln!(
+                        "Not removing {} {}: {}",
+                        kind_name(kind),
+                        spec.name,
+                        e.message()
+                    );
+                }
             }
         }
     }
@@ -509,7 +535,7 @@ async fn wait_dependency(
 async fn wait_all(
     control: &mut ControlClient<Channel>,
     ids: &BTreeMap<String, String>,
-    since: i64,
+    before: &BTreeMap<String, i64>,
     timeout: Option<Duration>,
     quiet: bool,
 ) -> Result<()> {
@@ -529,10 +555,12 @@ async fn wait_all(
                 .into_inner();
             let tasks = tasks_of(control, id).await?;
             let progress = progress::assess(&service, &tasks, &BTreeMap::new());
+            // An update status from before this deploy says nothing of it.
+            let earlier = before.get(name).copied();
             let status = service
                 .update_status
                 .clone()
-                .filter(|u| u.started_at >= since)
+                .filter(|u| earlier.is_none_or(|b| u.started_at != b))
                 .unwrap_or_default();
             let state = UpdateState::try_from(status.state).unwrap_or(UpdateState::Unknown);
             let running = tasks

@@ -58,15 +58,25 @@ fn is_endpoint(task: &Task) -> bool {
         && holds_addresses(task)
 }
 
+/// Nodes that are Down: their tasks may still say RUNNING (a global service's stay until the
+/// node comes back), but nothing reaches them.
+fn down_nodes(view: &Tables) -> BTreeSet<&str> {
+    view.nodes()
+        .filter(|n| n.node_state() == orch_api::pb::NodeState::Down)
+        .map(|n| n.id.as_str())
+        .collect()
+}
+
 /// Every node's view at once (one pass over the tasks).
 pub fn views(view: &Tables, nodes: &[String]) -> BTreeMap<String, NodeNetView> {
+    let down = down_nodes(view);
     // Per network: (task node, address) of every endpoint.
     let mut endpoints: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
     // Per network and service: the backends' addresses.
     let mut backends: BTreeMap<(&str, &str), Vec<String>> = BTreeMap::new();
     let mut used_by_node: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for t in view.tasks().filter(|t| is_endpoint(t)) {
-        let backend = is_backend(t);
+        let backend = is_backend(t) && !down.contains(t.node_id.as_str());
         for a in &t.networks {
             endpoints
                 .entry(a.network_id.as_str())
@@ -118,7 +128,7 @@ pub fn views(view: &Tables, nodes: &[String]) -> BTreeMap<String, NodeNetView> {
                 });
         }
     }
-    let mesh = Mesh::of(view, &underlay);
+    let mesh = Mesh::of(view, &underlay, &down);
     let mut out = BTreeMap::new();
     for node in nodes {
         let mut v = NodeNetView::default();
@@ -161,21 +171,35 @@ struct Mesh<'a> {
     ingress: &'a Network,
     /// Every endpoint on the ingress network: (node, address), tasks' and nodes' own.
     endpoints: Vec<(&'a str, &'a str, String)>,
-    /// Per port: the service's running tasks on the ingress network, (node, address).
-    ports: Vec<(MeshPort, Vec<(&'a str, String)>)>,
+    /// Per port: the service's running tasks on the ingress network, (node, address), and
+    /// whether it is a host-mode port (only the nodes running a task have it).
+    ports: Vec<(MeshPort, Vec<(&'a str, String)>, bool)>,
 }
 
 impl<'a> Mesh<'a> {
-    fn of(view: &'a Tables, underlay: &BTreeMap<&str, String>) -> Option<Mesh<'a>> {
+    fn of(
+        view: &'a Tables,
+        underlay: &BTreeMap<&str, String>,
+        down: &BTreeSet<&str>,
+    ) -> Option<Mesh<'a>> {
         let ingress = view
             .networks()
             .find(|n| n.spec.as_ref().is_some_and(|s| s.ingress))?;
+        // Ports through the mesh, and host-mode ports of tasks in overlay sandboxes (which
+        // their nodes deliver as local mode does).
         let published: Vec<_> = view
             .services()
             .flat_map(|s| {
+                let networks = s
+                    .spec
+                    .as_ref()
+                    .and_then(|sp| sp.task.as_ref())
+                    .is_some_and(|t| !t.networks.is_empty());
+                let sandboxed = networks || s.ports.iter().any(through_mesh);
                 s.ports
                     .iter()
-                    .filter(|p| through_mesh(p))
+                    .filter(move |p| sandboxed || through_mesh(p))
+                    .filter(|p| p.published_port != 0)
                     .map(move |p| (s, p))
             })
             .collect();
@@ -200,7 +224,7 @@ impl<'a> Mesh<'a> {
             if let Some(node_addr) = underlay.get(t.node_id.as_str()) {
                 endpoints.push((t.node_id.as_str(), a.addr.as_str(), node_addr.clone()));
             }
-            if is_backend(t) {
+            if is_backend(t) && !down.contains(t.node_id.as_str()) {
                 backends
                     .entry(t.service_id.as_str())
                     .or_default()
@@ -210,17 +234,19 @@ impl<'a> Mesh<'a> {
         let ports = published
             .into_iter()
             .map(|(s, p)| {
+                let host = !through_mesh(p);
                 let port = MeshPort {
                     protocol: p.protocol.clone(),
                     published_port: p.published_port,
                     target_port: p.target_port,
-                    local: p.publish_mode() == orch_api::pb::PublishMode::Local,
+                    local: host || p.publish_mode() == orch_api::pb::PublishMode::Local,
                     service_id: s.id.clone(),
                     backends: Vec::new(),
                 };
                 (
                     port,
                     backends.get(s.id.as_str()).cloned().unwrap_or_default(),
+                    host,
                 )
             })
             .collect();
@@ -255,7 +281,7 @@ impl<'a> Mesh<'a> {
                 );
             }
         }
-        for (port, backends) in &self.ports {
+        for (port, backends, host) in &self.ports {
             let mut p = port.clone();
             p.backends = backends
                 .iter()
@@ -263,6 +289,11 @@ impl<'a> Mesh<'a> {
                 .map(|(_, a)| a.clone())
                 .collect();
             p.backends.sort();
+            // A host-mode port is this node's only while it runs one of the service's tasks
+            // (two services may publish the same one on different nodes).
+            if *host && p.backends.is_empty() {
+                continue;
+            }
             v.ports.insert((p.protocol.clone(), p.published_port), p);
         }
     }
@@ -543,6 +574,22 @@ mod tests {
             ["10.0.0.10"]
         );
         assert_eq!(full(n3).ingress_addr, "10.0.0.4");
+
+        // n2 goes Down: its task still says RUNNING, but no node sends to it.
+        let mut n2 = store.view().node("n2").map(|n| (**n).clone()).expect("n2");
+        if let Some(st) = n2.status.as_mut() {
+            st.state = orch_api::pb::NodeState::Down as i32;
+        }
+        applier
+            .propose(vec![Action::UpdateNode(n2)])
+            .await
+            .expect("down");
+        let v = views(&store.view(), &names);
+        assert_eq!(
+            v["n3"].ports[&("tcp".to_string(), 8080)].backends,
+            ["10.0.0.10"],
+            "a Down node's task is no backend"
+        );
 
         // The service goes: the mesh goes from every node.
         let before = v;

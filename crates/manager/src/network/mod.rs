@@ -37,22 +37,22 @@ pub fn resolve_attachments(view: &Tables, spec: &mut ServiceSpec) -> Result<(), 
     Ok(())
 }
 
-/// Host-mode ports are bound by the engine on its own network: a service whose tasks live in
-/// an overlay netns (networks, or the mesh) cannot have them (yet).
+/// Host-mode ports are bound by the engine on its own network; a task in an overlay sandbox
+/// has its node deliver them instead (as local mode does), which needs the port's number.
 pub fn check_host_ports(spec: &ServiceSpec) -> Result<(), String> {
-    let ports = spec.endpoint.iter().flat_map(|e| &e.ports);
-    let host = ports.clone().find(|p| !orch_api::network::through_mesh(p));
-    let Some(p) = host else {
-        return Ok(());
-    };
+    let ports: Vec<_> = spec.endpoint.iter().flat_map(|e| &e.ports).collect();
     let networks = spec.task.as_ref().is_some_and(|t| !t.networks.is_empty());
-    if networks || ports.clone().any(orch_api::network::through_mesh) {
-        return Err(format!(
-            "port {}/{} is published in host mode, which is not supported (yet) for a service on overlay networks or with ports on the routing mesh: publish it through the mesh (mode=ingress or mode=local)",
+    let sandboxed = networks || ports.iter().any(|p| orch_api::network::through_mesh(p));
+    let unnumbered = ports
+        .iter()
+        .find(|p| !orch_api::network::through_mesh(p) && p.published_port == 0);
+    match unnumbered {
+        Some(p) if sandboxed => Err(format!(
+            "port {}/{} is published in host mode without a published port, which a service on overlay networks or with ports on the routing mesh cannot have: give it one (published=P)",
             p.target_port, p.protocol
-        ));
+        )),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 fn uses_vips(spec: &ServiceSpec) -> bool {
@@ -88,8 +88,8 @@ pub fn virtual_ips(
 
 /// Whether a task needs an address: it names networks, or publishes through the mesh.
 pub fn needs_addresses(task: &Task) -> bool {
-    task.spec.as_ref().is_some_and(|s| !s.networks.is_empty())
-        || orch_api::network::uses_mesh(task.endpoint.as_ref())
+    let networks = task.spec.as_ref().is_some_and(|s| !s.networks.is_empty());
+    networks || orch_api::network::on_ingress(networks, task.endpoint.as_ref())
 }
 
 /// A task's addresses as it is placed: one per network its spec names, and one on the
@@ -104,7 +104,7 @@ pub fn attach_task(pools: &mut Pools, task: &Task) -> Result<Vec<NetworkAttachme
         .flat_map(|s| &s.networks)
         .map(|c| (c.target.clone(), c.aliases.clone()))
         .collect();
-    if orch_api::network::uses_mesh(task.endpoint.as_ref()) {
+    if orch_api::network::on_ingress(!wanted.is_empty(), task.endpoint.as_ref()) {
         let ingress = pools
             .ingress()
             .ok_or_else(|| AllocError::NoNetwork(orch_api::network::INGRESS_NAME.into()))?;

@@ -152,9 +152,19 @@ pub fn step(
         let what = format!("failure or early termination of task {}", task.id);
         let mut s = service.clone();
         if action == FailureAction::Rollback && !back {
-            if let Some(previous) = s.previous_spec.clone() {
+            // The previous spec's ports and VIPs come back with it (those it had, or free
+            // ones); when they cannot, the update pauses instead.
+            let restored = s.previous_spec.clone().and_then(|previous| {
+                let ports =
+                    crate::network::ports::allocate(view, &s.id, &s.ports, &previous).ok()?;
+                let vips = crate::network::virtual_ips(view, &s.virtual_ips, &previous).ok()?;
+                Some((previous, ports, vips))
+            });
+            if let Some((previous, ports, vips)) = restored {
                 s.previous_spec = s.spec.take();
                 s.spec = Some(previous);
+                s.ports = ports;
+                s.virtual_ips = vips;
                 s.spec_version += 1;
                 s.update_status = Some(UpdateStatus {
                     state: UpdateState::RollbackStarted as i32,
@@ -1010,12 +1020,31 @@ mod tests {
 
     #[test]
     fn an_automatic_rollback_swaps_the_specs() {
-        let (service, v1, v2) = updating(
+        let (mut service, v1, v2) = updating(
             2,
             config(1, 0, FailureAction::Rollback, 0, UpdateOrder::StopFirst),
             false,
         );
-        let tasks = vec![with_spec(
+        // The failed update had moved the published port from 8080 to 9090: the rollback
+        // brings 8080 back.
+        let port = |published| orch_api::pb::PortConfig {
+            protocol: "tcp".into(),
+            target_port: 80,
+            published_port: published,
+            ..Default::default()
+        };
+        let endpoint = |published| orch_api::pb::EndpointSpec {
+            mode: "vip".into(),
+            ports: vec![port(published)],
+        };
+        if let Some(s) = service.spec.as_mut() {
+            s.endpoint = Some(endpoint(9090));
+        }
+        if let Some(s) = service.previous_spec.as_mut() {
+            s.endpoint = Some(endpoint(8080));
+        }
+        service.ports = vec![port(9090)];
+        let mut tasks = vec![with_spec(
             task(
                 "n1",
                 &service,
@@ -1028,11 +1057,13 @@ mod tests {
             &v2,
             S,
         )];
+        tasks[0].endpoint = Some(endpoint(9090));
         let v = view(vec![node("n1")], vec![service.clone()], tasks.clone());
         let mut d = Decision::default();
         let rolled = step(&service, &arcs(&tasks), &v, 2 * S, &mut d).expect("service changed");
         assert_eq!(rolled.spec.and_then(|s| s.task), Some(v1));
         assert_eq!(rolled.previous_spec.and_then(|s| s.task), Some(v2));
+        assert_eq!(rolled.ports, vec![port(8080)], "the previous spec's ports");
         let status = rolled.update_status.expect("status");
         assert!(
             status

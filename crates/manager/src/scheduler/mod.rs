@@ -48,21 +48,26 @@ pub async fn run<P: Proposer + ?Sized, C: Clock>(
 /// from). A race with another allocation is retried next round.
 async fn give_nodes_ingress<P: Proposer + ?Sized>(store: &Store, proposer: &P) {
     let view = store.view();
-    let mesh = view
-        .services()
-        .any(|s| orch_api::network::uses_mesh(s.spec.as_ref().and_then(|sp| sp.endpoint.as_ref())));
-    if !mesh {
+    let mesh = view.services().filter_map(|s| s.spec.as_ref()).any(|sp| {
+        let networks = sp.task.as_ref().is_some_and(|t| !t.networks.is_empty());
+        orch_api::network::on_ingress(networks, sp.endpoint.as_ref())
+    });
+    let Some(ingress) = view
+        .networks()
+        .find(|n| n.spec.as_ref().is_some_and(|s| s.ingress))
+        .map(|n| n.id.clone())
+    else {
+        return;
+    };
+    let missing =
+        |n: &orch_api::pb::Node| n.ingress.as_ref().is_none_or(|a| a.network_id != ingress);
+    // Most rounds find every node with its endpoint: no pass over the tasks then.
+    if !mesh || !view.nodes().any(|n| missing(n)) {
         return;
     }
     let mut pools = Pools::from_view(&view);
-    let Some(ingress) = pools.ingress().map(str::to_string) else {
-        return;
-    };
     let mut actions = Vec::new();
-    for node in view
-        .nodes()
-        .filter(|n| n.ingress.as_ref().is_none_or(|a| a.network_id != ingress))
-    {
+    for node in view.nodes().filter(|n| missing(n)) {
         match pools.allocate(&ingress) {
             Ok(ip) => {
                 let mut n = (**node).clone();

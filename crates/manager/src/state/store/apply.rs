@@ -186,6 +186,23 @@ fn network_conflict(t: &Tables, n: &Network) -> Result<(), ApplyError> {
 
 /// A network no service uses may be deleted.
 fn check_network_unused(t: &Tables, id: &str) -> Result<(), ApplyError> {
+    let ingress = t
+        .networks
+        .get(id)
+        .is_some_and(|n| n.spec.as_ref().is_some_and(|s| s.ingress));
+    if ingress {
+        // The mesh's services depend on it without naming it (swarm's message).
+        let publisher = t.services.values().find(|s| {
+            s.ports.iter().any(orch_api::network::through_mesh)
+                || orch_api::network::uses_mesh(s.spec.as_ref().and_then(|sp| sp.endpoint.as_ref()))
+        });
+        if let Some(s) = publisher {
+            return Err(ApplyError::Refused(format!(
+                "ingress network cannot be removed because service {} depends on it",
+                s.id
+            )));
+        }
+    }
     let user = t.services.values().find(|s| {
         s.spec
             .as_ref()
