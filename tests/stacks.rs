@@ -242,8 +242,8 @@ configs:
 
     // A broken update (a command that cannot start) rolls back, and deploy says so.
     let broken = without_cron.replace(
-        "    command: sleep 3600\n    depends_on:",
-        "    command: /no/such/binary\n    depends_on:",
+        "    command: sleep 3600\n    configs:",
+        "    command: /no/such/binary\n    configs:",
     );
     assert_ne!(broken, without_cron);
     write(&dir, "app.yml", &broken);
