@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use orch_api::pb::{
-    DataKind, Empty, GetDataRequest, GetServiceRequest, ListDataRequest, ListServicesRequest,
-    ListTasksRequest,
+    DataKind, GetDataRequest, GetServiceRequest, ListServicesRequest, ListTasksRequest,
 };
 
 use crate::client::{rpc, Target};
@@ -224,41 +223,8 @@ async fn rm(target: &Target, stacks: &[String]) -> Result<()> {
     for stack in stacks {
         let mut failed = false;
         let services = deploy::stack_services(&mut control, stack).await?;
-        let mut data = Vec::new();
-        for kind in [DataKind::Secret, DataKind::Config] {
-            let list = control
-                .list_data(ListDataRequest { kind: kind as i32 })
-                .await
-                .map_err(rpc)?
-                .into_inner();
-            for obj in list.objects {
-                let Some(spec) = obj.spec.as_ref() else {
-                    continue;
-                };
-                if spec
-                    .labels
-                    .get(convert::NAMESPACE)
-                    .is_some_and(|n| n == stack)
-                {
-                    data.push((kind, spec.name.clone(), obj.id.clone()));
-                }
-            }
-        }
-        let networks: Vec<(String, String)> = control
-            .list_networks(Empty {})
-            .await
-            .map_err(rpc)?
-            .into_inner()
-            .networks
-            .into_iter()
-            .filter_map(|n| {
-                let spec = n.spec?;
-                spec.labels
-                    .get(convert::NAMESPACE)
-                    .is_some_and(|s| s == stack)
-                    .then_some((spec.name, n.id))
-            })
-            .collect();
+        let data = deploy::stack_data(&mut control, stack).await?;
+        let networks = deploy::stack_networks(&mut control, stack).await?;
         if services.is_empty() && data.is_empty() && networks.is_empty() {
             eprintln!("Nothing found in stack: {stack}");
             continue;

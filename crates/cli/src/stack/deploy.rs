@@ -68,6 +68,47 @@ pub async fn stack_services(
         .collect())
 }
 
+/// The stack's secrets and configs: (kind, name, ID).
+pub async fn stack_data(
+    control: &mut ControlClient<Channel>,
+    stack: &str,
+) -> Result<Vec<(DataKind, String, String)>> {
+    let mut out = Vec::new();
+    for kind in [DataKind::Secret, DataKind::Config] {
+        let list = control
+            .list_data(ListDataRequest { kind: kind as i32 })
+            .await
+            .map_err(rpc)?
+            .into_inner();
+        for obj in list.objects {
+            if let Some(spec) = obj.spec.as_ref().filter(|s| in_stack(&s.labels, stack)) {
+                out.push((kind, spec.name.clone(), obj.id.clone()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The stack's networks: (name, ID).
+pub async fn stack_networks(
+    control: &mut ControlClient<Channel>,
+    stack: &str,
+) -> Result<Vec<(String, String)>> {
+    let list = control
+        .list_networks(Empty {})
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    Ok(list
+        .networks
+        .into_iter()
+        .filter_map(|n| {
+            let spec = n.spec?;
+            in_stack(&spec.labels, stack).then_some((spec.name, n.id))
+        })
+        .collect())
+}
+
 pub async fn deploy(
     control: &mut ControlClient<Channel>,
     stack: &str,
@@ -357,43 +398,32 @@ async fn prune_unused(
     stack: &str,
     c: &Compose,
 ) -> Result<()> {
-    for kind in [DataKind::Secret, DataKind::Config] {
-        let defs = match kind {
-            DataKind::Secret => &c.secrets,
-            DataKind::Config => &c.configs,
-        };
-        let wanted: BTreeSet<String> = defs
-            .iter()
-            .map(|(k, d)| convert::data_name(stack, k, d))
-            .collect();
-        let list = control
-            .list_data(ListDataRequest { kind: kind as i32 })
-            .await
-            .map_err(rpc)?
-            .into_inner();
-        for obj in list.objects {
-            let Some(spec) = obj.spec.as_ref() else {
-                continue;
+    let wanted_data: BTreeSet<(DataKind, String)> = [DataKind::Secret, DataKind::Config]
+        .into_iter()
+        .flat_map(|kind| {
+            let defs = match kind {
+                DataKind::Secret => &c.secrets,
+                DataKind::Config => &c.configs,
             };
-            if in_stack(&spec.labels, stack) && !wanted.contains(&spec.name) {
-                outln!("Removing {} {}", kind_name(kind), spec.name);
-                let removed = control
-                    .remove_data(GetDataRequest {
-                        kind: kind as i32,
-                        name: obj.id.clone(),
-                    })
-                    .await;
-                // A service's previous spec (kept for a rollback) may still name it: it goes
-                // at a later prune, once nothing does.
-                if let Err(e) = removed {
-                    eprintln!(
-                        "Not removing {} {}: {}",
-                        kind_name(kind),
-                        spec.name,
-                        e.message()
-                    );
-                }
-            }
+            defs.iter()
+                .map(move |(k, d)| (kind, convert::data_name(stack, k, d)))
+        })
+        .collect();
+    for (kind, name, id) in stack_data(control, stack).await? {
+        if wanted_data.contains(&(kind, name.clone())) {
+            continue;
+        }
+        outln!("Removing {} {name}", kind_name(kind));
+        let removed = control
+            .remove_data(GetDataRequest {
+                kind: kind as i32,
+                name: id,
+            })
+            .await;
+        // A service's previous spec (kept for a rollback) may still name it: it goes at a
+        // later prune, once nothing does.
+        if let Err(e) = removed {
+            eprintln!("Not removing {} {name}: {}", kind_name(kind), e.message());
         }
     }
     let wanted: BTreeSet<String> = c
@@ -402,18 +432,10 @@ async fn prune_unused(
         .flat_map(|s| convert::service_networks(s).into_iter().map(|(k, _)| k))
         .map(|k| convert::network_name(stack, &k, c.networks.get(&k)))
         .collect();
-    let list = control
-        .list_networks(Empty {})
-        .await
-        .map_err(rpc)?
-        .into_inner();
-    for n in list.networks {
-        let Some(spec) = n.spec.as_ref() else {
-            continue;
-        };
-        if in_stack(&spec.labels, stack) && !wanted.contains(&spec.name) {
-            outln!("Removing network {}", spec.name);
-            remove_network(control, &n.id).await?;
+    for (name, id) in stack_networks(control, stack).await? {
+        if !wanted.contains(&name) {
+            outln!("Removing network {name}");
+            remove_network(control, &id).await?;
         }
     }
     Ok(())

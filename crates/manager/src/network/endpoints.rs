@@ -171,9 +171,16 @@ struct Mesh<'a> {
     ingress: &'a Network,
     /// Every endpoint on the ingress network: (node, address), tasks' and nodes' own.
     endpoints: Vec<(&'a str, &'a str, String)>,
-    /// Per port: the service's running tasks on the ingress network, (node, address), and
-    /// whether it is a host-mode port (only the nodes running a task have it).
-    ports: Vec<(MeshPort, Vec<(&'a str, String)>, bool)>,
+    ports: Vec<MeshEntry<'a>>,
+}
+
+/// A published port and where its service's tasks are.
+struct MeshEntry<'a> {
+    port: MeshPort,
+    /// The service's running tasks on the ingress network: (node, address).
+    backends: Vec<(&'a str, String)>,
+    /// A host-mode port: only the nodes running a task have it.
+    host: bool,
 }
 
 impl<'a> Mesh<'a> {
@@ -243,11 +250,11 @@ impl<'a> Mesh<'a> {
                     service_id: s.id.clone(),
                     backends: Vec::new(),
                 };
-                (
+                MeshEntry {
                     port,
-                    backends.get(s.id.as_str()).cloned().unwrap_or_default(),
+                    backends: backends.get(s.id.as_str()).cloned().unwrap_or_default(),
                     host,
-                )
+                }
             })
             .collect();
         Some(Mesh {
@@ -281,7 +288,12 @@ impl<'a> Mesh<'a> {
                 );
             }
         }
-        for (port, backends, host) in &self.ports {
+        for MeshEntry {
+            port,
+            backends,
+            host,
+        } in &self.ports
+        {
             let mut p = port.clone();
             p.backends = backends
                 .iter()
