@@ -138,6 +138,69 @@ pub struct SpecFlags {
     /// Endpoint mode (vip or dnsrr)
     #[arg(long)]
     pub endpoint_mode: Option<String>,
+    /// Set custom DNS servers (after orch's own resolver on overlay networks)
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// Set custom DNS search domains
+    #[arg(long)]
+    pub dns_search: Vec<String>,
+    /// Add a custom host-to-IP mapping (HOST:IP); docker's `--host`, a name orch's global
+    /// manager address already has
+    #[arg(long = "add-host")]
+    pub hosts: Vec<String>,
+    /// Add Linux capabilities
+    #[arg(long)]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities
+    #[arg(long)]
+    pub cap_drop: Vec<String>,
+    /// Sysctl options (KEY=VALUE)
+    #[arg(long)]
+    pub sysctl: Vec<String>,
+    /// Ulimit options (NAME=SOFT[:HARD])
+    #[arg(long)]
+    pub ulimit: Vec<String>,
+    /// Use an init inside each service container to forward signals and reap processes
+    #[arg(long)]
+    pub init: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Mount the container's root filesystem as read only
+    #[arg(long)]
+    pub read_only: bool,
+    /// Logging driver for the service
+    #[arg(long)]
+    pub log_driver: Option<String>,
+    /// Logging driver options (KEY=VALUE)
+    #[arg(long)]
+    pub log_opt: Vec<String>,
+    /// Limit the number of processes (0 = no limit)
+    #[arg(long)]
+    pub limit_pids: Option<i64>,
+}
+
+/// `--ulimit nofile=1024:2048` (or `nofile=1024`: soft and hard alike).
+pub fn parse_ulimit(s: &str) -> Result<orch_api::pb::Ulimit> {
+    let (name, values) = s
+        .split_once('=')
+        .ok_or_else(|| anyhow!("invalid ulimit {s:?}: expected NAME=SOFT[:HARD]"))?;
+    let number = |v: &str| {
+        v.parse::<i64>()
+            .map_err(|_| anyhow!("invalid ulimit {s:?}: {v:?} is not a number"))
+    };
+    let (soft, hard) = match values.split_once(':') {
+        Some((soft, hard)) => (number(soft)?, number(hard)?),
+        None => (number(values)?, number(values)?),
+    };
+    if name.is_empty() || soft > hard {
+        bail!("invalid ulimit {s:?}: a name, and a soft limit not above the hard one");
+    }
+    Ok(orch_api::pb::Ulimit {
+        name: name.to_string(),
+        soft,
+        hard,
+    })
 }
 
 /// `--secret`/`--config`: `NAME`, or `source=NAME,target=T,uid=U,gid=G,mode=M` (docker's
@@ -591,6 +654,40 @@ pub fn apply(flags: &SpecFlags, spec: &mut ServiceSpec) -> Result<()> {
     for m in &flags.mount {
         c.mounts.push(parse_mount(m)?);
     }
+    c.dns.extend(flags.dns.iter().cloned());
+    c.dns_search.extend(flags.dns_search.iter().cloned());
+    for h in &flags.hosts {
+        // docker accepts host:ip and host=ip.
+        let (host, ip) = h
+            .split_once(['=', ':'])
+            .filter(|(host, ip)| !host.is_empty() && ip.parse::<std::net::IpAddr>().is_ok())
+            .ok_or_else(|| anyhow!("invalid --add-host {h:?}: expected HOST:IP"))?;
+        c.hosts.push(format!("{host}:{ip}"));
+    }
+    c.cap_add.extend(flags.cap_add.iter().cloned());
+    c.cap_drop.extend(flags.cap_drop.iter().cloned());
+    for (k, v) in parse_key_values(&flags.sysctl)? {
+        c.sysctls.insert(k, v);
+    }
+    for u in &flags.ulimit {
+        let u = parse_ulimit(u)?;
+        c.ulimits.retain(|o| o.name != u.name);
+        c.ulimits.push(u);
+    }
+    if flags.init {
+        c.init = Some(true);
+    }
+    c.tty |= flags.tty;
+    c.read_only |= flags.read_only;
+    if flags.log_driver.is_some() || !flags.log_opt.is_empty() {
+        let l = c.log_driver.get_or_insert_with(Default::default);
+        if let Some(d) = &flags.log_driver {
+            l.name = d.clone();
+        }
+        for (k, v) in parse_key_values(&flags.log_opt)? {
+            l.options.insert(k, v);
+        }
+    }
     for s in &flags.secret {
         add_data_ref(&mut c.secrets, "secret", parse_data_ref(s, "secret")?)?;
     }
@@ -632,6 +729,7 @@ pub fn apply(flags: &SpecFlags, spec: &mut ServiceSpec) -> Result<()> {
         || flags.reserve_memory.is_some()
         || flags.limit_cpu.is_some()
         || flags.limit_memory.is_some()
+        || flags.limit_pids.is_some()
     {
         let r = task
             .resources
@@ -649,6 +747,9 @@ pub fn apply(flags: &SpecFlags, spec: &mut ServiceSpec) -> Result<()> {
         }
         if let Some(v) = &flags.limit_memory {
             limits.memory_bytes = parse_bytes(v)?;
+        }
+        if let Some(n) = flags.limit_pids {
+            limits.pids = i64::try_from(non_negative(n, "limit-pids")?).unwrap_or(i64::MAX);
         }
     }
     if flags.restart_condition.is_some()
@@ -779,6 +880,19 @@ mod tests {
             (8080, 80, "udp")
         );
         assert!(parse_publish("99999:80").is_err());
+        assert_eq!(
+            parse_ulimit("nofile=1024:2048")
+                .map(|u| (u.name, u.soft, u.hard))
+                .ok(),
+            Some(("nofile".to_string(), 1024, 2048))
+        );
+        assert_eq!(
+            parse_ulimit("nproc=64").map(|u| (u.soft, u.hard)).ok(),
+            Some((64, 64))
+        );
+        for bad in ["nofile", "nofile=a", "nofile=10:5", "=1"] {
+            assert!(parse_ulimit(bad).is_err(), "{bad} should be refused");
+        }
         let p = parse_publish("published=8080,target=80,mode=local").expect("local");
         assert_eq!(p.publish_mode, PublishMode::Local as i32);
         assert_eq!(
@@ -811,9 +925,44 @@ mod tests {
             restart_condition: Some("on-failure".into()),
             health_cmd: Some("true".into()),
             update_parallelism: Some(2),
+            dns: vec!["10.9.9.9".into()],
+            hosts: vec!["db=10.1.2.3".into()],
+            cap_add: vec!["NET_ADMIN".into()],
+            sysctl: vec!["net.core.somaxconn=1024".into()],
+            ulimit: vec!["nofile=1024:2048".into()],
+            init: true,
+            read_only: true,
+            log_driver: Some("json-file".into()),
+            log_opt: vec!["max-size=10m".into()],
+            limit_pids: Some(100),
             ..Default::default()
         };
         let spec = build_spec(&flags, "busybox", &["sleep".into(), "60".into()]).expect("spec");
+        let c = spec
+            .task
+            .as_ref()
+            .and_then(|t| t.container.clone())
+            .expect("container");
+        assert_eq!(c.dns, ["10.9.9.9"]);
+        assert_eq!(c.hosts, ["db:10.1.2.3"]);
+        assert_eq!(c.cap_add, ["NET_ADMIN"]);
+        assert_eq!(
+            c.sysctls.get("net.core.somaxconn").map(String::as_str),
+            Some("1024")
+        );
+        assert_eq!(c.ulimits.len(), 1);
+        assert_eq!((c.init, c.read_only), (Some(true), true));
+        let log = c.log_driver.expect("log driver");
+        assert_eq!(log.name, "json-file");
+        assert_eq!(log.options.get("max-size").map(String::as_str), Some("10m"));
+        assert_eq!(
+            spec.task
+                .as_ref()
+                .and_then(|t| t.resources.as_ref())
+                .and_then(|r| r.limits.as_ref())
+                .map(|l| l.pids),
+            Some(100)
+        );
         assert_eq!(
             spec.mode,
             Some(Mode::Replicated(ReplicatedService { replicas: 3 }))
