@@ -232,6 +232,28 @@ fn a_published_port_answers_on_every_node_and_follows_the_service() {
         "UDP answering on every node",
         || all.iter().all(|a| udp(a, 5353).is_ok()),
     );
+    // A UDP flow (one client port) follows its backend's replacement: the node forgets the
+    // flow's old backend, though the client keeps sending.
+    let flow = UdpSocket::bind("0.0.0.0:0").expect("a client port");
+    flow.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let m3 = addrs["m3"].clone();
+    let ask = || -> Option<String> {
+        flow.send_to(b"ping", format!("{m3}:5353")).ok()?;
+        let mut buf = [0u8; 512];
+        let (n, _) = flow.recv_from(&mut buf).ok()?;
+        String::from_utf8_lossy(&buf[..n])
+            .split_whitespace()
+            .next()
+            .map(str::to_string)
+    };
+    let before = ask().expect("the flow's first answer");
+    l.ok(&["service", "update", "--force", "echo"]);
+    wait_for(
+        Duration::from_secs(60),
+        "the flow answered by the new task",
+        || ask().is_some_and(|host| host != before),
+    );
 
     // Local mode: the task sees the client's own address; a node without a task refuses at
     // once.

@@ -47,6 +47,9 @@ struct MeshState {
     endpoint: String,
     /// The `orch_mesh` table last written ("" when there is none).
     table: String,
+    /// The UDP ports' backends in that table: what a rewrite takes away has its flows
+    /// forgotten.
+    udp_backends: BTreeMap<u32, BTreeSet<String>>,
 }
 
 /// A network made on this node.
@@ -352,6 +355,38 @@ pub fn mesh_table<'a>(ports: impl Iterator<Item = &'a MeshPort>) -> String {
 }
 
 const NO_MESH_TABLE: &str = "table ip orch_mesh\ndelete table ip orch_mesh\n";
+
+/// Each published UDP port's backends.
+fn udp_backends<'a>(ports: impl Iterator<Item = &'a MeshPort>) -> BTreeMap<u32, BTreeSet<String>> {
+    ports
+        .filter(|p| p.protocol == "udp")
+        .map(|p| (p.published_port, p.backends.iter().cloned().collect()))
+        .collect()
+}
+
+/// UDP has no end of a flow: conntrack keeps sending a client's datagrams to the backend it
+/// first picked, gone or not, until the flow idles out. The flows of a backend that left a
+/// port are deleted (TCP connections end by themselves, and a draining task finishes its
+/// own). Without the `conntrack` tool, flows wait for their timeout.
+fn forget_udp_flows(old: &BTreeMap<u32, BTreeSet<String>>, now: &BTreeMap<u32, BTreeSet<String>>) {
+    for (port, backends) in old {
+        let kept = now.get(port);
+        for gone in backends
+            .iter()
+            .filter(|b| kept.is_none_or(|k| !k.contains(*b)))
+        {
+            let deleted = Command::new("conntrack")
+                .args(["-D", "-p", "udp", "--orig-port-dst", &port.to_string()])
+                .args(["--reply-src", gone])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if let Err(e) = deleted {
+                debug!(error = %e, "no conntrack tool: UDP flows keep their old backend until idle");
+            }
+        }
+    }
+}
 
 /// The mesh's state on this node before a full update has been made real.
 const UNKNOWN: &str = "?";
@@ -772,7 +807,17 @@ impl Plane {
             nft(None, &table)
         };
         match written {
-            Ok(()) => mesh.table = table,
+            Ok(()) => {
+                mesh.table = table;
+                let now: BTreeMap<u32, BTreeSet<String>> = if endpoint {
+                    udp_backends(ports.values())
+                } else {
+                    BTreeMap::new()
+                };
+                let old = std::mem::replace(&mut mesh.udp_backends, now.clone());
+                drop(mesh);
+                forget_udp_flows(&old, &now);
+            }
             Err(e) => {
                 warn!(error = %e, "cannot write the mesh table; trying again");
                 drop(mesh);
