@@ -106,19 +106,7 @@ pub async fn run(target: &Target, cmd: StackCmd) -> Result<()> {
 }
 
 fn load(files: &FileArgs) -> Result<crate::stack::model::Loaded> {
-    let first_dir = files
-        .compose_file
-        .first()
-        .filter(|f| f.as_os_str() != "-")
-        .and_then(|f| f.parent().map(|p| p.to_path_buf()))
-        .map(|p| {
-            if p.as_os_str().is_empty() {
-                PathBuf::from(".")
-            } else {
-                p
-            }
-        })
-        .unwrap_or_else(|| PathBuf::from("."));
+    let first_dir = compose::base_dir(&files.compose_file)?;
     let env = compose::Env::from_process(files.env_file.as_deref(), &first_dir)?;
     Ok(compose::load(&files.compose_file, &env)?)
 }

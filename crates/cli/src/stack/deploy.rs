@@ -244,14 +244,25 @@ async fn update(
     }
 }
 
-/// Creates the networks the services use that do not exist; external ones must.
-async fn networks(control: &mut ControlClient<Channel>, stack: &str, c: &Compose) -> Result<()> {
-    let used: BTreeSet<String> = c
-        .services
+/// The keys of the networks the services join (`default` for those that name none).
+fn used_networks(c: &Compose) -> BTreeSet<String> {
+    c.services
         .values()
         .flat_map(|s| convert::service_networks(s).into_iter().map(|(k, _)| k))
-        .collect();
-    for key in used {
+        .collect()
+}
+
+/// The file's secrets or configs.
+fn definitions(c: &Compose, kind: DataKind) -> &BTreeMap<String, crate::stack::model::DataDef> {
+    match kind {
+        DataKind::Secret => &c.secrets,
+        DataKind::Config => &c.configs,
+    }
+}
+
+/// Creates the networks the services use that do not exist; external ones must.
+async fn networks(control: &mut ControlClient<Channel>, stack: &str, c: &Compose) -> Result<()> {
+    for key in used_networks(c) {
         let def = c.networks.get(&key);
         let name = convert::network_name(stack, &key, def);
         let exists = control
@@ -299,10 +310,7 @@ async fn data(
     kind: DataKind,
 ) -> Result<()> {
     let what = kind_name(kind);
-    let defs = match kind {
-        DataKind::Secret => &c.secrets,
-        DataKind::Config => &c.configs,
-    };
+    let defs = definitions(c, kind);
     for (key, def) in defs {
         let name = convert::data_name(stack, key, def);
         let existing = control
@@ -401,11 +409,8 @@ async fn prune_unused(
     let wanted_data: BTreeSet<(DataKind, String)> = [DataKind::Secret, DataKind::Config]
         .into_iter()
         .flat_map(|kind| {
-            let defs = match kind {
-                DataKind::Secret => &c.secrets,
-                DataKind::Config => &c.configs,
-            };
-            defs.iter()
+            definitions(c, kind)
+                .iter()
                 .map(move |(k, d)| (kind, convert::data_name(stack, k, d)))
         })
         .collect();
@@ -426,10 +431,8 @@ async fn prune_unused(
             eprintln!("Not removing {} {name}: {}", kind_name(kind), e.message());
         }
     }
-    let wanted: BTreeSet<String> = c
-        .services
-        .values()
-        .flat_map(|s| convert::service_networks(s).into_iter().map(|(k, _)| k))
+    let wanted: BTreeSet<String> = used_networks(c)
+        .into_iter()
         .map(|k| convert::network_name(stack, &k, c.networks.get(&k)))
         .collect();
     for (name, id) in stack_networks(control, stack).await? {

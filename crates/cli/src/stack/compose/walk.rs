@@ -46,6 +46,15 @@ fn entries<'v>(path: &str, v: &'v Value) -> R<Vec<(String, &'v Value)>> {
     }
 }
 
+/// A list's items; null is an empty list.
+fn list<'v>(path: &str, v: &'v Value) -> R<&'v [Value]> {
+    match v {
+        Value::Sequence(items) => Ok(items),
+        Value::Null => Ok(&[]),
+        other => Err(err(path, format!("must be a list, not {}", kind(other)))),
+    }
+}
+
 /// A free-form `KEY: value` mapping or a `["KEY=value"]` list (labels, sysctls, options);
 /// values are stringified, a missing one is "".
 fn string_map(path: &str, v: &Value) -> R<BTreeMap<String, String>> {
@@ -194,12 +203,7 @@ impl<'a> Walker<'a> {
             let p = join(path, &k);
             match k.as_str() {
                 "config" => {
-                    let Value::Sequence(items) = val else {
-                        if val.is_null() {
-                            continue;
-                        }
-                        return Err(err(&p, format!("must be a list, not {}", kind(val))));
-                    };
+                    let items = list(&p, val)?;
                     for (i, item) in items.iter().enumerate() {
                         let ip = index(&p, i);
                         for (ck, cv) in entries(&ip, item)? {
@@ -502,13 +506,7 @@ impl<'a> Walker<'a> {
             match k.as_str() {
                 "constraints" => pl.constraints = string_list(&p, val)?,
                 "preferences" => {
-                    let items: &[Value] = match val {
-                        Value::Sequence(items) => items,
-                        Value::Null => &[],
-                        other => {
-                            return Err(err(&p, format!("must be a list, not {}", kind(other))))
-                        }
-                    };
+                    let items = list(&p, val)?;
                     for (i, item) in items.iter().enumerate() {
                         let ip = index(&p, i);
                         for (pk, pv) in entries(&ip, item)? {
@@ -605,11 +603,7 @@ impl<'a> Walker<'a> {
     }
 
     fn ports(&mut self, path: &str, v: &Value) -> R<Vec<Port>> {
-        let items: &[Value] = match v {
-            Value::Sequence(items) => items,
-            Value::Null => &[],
-            other => return Err(err(path, format!("must be a list, not {}", kind(other)))),
-        };
+        let items = list(path, v)?;
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let ip = index(path, i);
@@ -727,11 +721,7 @@ impl<'a> Walker<'a> {
     }
 
     fn mounts(&mut self, path: &str, v: &Value) -> R<Vec<VolumeMount>> {
-        let items: &[Value] = match v {
-            Value::Sequence(items) => items,
-            Value::Null => &[],
-            other => return Err(err(path, format!("must be a list, not {}", kind(other)))),
-        };
+        let items = list(path, v)?;
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let ip = index(path, i);
@@ -863,11 +853,7 @@ impl<'a> Walker<'a> {
     }
 
     fn data_refs(&mut self, path: &str, v: &Value) -> R<Vec<DataRef>> {
-        let items: &[Value] = match v {
-            Value::Sequence(items) => items,
-            Value::Null => &[],
-            other => return Err(err(path, format!("must be a list, not {}", kind(other)))),
-        };
+        let items = list(path, v)?;
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let ip = index(path, i);
