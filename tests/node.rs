@@ -68,12 +68,14 @@ fn a_node_run_as_a_library_stops_completely_and_comes_back() {
             availability: orch_api::pb::NodeAvailability::Active,
             settings: Default::default(),
             docker_host: orch_agent::engine::DEFAULT_DOCKER_HOST.into(),
+            engine_api_addr: String::new(),
         },
     )
     .expect("init");
     let config = Config {
         data_dir: dd.clone(),
         docker_host: None,
+        engine_api_addr: None,
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let _in_runtime = runtime.enter();

@@ -4,10 +4,17 @@
 //! reads a missing field.
 
 use crate::pb::{
-    Node, NodeAvailability, NodeRole, NodeState, Service, Task, TaskState, UpdateState,
+    Node, NodeAvailability, NodeRole, NodeState, Service, ServiceSpec, Task, TaskState,
+    UpdateState,
 };
 
 impl Task {
+    /// Whether the task runs `spec`'s task and endpoint (host ports, the mesh): an update
+    /// replaces the tasks that do not.
+    pub fn is_current(&self, spec: &ServiceSpec) -> bool {
+        self.spec == spec.task && self.endpoint == spec.endpoint
+    }
+
     /// The state the agent last reported.
     pub fn observed_state(&self) -> TaskState {
         self.status

@@ -83,7 +83,26 @@ pub fn normalize_service_spec(spec: &mut ServiceSpec) -> Result<(), SpecError> {
     }
     let endpoint = spec.endpoint.get_or_insert_with(EndpointSpec::default);
     validate_endpoint(endpoint)?;
-    Ok(())
+    validate_engine_extra(&spec.engine_extra)
+}
+
+/// The most an Engine API client may store in fields orch does not act on.
+pub const MAX_ENGINE_EXTRA: usize = 64 << 10;
+
+fn validate_engine_extra(extra: &str) -> Result<(), SpecError> {
+    if extra.is_empty() {
+        return Ok(());
+    }
+    if extra.len() > MAX_ENGINE_EXTRA {
+        return invalid(format!(
+            "the fields orch keeps but does not act on take {} bytes, more than {MAX_ENGINE_EXTRA}",
+            extra.len()
+        ));
+    }
+    match serde_json::from_str::<serde_json::Value>(extra) {
+        Ok(serde_json::Value::Object(_)) => Ok(()),
+        _ => invalid("engine_extra must be a JSON object"),
+    }
 }
 
 fn normalize_job(job: &mut ReplicatedJob) {

@@ -84,6 +84,10 @@ enum Command {
         /// Docker Engine to run containers on (overrides the node's setting)
         #[arg(long)]
         docker_host: Option<String>,
+        /// Also serve the Docker Engine API on this TCP address, with mTLS (overrides the
+        /// node's setting)
+        #[arg(long)]
+        engine_api_addr: Option<String>,
     },
 }
 
@@ -137,10 +141,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             format,
             objects,
         } => service::inspect_any(&target, kind.as_deref(), format.as_deref(), &objects).await,
-        Command::Daemon { docker_host } => {
+        Command::Daemon {
+            docker_host,
+            engine_api_addr,
+        } => {
             let config = crate::daemon::Config {
                 data_dir: target.dd,
                 docker_host,
+                engine_api_addr,
             };
             let listeners = crate::daemon::Listeners::bind(&config)?;
             let shutdown = tokio_util::sync::CancellationToken::new();

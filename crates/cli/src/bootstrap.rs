@@ -38,6 +38,7 @@ pub struct InitOptions {
     pub availability: NodeAvailability,
     pub settings: ClusterSettings,
     pub docker_host: String,
+    pub engine_api_addr: String,
 }
 
 pub struct JoinOptions {
@@ -48,6 +49,7 @@ pub struct JoinOptions {
     pub hostname: Option<String>,
     pub availability: NodeAvailability,
     pub docker_host: String,
+    pub engine_api_addr: String,
     pub timeout: Duration,
 }
 
@@ -133,6 +135,7 @@ pub fn init_cluster(dd: &DataDir, opts: &InitOptions) -> Result<Initialized> {
             managers: vec![advertise.to_string()],
             raft_id,
             raft_peers: Vec::new(),
+            engine_api_addr: opts.engine_api_addr.clone(),
         })?;
         Ok(Initialized {
             node_id,
@@ -259,6 +262,7 @@ pub async fn join_cluster(dd: &DataDir, opts: &JoinOptions) -> Result<NodeRole> 
             managers,
             raft_id: 0,
             raft_peers: Vec::new(),
+            engine_api_addr: opts.engine_api_addr.clone(),
         })
     })?;
     Ok(role)

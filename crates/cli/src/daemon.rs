@@ -142,6 +142,8 @@ fn lock_pid_file(dd: &DataDir) -> Result<nix::fcntl::Flock<fs::File>> {
 pub struct Config {
     pub data_dir: DataDir,
     pub docker_host: Option<String>,
+    /// Serve the Docker Engine API on this TCP address too (overrides the node's setting).
+    pub engine_api_addr: Option<String>,
 }
 
 /// The sockets the node serves, bound before it starts: the local control socket (under the
@@ -150,6 +152,8 @@ pub struct Config {
 /// absent, and on every later promotion).
 pub struct Listeners {
     pub control: tokio::net::UnixListener,
+    /// The Docker Engine API's socket.
+    pub engine: tokio::net::UnixListener,
     pub manager: Option<tokio::net::TcpListener>,
     pid_lock: nix::fcntl::Flock<fs::File>,
 }
@@ -168,8 +172,11 @@ impl Listeners {
         let pid_lock = lock_pid_file(dd)?;
         let control = bind_unix(&dd.socket())
             .with_context(|| format!("cannot bind {}", dd.socket().display()))?;
+        let engine = bind_unix(&dd.engine_socket())
+            .with_context(|| format!("cannot bind {}", dd.engine_socket().display()))?;
         Ok(Listeners {
             control,
+            engine,
             manager: None,
             pid_lock,
         })
@@ -186,12 +193,16 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     let dd = config.data_dir.clone();
     let Listeners {
         control,
+        engine: engine_listener,
         manager: manager_listener,
         pid_lock: _pid_lock,
     } = listeners;
     let mut node_config = dd.load_config()?;
     if let Some(host) = config.docker_host {
         node_config.docker_host = host;
+    }
+    if let Some(addr) = config.engine_api_addr {
+        node_config.engine_api_addr = addr;
     }
     let config = node_config;
     let (ca_pem, identity) = load_identity(&dd)?;
@@ -246,6 +257,8 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             error!(error = %e, "control socket server failed");
         }
     });
+
+    serve_engine_api(&node, &config, engine_listener, &mut tasks).await?;
 
     // The agent: engine description, then the session.
     let docker = match orch_agent::engine::connect(&config.docker_host).await {
@@ -351,6 +364,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         info!("left the swarm; node state removed");
     }
     let _ = fs::remove_file(dd.socket());
+    let _ = fs::remove_file(dd.engine_socket());
     match (result, stopped) {
         (Err(e), _) => Err(e),
         (Ok(()), Err(late)) => Err(anyhow!(
@@ -359,6 +373,37 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
         )),
         (Ok(()), Ok(())) => Ok(()),
     }
+}
+
+/// The Docker Engine API: on `docker.sock`, and on TCP with mTLS when configured (only
+/// clients with a manager certificate of this cluster get an answer).
+async fn serve_engine_api(
+    node: &Arc<Node>,
+    config: &NodeConfig,
+    socket: tokio::net::UnixListener,
+    tasks: &mut TaskGroup,
+) -> Result<()> {
+    let backend = orch_engine_api::Backend::new(&orch_engine_api::Options {
+        control_socket: node.dd.socket(),
+        engine_host: config.docker_host.clone(),
+    })?;
+    tasks.spawn(
+        "engine_api_socket",
+        orch_engine_api::serve_unix(socket, backend.clone(), node.shutdown.clone()),
+    );
+    if !config.engine_api_addr.is_empty() {
+        let listener = tokio::net::TcpListener::bind(&config.engine_api_addr)
+            .await
+            .with_context(|| format!("cannot bind the Engine API's address {}", config.engine_api_addr))?;
+        let mut tls = (*node.tls.server_config()?).clone();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        info!(addr = %config.engine_api_addr, "serving the Docker Engine API over mTLS");
+        tasks.spawn(
+            "engine_api_tcp",
+            orch_engine_api::serve_tls(listener, Arc::new(tls), backend, node.shutdown.clone()),
+        );
+    }
+    Ok(())
 }
 
 /// Stops `shutdown` on SIGTERM or SIGINT (the binary's; a node run as a library is stopped by

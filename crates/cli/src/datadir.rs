@@ -33,6 +33,10 @@ pub struct NodeConfig {
     /// The raft members as of joining (used until the store knows them).
     #[serde(default)]
     pub raft_peers: Vec<RaftPeer>,
+    /// A TCP address (host:port) where the node also serves the Docker Engine API, to clients
+    /// with a manager certificate of this cluster; empty: only `docker.sock`.
+    #[serde(default)]
+    pub engine_api_addr: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
@@ -79,6 +83,10 @@ impl DataDir {
     }
     pub fn socket(&self) -> PathBuf {
         self.root.join("orch.sock")
+    }
+    /// The Docker Engine API's socket.
+    pub fn engine_socket(&self) -> PathBuf {
+        self.root.join("docker.sock")
     }
     pub fn log_file(&self) -> PathBuf {
         self.root.join("orch.log")

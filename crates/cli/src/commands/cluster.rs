@@ -54,6 +54,10 @@ pub struct InitArgs {
     /// Docker Engine to run containers on
     #[arg(long, env = "DOCKER_HOST", default_value = orch_agent::engine::DEFAULT_DOCKER_HOST)]
     docker_host: String,
+    /// Also serve the Docker Engine API on this TCP address (host:port), with mTLS: clients
+    /// present a manager certificate of this cluster
+    #[arg(long, default_value = "")]
+    engine_api_addr: String,
     /// How long to wait for the node to become ready
     #[arg(long, default_value = "60s")]
     timeout: String,
@@ -112,6 +116,7 @@ pub async fn init(target: &Target, args: InitArgs) -> Result<()> {
             availability: parse_availability(&args.availability)?,
             settings: settings(&args)?,
             docker_host: args.docker_host.clone(),
+            engine_api_addr: args.engine_api_addr.clone(),
         };
         bootstrap::init_cluster(dd, &opts)?
     };
@@ -162,6 +167,9 @@ pub struct JoinArgs {
     availability: String,
     #[arg(long, env = "DOCKER_HOST", default_value = orch_agent::engine::DEFAULT_DOCKER_HOST)]
     docker_host: String,
+    /// Also serve the Docker Engine API on this TCP address (host:port), with mTLS
+    #[arg(long, default_value = "")]
+    engine_api_addr: String,
     #[arg(long, default_value = "60s")]
     timeout: String,
     /// A manager's address (host[:port])
@@ -177,6 +185,7 @@ pub async fn join(target: &Target, args: JoinArgs) -> Result<()> {
         hostname: args.hostname.clone(),
         availability: parse_availability(&args.availability)?,
         docker_host: args.docker_host.clone(),
+        engine_api_addr: args.engine_api_addr.clone(),
         timeout: parse_duration(&args.timeout)?,
     };
     let role = bootstrap::join_cluster(&target.dd, &opts).await?;

@@ -364,6 +364,7 @@ pub fn service_spec(
             mode: d.endpoint_mode.clone().unwrap_or_default(),
             ports,
         }),
+        engine_extra: String::new(),
     })
 }
 

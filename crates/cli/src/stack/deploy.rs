@@ -388,6 +388,7 @@ async fn data(
                             name: name.clone(),
                             version: now.meta.as_ref().map_or(0, |m| m.version),
                             labels: labels.into_iter().collect(),
+                            data: None,
                         })
                         .await
                         .map_err(rpc)

@@ -67,6 +67,12 @@ fn humanize(d: Duration) -> String {
 
 pub async fn update(ctx: &ManagerCtx, req: UpdateClusterRequest) -> Result<Cluster> {
     validate(&req)?;
+    if req.version != 0 {
+        let view = ctx.read_view().await?;
+        if let Some(c) = view.cluster() {
+            super::check_read_version("cluster", &c.id, req.version, c.meta.as_ref())?;
+        }
+    }
     let req = &req;
     retry_conflicts(|| async move {
         let view = ctx.read_view().await?;

@@ -115,20 +115,27 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateDataRequest) -> Result<DataObje
     let view = ctx.read_view().await?;
     let current = view.find_data(kind, &req.name)?;
     let mut d = (*current).clone();
-    if req.version != 0 && d.meta.as_ref().map_or(0, |m| m.version) != req.version {
-        return Err(ManagerError::Propose(ProposeError::Rejected(
-            ApplyError::VersionConflict {
-                kind: kind_name(kind),
-                id: d.id.clone(),
-                read: req.version,
-                current: d.meta.as_ref().map_or(0, |m| m.version),
-            },
-        )));
+    super::check_read_version(kind_name(kind), &d.id, req.version, d.meta.as_ref())?;
+    if let Some(data) = &req.data {
+        if latest_data(ctx, kind, &d).as_ref() != Some(data) {
+            return Err(ManagerError::InvalidArgument(
+                "only updates to Labels are allowed".into(),
+            ));
+        }
     }
     d.spec.get_or_insert_with(Default::default).labels = req.labels;
     ctx.propose(vec![Action::UpdateData(d.clone())]).await?;
     let view = ctx.store.view();
     Ok(shown(view.data_object(&d.id).unwrap_or(&current)))
+}
+
+/// The latest version's data, unsealed.
+fn latest_data(ctx: &ManagerCtx, kind: DataKind, d: &DataObject) -> Option<Vec<u8>> {
+    let v = d.versions.last()?;
+    match kind {
+        DataKind::Secret => ctx.data_key.open(&v.data).ok(),
+        DataKind::Config => Some(v.data.clone()),
+    }
 }
 
 /// docker's message for an object a service still uses.
@@ -178,11 +185,7 @@ pub async fn rotate(ctx: &ManagerCtx, req: RotateDataRequest) -> Result<RotateDa
         let mut d = (*current).clone();
         let spec = d.spec.clone().unwrap_or_default();
         if req.if_changed {
-            let latest = d.versions.last().map(|v| match kind {
-                DataKind::Secret => ctx.data_key.open(&v.data).ok(),
-                DataKind::Config => Some(v.data.clone()),
-            });
-            if latest.flatten().is_some_and(|plain| plain == req.data) {
+            if latest_data(ctx, kind, &d).is_some_and(|plain| plain == req.data) {
                 return Ok(RotateDataResponse {
                     object: Some(shown(&current)),
                     version: latest_version(&d),

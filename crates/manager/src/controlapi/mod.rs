@@ -19,6 +19,27 @@ use tonic::{Request, Response, Status};
 use crate::ca::auth::require_manager;
 use crate::ctx::{ManagerCtx, ManagerSlot, Route, FORWARDED};
 
+/// Refuses an update made from a read older than the object (`read` 0: not checked).
+pub(crate) fn check_read_version(
+    kind: &'static str,
+    id: &str,
+    read: u64,
+    meta: Option<&Meta>,
+) -> crate::error::Result<()> {
+    let current = meta.map_or(0, |m| m.version);
+    if read != 0 && read != current {
+        return Err(crate::error::ManagerError::Propose(
+            crate::raft::node::ProposeError::Rejected(crate::state::store::ApplyError::VersionConflict {
+                kind,
+                id: id.to_string(),
+                read,
+                current,
+            }),
+        ));
+    }
+    Ok(())
+}
+
 /// Whether the node is a manager by its certificate, its manager stack up or not.
 pub type IsManager = Arc<dyn Fn() -> bool + Send + Sync>;
 

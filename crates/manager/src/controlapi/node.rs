@@ -73,6 +73,11 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateNodeRequest) -> Result<Node> {
             "invalid label key {key:?}: must not be empty"
         )));
     }
+    if req.version != 0 {
+        let view = ctx.read_view().await?;
+        let node = view.find_node(&req.node)?;
+        super::check_read_version("node", &node.id, req.version, node.meta.as_ref())?;
+    }
     let req = &req;
     retry_conflicts(|| async move {
         let view = ctx.read_view().await?;

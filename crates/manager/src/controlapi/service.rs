@@ -155,17 +155,7 @@ fn mode_kind(mode: &Option<Mode>) -> &'static str {
 pub async fn update(ctx: &ManagerCtx, req: UpdateServiceRequest) -> Result<Service> {
     let view = ctx.read_view().await?;
     let current = view.find_service(&req.service)?;
-    let read_version = current.meta.as_ref().map_or(0, |m| m.version);
-    if req.version != 0 && req.version != read_version {
-        return Err(ManagerError::Propose(ProposeError::Rejected(
-            ApplyError::VersionConflict {
-                kind: "service",
-                id: current.id.clone(),
-                read: req.version,
-                current: read_version,
-            },
-        )));
-    }
+    super::check_read_version("service", &current.id, req.version, current.meta.as_ref())?;
     let old_spec = current.spec.clone().unwrap_or_default();
     let mut service = (*current).clone();
     let now = orch_api::now_nanos();

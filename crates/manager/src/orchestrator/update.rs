@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use orch_api::pb::service_spec::Mode;
 use orch_api::pb::{
-    FailureAction, Service, Task, TaskSpec, TaskState, UpdateConfig, UpdateOrder, UpdateState,
+    FailureAction, Service, Task, TaskState, UpdateConfig, UpdateOrder, UpdateState,
     UpdateStatus,
 };
 
@@ -92,9 +92,7 @@ pub fn step(
     let back = rolling_back(service);
     let config: UpdateConfig = if back { spec.rollback } else { spec.update }
         .unwrap_or_else(orch_api::validate::default_update_config);
-    let wanted: Option<TaskSpec> = spec.task.clone();
-    // A task is current when it runs the spec's task and endpoint (host ports, the mesh).
-    let up_to_date = |t: &Task| t.spec == wanted && t.endpoint == spec.endpoint;
+    let up_to_date = |t: &Task| t.is_current(&spec);
     let global = matches!(spec.mode, Some(Mode::Global(_)));
 
     // Slots: replicated by slot number, global by node.
@@ -371,7 +369,7 @@ pub fn step(
 mod tests {
     use super::*;
     use crate::testkit::*;
-    use orch_api::pb::{ContainerSpec, Meta};
+    use orch_api::pb::{ContainerSpec, Meta, TaskSpec};
 
     const S: i64 = 1_000_000_000;
 

@@ -1,0 +1,446 @@
+//! `/events`: the cluster's changes as docker's event messages (`service create`, `node
+//! update`, task state changes…). While anyone listens, one poller per node reads the cluster
+//! every half second and sends what changed since its last read; nobody listening, no reads.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use orch_api::pb::control_client::ControlClient;
+use orch_api::pb::service_spec::Mode;
+use orch_api::pb::{
+    DataKind, Empty, ListDataRequest, ListNodesRequest, ListServicesRequest, ListTasksRequest,
+    Node, Service, Task,
+};
+use serde_json::{json, Map, Value};
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tonic::transport::Channel;
+
+use crate::backend::Backend;
+use crate::convert::objects::{availability_name, role_name, task_state_name};
+use crate::convert::time::now_nanos;
+use crate::error::{ApiError, ApiResult};
+use crate::query::{self, Filters};
+
+const POLL: Duration = Duration::from_millis(500);
+
+/// One docker event message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub kind: &'static str,
+    pub action: &'static str,
+    pub id: String,
+    pub attributes: Vec<(String, String)>,
+}
+
+impl Event {
+    fn new(kind: &'static str, action: &'static str, id: &str, name: &str) -> Event {
+        Event {
+            kind,
+            action,
+            id: id.to_string(),
+            attributes: vec![("name".to_string(), name.to_string())],
+        }
+    }
+
+    fn changed(mut self, key: &str, old: &str, new: &str) -> Event {
+        if old != new {
+            self.attributes.push((format!("{key}.old"), old.to_string()));
+            self.attributes.push((format!("{key}.new"), new.to_string()));
+        }
+        self
+    }
+
+    pub fn to_json(&self, time_nanos: i64) -> Value {
+        let attributes: Map<String, Value> = self
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        json!({
+            "Type": self.kind,
+            "Action": self.action,
+            "Actor": { "ID": self.id, "Attributes": attributes },
+            "scope": "swarm",
+            "time": time_nanos / 1_000_000_000,
+            "timeNano": time_nanos,
+        })
+    }
+}
+
+/// What the poller compares between reads.
+#[derive(Default)]
+struct Snapshot {
+    services: HashMap<String, Service>,
+    nodes: HashMap<String, Node>,
+    tasks: HashMap<String, Task>,
+    /// Networks, secrets and configs: (type, name, version) by ID.
+    named: HashMap<String, (&'static str, String, u64)>,
+}
+
+fn version(meta: Option<&orch_api::pb::Meta>) -> u64 {
+    meta.map_or(0, |m| m.version)
+}
+
+impl Snapshot {
+    async fn read(control: &mut ControlClient<Channel>) -> Result<Snapshot, tonic::Status> {
+        let services = control.list_services(ListServicesRequest {}).await?.into_inner().services;
+        let nodes = control.list_nodes(ListNodesRequest {}).await?.into_inner().nodes;
+        let tasks = control.list_tasks(ListTasksRequest::default()).await?.into_inner().tasks;
+        let mut named = HashMap::new();
+        for n in control.list_networks(Empty {}).await?.into_inner().networks {
+            let name = n.spec.map(|s| s.name).unwrap_or_default();
+            named.insert(n.id, ("network", name, version(n.meta.as_ref())));
+        }
+        for (kind, name) in [(DataKind::Secret, "secret"), (DataKind::Config, "config")] {
+            let objects = control
+                .list_data(ListDataRequest { kind: kind as i32 })
+                .await?
+                .into_inner()
+                .objects;
+            for d in objects {
+                let n = d.spec.map(|s| s.name).unwrap_or_default();
+                named.insert(d.id, (name, n, version(d.meta.as_ref())));
+            }
+        }
+        Ok(Snapshot {
+            services: services.into_iter().map(|s| (s.id.clone(), s)).collect(),
+            nodes: nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
+            tasks: tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
+            named,
+        })
+    }
+}
+
+fn service_name(s: &Service) -> String {
+    s.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default()
+}
+
+fn replicas(s: &Service) -> String {
+    match s.spec.as_ref().and_then(|s| s.mode.clone()) {
+        Some(Mode::Replicated(r)) => r.replicas.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn image(s: &Service) -> String {
+    s.spec
+        .as_ref()
+        .and_then(|s| s.task.as_ref())
+        .and_then(|t| t.container.as_ref())
+        .map(|c| c.image.clone())
+        .unwrap_or_default()
+}
+
+fn hostname(n: &Node) -> String {
+    n.description.as_ref().map(|d| d.hostname.clone()).unwrap_or_default()
+}
+
+fn task_name(t: &Task) -> String {
+    if t.slot == 0 {
+        format!("{}.{}", t.service_name, t.node_id)
+    } else {
+        format!("{}.{}", t.service_name, t.slot)
+    }
+}
+
+/// The events between two reads, in a stable order: creations, updates, removals.
+fn diff(old: &Snapshot, new: &Snapshot) -> Vec<Event> {
+    let mut events = Vec::new();
+    for (id, s) in &new.services {
+        match old.services.get(id) {
+            None => events.push(Event::new("service", "create", id, &service_name(s))),
+            Some(o) if version(o.meta.as_ref()) != version(s.meta.as_ref()) => {
+                let state = |s: &Service| {
+                    s.update_status
+                        .as_ref()
+                        .map(|u| format!("{:?}", u.state()).to_lowercase())
+                        .unwrap_or_default()
+                };
+                events.push(
+                    Event::new("service", "update", id, &service_name(s))
+                        .changed("replicas", &replicas(o), &replicas(s))
+                        .changed("image", &image(o), &image(s))
+                        .changed("updatestate", &state(o), &state(s)),
+                )
+            }
+            Some(_) => {}
+        }
+    }
+    for (id, n) in &new.nodes {
+        match old.nodes.get(id) {
+            None => events.push(Event::new("node", "create", id, &hostname(n))),
+            Some(o) if version(o.meta.as_ref()) != version(n.meta.as_ref()) => {
+                let state = |n: &Node| format!("{:?}", n.node_state()).to_lowercase();
+                events.push(
+                    Event::new("node", "update", id, &hostname(n))
+                        .changed("availability", availability_name(o.availability()), availability_name(n.availability()))
+                        .changed("role", role_name(o.desired_role()), role_name(n.desired_role()))
+                        .changed("state", &state(o), &state(n)),
+                )
+            }
+            Some(_) => {}
+        }
+    }
+    for (id, t) in &new.tasks {
+        let task_event = |action| {
+            let mut e = Event::new("task", action, id, &task_name(t));
+            e.attributes.push(("service".into(), t.service_id.clone()));
+            e.attributes.push(("node".into(), t.node_id.clone()));
+            e
+        };
+        match old.tasks.get(id) {
+            None => events.push(task_event("create")),
+            Some(o) if o.observed_state() != t.observed_state() => events.push(task_event("update").changed(
+                "state",
+                task_state_name(o.observed_state()),
+                task_state_name(t.observed_state()),
+            )),
+            Some(_) => {}
+        }
+    }
+    for (id, (kind, name, v)) in &new.named {
+        match old.named.get(id) {
+            None => events.push(Event::new(kind, "create", id, name)),
+            Some((_, _, ov)) if ov != v => events.push(Event::new(kind, "update", id, name)),
+            Some(_) => {}
+        }
+    }
+    for (id, s) in &old.services {
+        if !new.services.contains_key(id) {
+            events.push(Event::new("service", "remove", id, &service_name(s)));
+        }
+    }
+    for (id, n) in &old.nodes {
+        if !new.nodes.contains_key(id) {
+            events.push(Event::new("node", "remove", id, &hostname(n)));
+        }
+    }
+    for (id, t) in &old.tasks {
+        if !new.tasks.contains_key(id) {
+            events.push(Event::new("task", "remove", id, &task_name(t)));
+        }
+    }
+    for (id, (kind, name, _)) in &old.named {
+        if !new.named.contains_key(id) {
+            events.push(Event::new(kind, "remove", id, name));
+        }
+    }
+    events
+}
+
+/// The node's event source: one poller, however many listeners.
+pub struct Hub {
+    control: ControlClient<Channel>,
+    tx: broadcast::Sender<Arc<Event>>,
+    running: Arc<AtomicBool>,
+}
+
+impl Hub {
+    pub fn new(control: ControlClient<Channel>) -> Hub {
+        Hub {
+            control,
+            tx: broadcast::channel(1024).0,
+            running: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        let rx = self.tx.subscribe();
+        if !self.running.swap(true, Ordering::SeqCst) {
+            tokio::spawn(poll(
+                self.control.clone(),
+                self.tx.clone(),
+                self.running.clone(),
+            ));
+        }
+        rx
+    }
+}
+
+async fn poll(
+    mut control: ControlClient<Channel>,
+    tx: broadcast::Sender<Arc<Event>>,
+    running: Arc<AtomicBool>,
+) {
+    let mut last: Option<Snapshot> = None;
+    loop {
+        if tx.receiver_count() == 0 {
+            running.store(false, Ordering::SeqCst);
+            // A listener that came between the count and the store started no poller.
+            if tx.receiver_count() == 0 || running.swap(true, Ordering::SeqCst) {
+                return;
+            }
+        }
+        if let Ok(now) = Snapshot::read(&mut control).await {
+            if let Some(prev) = &last {
+                for e in diff(prev, &now) {
+                    let _ = tx.send(Arc::new(e));
+                }
+            }
+            last = Some(now);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+const FILTERS: &[&str] = &[
+    "config", "container", "daemon", "event", "image", "label", "network", "node", "plugin",
+    "scope", "secret", "service", "type", "volume",
+];
+
+fn wanted(f: &Filters, e: &Event) -> bool {
+    let name = e
+        .attributes
+        .iter()
+        .find(|(k, _)| k == "name")
+        .map_or("", |(_, v)| v.as_str());
+    let actor = |kind: &str| {
+        // A filter on another kind of object (container=…) leaves nothing of this one.
+        f.values(kind).is_empty()
+            || (e.kind == kind && f.any(kind, |v| e.id == v || name == v || e.id.starts_with(v)))
+    };
+    let attributes: HashMap<String, String> = e.attributes.iter().cloned().collect();
+    f.any("type", |v| v == e.kind)
+        && f.any("event", |v| v == e.action)
+        && f.any("scope", |v| v == "swarm")
+        && ["config", "network", "node", "secret", "service"]
+            .iter()
+            .all(|k| actor(k))
+        && ["container", "daemon", "image", "plugin", "volume"]
+            .iter()
+            .all(|k| f.values(k).is_empty())
+        && f.labels("label", &attributes)
+}
+
+/// A unix time in seconds (with an optional fraction) as nanoseconds.
+fn unix_nanos(s: &str) -> Option<i64> {
+    let (secs, frac) = s.split_once('.').unwrap_or((s, "0"));
+    let secs: i64 = secs.parse().ok()?;
+    let frac = format!("{frac:0<9}");
+    let nanos: i64 = frac.get(..9)?.parse().ok()?;
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
+pub async fn stream(
+    State(backend): State<Backend>,
+    Query(q): Query<query::Query>,
+) -> ApiResult<Response> {
+    let filters = Filters::parse(&q, FILTERS)?;
+    let until = match q.get("until").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(
+            unix_nanos(s).ok_or_else(|| ApiError::bad_request(format!("invalid until {s:?}")))?,
+        ),
+    };
+    if let Some(s) = q.get("since").filter(|s| !s.is_empty()) {
+        unix_nanos(s).ok_or_else(|| ApiError::bad_request(format!("invalid since {s:?}")))?;
+    }
+    // A swarm route: a worker answers "not a swarm manager".
+    backend.control().get_cluster(Empty {}).await?;
+    let rx = backend.events().subscribe();
+    let events = BroadcastStream::new(rx)
+        .filter_map(move |e| {
+            let line = match e {
+                Ok(e) if wanted(&filters, &e) => {
+                    let mut line = e.to_json(now_nanos()).to_string();
+                    line.push('\n');
+                    Some(Ok::<_, std::io::Error>(Bytes::from(line)))
+                }
+                _ => None,
+            };
+            async move { line }
+        });
+    let body = match until {
+        None => Body::from_stream(events),
+        Some(until) => {
+            let left = Duration::from_nanos(u64::try_from(until - now_nanos()).unwrap_or(0));
+            Body::from_stream(events.take_until(tokio::time::sleep(left)))
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use orch_api::pb::{Meta, ReplicatedService, ServiceSpec, TaskState, TaskStatus};
+
+    use super::*;
+
+    fn service(id: &str, version: u64, replicas: u64) -> Service {
+        Service {
+            id: id.into(),
+            meta: Some(Meta {
+                version,
+                ..Default::default()
+            }),
+            spec: Some(ServiceSpec {
+                name: "web".into(),
+                mode: Some(Mode::Replicated(ReplicatedService { replicas })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn task(state: TaskState) -> Task {
+        Task {
+            id: "t1".into(),
+            service_name: "web".into(),
+            slot: 1,
+            status: Some(TaskStatus {
+                state: state as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn creations_updates_and_removals_become_events() {
+        let empty = Snapshot::default();
+        let mut one = Snapshot::default();
+        one.services.insert("s1".into(), service("s1", 1, 1));
+        one.tasks.insert("t1".into(), task(TaskState::Pending));
+        let created = diff(&empty, &one);
+        assert_eq!(created[0], Event::new("service", "create", "s1", "web"));
+        assert_eq!(created[1].kind, "task");
+        assert_eq!(created[1].action, "create");
+
+        let mut scaled = Snapshot::default();
+        scaled.services.insert("s1".into(), service("s1", 2, 3));
+        scaled.tasks.insert("t1".into(), task(TaskState::Running));
+        let updated = diff(&one, &scaled);
+        assert!(updated[0].attributes.contains(&("replicas.old".into(), "1".into())));
+        assert!(updated[0].attributes.contains(&("replicas.new".into(), "3".into())));
+        assert!(updated[1].attributes.contains(&("state.new".into(), "running".into())));
+
+        let removed = diff(&scaled, &empty);
+        assert_eq!(removed.len(), 2);
+        assert!(removed.iter().all(|e| e.action == "remove"));
+        assert!(diff(&scaled, &scaled).is_empty());
+    }
+
+    #[test]
+    fn filters_pick_types_actions_and_actors() {
+        let q = |f: &str| query::Query::from([("filters".to_string(), f.to_string())]);
+        let e = Event::new("service", "create", "s1", "web");
+        let f = Filters::parse(&q(r#"{"type":{"service":true},"event":{"create":true}}"#), FILTERS)
+            .expect("filters");
+        assert!(wanted(&f, &e));
+        let f = Filters::parse(&q(r#"{"service":{"web":true}}"#), FILTERS).expect("filters");
+        assert!(wanted(&f, &e));
+        assert!(!wanted(&f, &Event::new("node", "update", "n1", "m1")));
+        let f = Filters::parse(&q(r#"{"container":{"x":true}}"#), FILTERS).expect("filters");
+        assert!(!wanted(&f, &e));
+        assert_eq!(unix_nanos("1796025591.5"), Some(1_796_025_591_500_000_000));
+        assert_eq!(unix_nanos("x"), None);
+    }
+}

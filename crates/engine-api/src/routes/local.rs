@@ -1,0 +1,83 @@
+//! The node's own containers, images and volumes: read-only requests passed to the node's
+//! Docker Engine as they came (without the version prefix, which that engine may not serve).
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::backend::{Backend, EngineAddr};
+use crate::error::ApiError;
+
+async fn send<S>(stream: S, request: hyper::Request<Body>) -> Result<Response, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(response.map(Body::new))
+}
+
+/// Sends a GET for `path_and_query` to the node's engine.
+async fn engine_get(backend: &Backend, path_and_query: &str) -> Result<Response, String> {
+    let Some(engine) = backend.engine() else {
+        return Err("the node's Docker Engine address is not a unix or tcp address".into());
+    };
+    let request = hyper::Request::get(path_and_query)
+        .header("Host", "docker")
+        .body(Body::empty())
+        .map_err(|e| e.to_string())?;
+    let connect = async {
+        match engine {
+            EngineAddr::Unix(path) => {
+                let stream = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                send(stream, request).await
+            }
+            EngineAddr::Tcp(addr) => {
+                let stream = tokio::net::TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| format!("{addr}: {e}"))?;
+                send(stream, request).await
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), connect)
+        .await
+        .map_err(|_| "the node's Docker Engine did not answer within 10s".to_string())?
+}
+
+/// The engine's JSON answer to a GET, if it gives one.
+pub async fn engine_json(backend: &Backend, path: &str) -> Option<Value> {
+    let response = engine_get(backend, path).await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    serde_json::from_slice(&body).ok()
+}
+
+pub async fn proxy(State(backend): State<Backend>, request: Request) -> Response {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    match engine_get(&backend, &target).await {
+        Ok(response) => response,
+        Err(e) => ApiError::unavailable(format!("cannot reach this node's Docker Engine: {e}"))
+            .into_response(),
+    }
+}

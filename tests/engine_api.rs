@@ -1,0 +1,555 @@
+//! End-to-end: the Docker Engine API. The real `docker` CLI drives a 3-node lab (each node in
+//! its own network namespace, real containers) through a manager's `docker.sock`; raw requests
+//! check docker's statuses and messages for bad input; a worker answers swarm routes with
+//! docker's "not a swarm manager"; the TCP listener lets in only manager certificates.
+//! Needs root, iproute2, nftables, a Docker Engine and the `docker` CLI.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{wait_for, Cluster};
+use serde_json::{json, Value};
+
+/// A raw HTTP/1.1 answer.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    content_type: String,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+
+    fn message(&self) -> String {
+        self.json()["message"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// One request on a unix socket, `Connection: close`, read to the end.
+fn http(socket: &Path, method: &str, path: &str, body: Option<&str>) -> Answer {
+    let mut s = UnixStream::connect(socket).expect("connect to docker.sock");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).expect("send");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    Answer {
+        status,
+        content_type,
+        body: if chunked { dechunk(rest) } else { rest.to_string() },
+    }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// `docker -H unix://SOCKET ARGS` with its own (empty) client configuration.
+fn docker(socket: &Path, args: &[&str]) -> Output {
+    docker_input(socket, args, None)
+}
+
+fn docker_input(socket: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let config = std::env::temp_dir().join(format!("orch-docker-config-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&config);
+    let mut child = Command::new("docker")
+        .arg("-H")
+        .arg(format!("unix://{}", socket.display()))
+        .args(args)
+        .env("DOCKER_CONFIG", &config)
+        .env_remove("DOCKER_HOST")
+        .env_remove("DOCKER_CONTEXT")
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the docker CLI runs");
+    if let (Some(text), Some(mut input)) = (stdin, child.stdin.take()) {
+        input.write_all(text.as_bytes()).expect("stdin");
+    }
+    child.wait_with_output().expect("docker finishes")
+}
+
+fn out(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[track_caller]
+fn docker_ok(socket: &Path, args: &[&str]) -> String {
+    let o = docker(socket, args);
+    assert!(o.status.success(), "docker {args:?} failed:\n{}", out(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn socket_of(dir: &Path) -> PathBuf {
+    dir.join("docker.sock")
+}
+
+/// Bad input through the API gets docker's status and message, and changes nothing; a worker
+/// answers swarm routes as docker's workers do; TCP needs a manager certificate.
+#[test]
+fn bad_input_gets_dockers_status_and_message() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut c = Cluster::new();
+    let tcp_addr = format!("127.0.0.1:{port}");
+    c.init("m1", &["--engine-api-addr", &tcp_addr])
+        .expect_ok("init");
+    c.join("w1", "worker", "m1").expect_ok("worker join");
+    let sock = socket_of(&c.node("m1").dir);
+    let mode = std::fs::metadata(&sock)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .expect("docker.sock exists");
+    assert_eq!(mode, 0o600, "docker.sock is 0600");
+
+    // The ping: docker's headers.
+    let ping = {
+        let mut s = UnixStream::connect(&sock).expect("connect");
+        s.write_all(b"HEAD /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
+            .expect("send");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read");
+        text.to_ascii_lowercase()
+    };
+    assert!(ping.starts_with("http/1.1 200"), "{ping}");
+    for header in ["api-version: 1.44", "ostype: linux", "swarm: active/manager", "docker-experimental: false"] {
+        assert!(ping.contains(header), "ping lacks {header}: {ping}");
+    }
+
+    // Malformed JSON.
+    let a = http(&sock, "POST", "/v1.44/services/create", Some("{not json"));
+    assert_eq!(a.status, 400, "{a:?}");
+    assert_eq!(a.content_type, "application/json");
+    assert!(a.message().starts_with("invalid JSON"), "{a:?}");
+    // An unknown mode.
+    let a = http(
+        &sock,
+        "POST",
+        "/v1.44/services/create",
+        Some(r#"{"Name":"x","TaskTemplate":{"ContainerSpec":{"Image":"orch-test/busybox:1"}},"Mode":{"Sometimes":{}}}"#),
+    );
+    assert_eq!(a.status, 400, "{a:?}");
+    assert_eq!(a.message(), "invalid mode: unknown mode \"Sometimes\"");
+    // A request above the claimed version, and below the oldest.
+    let a = http(&sock, "GET", "/v1.45/info", None);
+    assert_eq!((a.status, a.message().as_str()), (400, "client version 1.45 is too new. Maximum supported API version is 1.44"));
+    let a = http(&sock, "GET", "/v1.23/info", None);
+    assert_eq!(a.status, 400, "{a:?}");
+    // Unknown objects: 404 (the docker CLI's flows rely on it).
+    for (path, message) in [
+        ("/v1.44/services/nosuch", "service nosuch not found"),
+        ("/v1.44/nodes/nosuch", "node nosuch not found"),
+        ("/v1.44/secrets/nosuch", "secret nosuch not found"),
+        ("/v1.44/networks/nosuch", "network nosuch not found"),
+        ("/v1.44/tasks/nosuch", "task nosuch not found"),
+    ] {
+        let a = http(&sock, "GET", path, None);
+        assert_eq!((a.status, a.message().as_str()), (404, message), "{path}: {a:?}");
+        assert_eq!(a.content_type, "application/json");
+    }
+    // An unknown filter.
+    let a = http(&sock, "GET", "/v1.44/services?filters=%7B%22colour%22%3A%7B%22red%22%3Atrue%7D%7D", None);
+    assert_eq!((a.status, a.message().as_str()), (400, "invalid filter 'colour'"));
+
+    // A stale version= is "update out of sequence", and the spec stays as it was.
+    let create = http(
+        &sock,
+        "POST",
+        "/v1.44/services/create",
+        Some(r#"{"Name":"seq","TaskTemplate":{"ContainerSpec":{"Image":"orch-test/busybox:1","Args":["sleep","1d"]}},"Mode":{"Replicated":{"Replicas":0}}}"#),
+    );
+    assert_eq!(create.status, 201, "{create:?}");
+    let id = create.json()["ID"].as_str().expect("ID").to_string();
+    let got = http(&sock, "GET", "/v1.44/services/seq", None).json();
+    let version = got["Version"]["Index"].as_u64().expect("version");
+    let mut spec = got["Spec"].clone();
+    spec["Labels"] = json!({"round": "1"});
+    let a = http(&sock, "POST", &format!("/v1.44/services/{id}/update?version={version}"), Some(&spec.to_string()));
+    assert_eq!(a.status, 200, "{a:?}");
+    spec["Labels"] = json!({"round": "2"});
+    let a = http(&sock, "POST", &format!("/v1.44/services/{id}/update?version={version}"), Some(&spec.to_string()));
+    assert_eq!(a.status, 500, "{a:?}");
+    assert!(a.message().starts_with("rpc error: code = Unknown desc = update out of sequence"), "{a:?}");
+    let now = http(&sock, "GET", "/v1.44/services/seq", None).json();
+    assert_eq!(now["Spec"]["Labels"], json!({"round": "1"}));
+    // What GET returns, POST takes back whole: fields orch does not act on come back as sent.
+    let mut spec = now["Spec"].clone();
+    spec["TaskTemplate"]["ContainerSpec"]["Privileges"] = json!({"NoNewPrivileges": true});
+    spec["TaskTemplate"]["ContainerSpec"]["Isolation"] = json!("default");
+    let v = now["Version"]["Index"].as_u64().expect("version");
+    let a = http(&sock, "POST", &format!("/v1.44/services/{id}/update?version={v}"), Some(&spec.to_string()));
+    assert_eq!(a.status, 200, "{a:?}");
+    assert!(a.body.contains("NoNewPrivileges"), "a warning names what orch does not act on: {a:?}");
+    let back = http(&sock, "GET", "/v1.44/services/seq", None).json();
+    assert_eq!(back["Spec"], spec, "the spec round-trips");
+
+    // An ID prefix matching two objects: secrets until two IDs share a first character.
+    let mut firsts = std::collections::BTreeMap::new();
+    let mut shared = None;
+    for i in 0..40 {
+        let body = json!({"Name": format!("amb{i}"), "Data": "eA=="}).to_string();
+        let a = http(&sock, "POST", "/v1.44/secrets/create", Some(&body));
+        assert_eq!(a.status, 201, "{a:?}");
+        let id = a.json()["ID"].as_str().expect("ID").to_string();
+        let first = id[..1].to_string();
+        if firsts.insert(first.clone(), id).is_some() {
+            shared = Some(first);
+            break;
+        }
+    }
+    let prefix = shared.expect("two secret IDs share a first character");
+    let a = http(&sock, "GET", &format!("/v1.44/secrets/{prefix}"), None);
+    assert_eq!(a.status, 400, "{a:?}");
+    assert_eq!(a.message(), format!("secret {prefix} is ambiguous (2 matches found)"));
+    // A secret's data may not change through an update (labels may).
+    let s = http(&sock, "GET", "/v1.44/secrets/amb0", None).json();
+    let v = s["Version"]["Index"].as_u64().expect("version");
+    let a = http(&sock, "POST", &format!("/v1.44/secrets/amb0/update?version={v}"), Some(r#"{"Name":"amb0","Labels":{},"Data":"eQ=="}"#));
+    assert_eq!(a.status, 400, "{a:?}");
+    assert!(a.message().ends_with("only updates to Labels are allowed"), "{a:?}");
+    let a = http(&sock, "POST", &format!("/v1.44/secrets/amb0/update?version={v}"), Some(r#"{"Name":"amb0","Labels":{"k":"v"},"Data":"eA=="}"#));
+    assert_eq!(a.status, 200, "{a:?}");
+    assert!(http(&sock, "GET", "/v1.44/secrets/amb0", None).body.contains(r#""k":"v""#));
+    assert!(!http(&sock, "GET", "/v1.44/secrets/amb0", None).body.contains("\"Data\""), "a secret's data is never returned");
+
+    // A worker's socket: swarm routes answer docker's "not a swarm manager"; /info works.
+    let wsock = socket_of(&c.node("w1").dir);
+    let a = http(&wsock, "GET", "/v1.44/services", None);
+    assert_eq!((a.status, a.message().as_str()), (503, orch_api::NOT_A_MANAGER));
+    let o = docker(&wsock, &["service", "ls"]);
+    assert!(!o.status.success());
+    assert!(out(&o).contains("Error response from daemon: This node is not a swarm manager. Worker nodes can't be used"), "{}", out(&o));
+    let info = docker_ok(&wsock, &["info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"]);
+    assert_eq!(info.trim(), "active false");
+
+    // TCP: a manager's certificate gets an answer; a worker's, or none, does not.
+    let curl = |dir: &Path, with_cert: bool| -> Option<String> {
+        let certs = dir.join("certs");
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "5", "--cacert"])
+            .arg(certs.join("swarm-root-ca.crt"))
+            .args(["--resolve", &format!("swarm-manager:{port}:127.0.0.1")]);
+        if with_cert {
+            cmd.arg("--cert").arg(certs.join("swarm-node.crt"));
+            cmd.arg("--key").arg(certs.join("swarm-node.key"));
+        }
+        let o = cmd.arg(format!("https://swarm-manager:{port}/v1.44/_ping")).output().ok()?;
+        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    wait_for(Duration::from_secs(10), "the TCP Engine API", || {
+        curl(&c.node("m1").dir, true).as_deref() == Some("OK")
+    });
+    assert_eq!(curl(&c.node("w1").dir, true), None, "a worker certificate is refused");
+    assert_eq!(curl(&c.node("m1").dir, false), None, "no certificate is refused");
+}
+
+const WEB: &str =
+    "echo hello-from-$(hostname); mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www";
+const TICKER: &str = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done";
+
+fn get(addr: &str, port: u16) -> Option<String> {
+    let sock: std::net::SocketAddr = format!("{addr}:{port}").parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.starts_with("HTTP/1")
+        .then(|| text.lines().last().unwrap_or("").trim().to_string())
+}
+
+/// The rows of a docker table, split on runs of 2+ spaces, header first.
+fn rows(table: &str) -> Vec<Vec<String>> {
+    table
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            l.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .collect()
+}
+
+/// The row whose cells include `cell`.
+fn row_with(table: &str, cell: &str) -> Vec<String> {
+    rows(table)
+        .into_iter()
+        .find(|r| r.iter().any(|c| c == cell))
+        .unwrap_or_else(|| panic!("no row with {cell:?} in:\n{table}"))
+}
+
+/// The docker CLI drives a 3-node cluster: nodes, services with progress, updates, rollbacks,
+/// logs, networks, secrets, configs, a stack with a published port, join tokens.
+#[test]
+fn the_docker_cli_drives_a_cluster() {
+    let l = common::netns::NetnsLab::up("engine", "cli");
+    let sock = socket_of(&l.root.join("m1"));
+    let addrs = l.addrs();
+    let m1_id = l.ok(&["info", "--format", "{{.NodeID}}"]).trim().to_string();
+
+    // docker info: the Swarm section.
+    let info = docker_ok(&sock, &["info"]);
+    for line in ["Swarm: active", "Is Manager: true", &format!("NodeID: {m1_id}"), "Managers: 3", "Nodes: 3"] {
+        assert!(info.contains(line), "docker info lacks {line:?}:\n{info}");
+    }
+    let version = docker_ok(&sock, &["version", "--format", "{{.Server.APIVersion}}"]);
+    assert_eq!(version.trim(), "1.44");
+
+    // node ls: every column, `*` on self.
+    let nodes = docker_ok(&sock, &["node", "ls"]);
+    let header = &rows(&nodes)[0];
+    assert_eq!(header, &["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"]);
+    let me = row_with(&nodes, "m1");
+    assert_eq!(me[0], format!("{} *", &m1_id[..12]), "{nodes}");
+    assert_eq!(&me[2..4], ["Ready", "Active"]);
+    let statuses: Vec<String> = ["m1", "m2", "m3"].iter().map(|n| row_with(&nodes, n)[4].clone()).collect();
+    assert_eq!(statuses.iter().filter(|s| *s == "Leader").count(), 1, "{nodes}");
+    assert_eq!(statuses.iter().filter(|s| *s == "Reachable").count(), 2, "{nodes}");
+
+    // node update --availability drain, then back.
+    assert_eq!(docker_ok(&sock, &["node", "update", "--availability", "drain", "m3"]).trim(), "m3");
+    assert_eq!(row_with(&docker_ok(&sock, &["node", "ls"]), "m3")[3], "Drain");
+    docker_ok(&sock, &["node", "update", "--availability", "active", "--label-add", "zone=a", "m3"]);
+    let m3 = docker_ok(&sock, &["node", "inspect", "m3", "--format", "{{.Spec.Availability}} {{.Spec.Labels.zone}}"]);
+    assert_eq!(m3.trim(), "active a");
+
+    // demote and promote.
+    assert_eq!(docker_ok(&sock, &["node", "demote", "m3"]).trim(), "Manager m3 demoted in the swarm.");
+    wait_for(Duration::from_secs(30), "m3 to be a worker", || {
+        row_with(&docker_ok(&sock, &["node", "ls"]), "m3").len() == 5
+    });
+    assert_eq!(docker_ok(&sock, &["node", "promote", "m3"]).trim(), "Node m3 promoted to a manager in the swarm.");
+    wait_for(Duration::from_secs(60), "m3 to be a reachable manager again", || {
+        row_with(&docker_ok(&sock, &["node", "ls"]), "m3").get(4).map(String::as_str) == Some("Reachable")
+    });
+
+    // networks.
+    let net_id = docker_ok(&sock, &["network", "create", "-d", "overlay", "appnet"]);
+    let net_id = net_id.trim();
+    assert!(net_id.len() >= 12, "{net_id}");
+    let nets = docker_ok(&sock, &["network", "ls"]);
+    assert_eq!(row_with(&nets, "appnet")[1..], ["appnet", "overlay", "swarm"]);
+    assert_eq!(row_with(&nets, "ingress")[2..], ["overlay", "swarm"]);
+    let inspect = docker_ok(&sock, &["network", "inspect", "appnet", "--format", "{{.Id}} {{.Scope}} {{.Driver}}"]);
+    assert_eq!(inspect.trim(), format!("{net_id} swarm overlay"));
+
+    // secrets and configs.
+    let o = docker_input(&sock, &["secret", "create", "--label", "team=a", "s1", "-"], Some("hunter2"));
+    assert!(o.status.success(), "{}", out(&o));
+    let secrets = docker_ok(&sock, &["secret", "ls"]);
+    assert!(row_with(&secrets, "s1").len() >= 3, "{secrets}");
+    let s1 = docker_ok(&sock, &["secret", "inspect", "s1", "--format", "{{.Spec.Name}} {{.Spec.Labels.team}}"]);
+    assert_eq!(s1.trim(), "s1 a");
+    let cfg = l.root.join("c1.txt");
+    std::fs::write(&cfg, "colour=blue\n").expect("config file");
+    docker_ok(&sock, &["config", "create", "c1", &cfg.to_string_lossy()]);
+    let c1 = docker_ok(&sock, &["config", "inspect", "--pretty", "c1"]);
+    assert!(c1.contains("colour=blue"), "{c1}");
+    assert!(row_with(&docker_ok(&sock, &["config", "ls"]), "c1").len() >= 3);
+
+    // service create, waiting for convergence.
+    let o = docker(&sock, &[
+        "service", "create", "--name", "web", "--replicas", "2", "--network", "appnet",
+        "-p", "8080:80", "--secret", "s1", "--config", "source=c1,target=/etc/c1",
+        "orch-test/busybox:1", "sh", "-c", WEB,
+    ]);
+    let text = out(&o);
+    assert!(o.status.success(), "service create failed:\n{text}\n{}", l.log("m1"));
+    assert!(text.contains("verify: Service web converged") || text.contains("converged"), "{text}");
+    for (name, ip) in &addrs {
+        wait_for(Duration::from_secs(20), &format!("web on {name}"), || get(ip, 8080).is_some());
+    }
+    // service create -d.
+    let id = docker_ok(&sock, &["service", "create", "-d", "--name", "ticker", "--mode", "global", "orch-test/busybox:1", "sh", "-c", TICKER]);
+    assert!(id.trim().len() >= 12, "{id}");
+
+    // service ls: REPLICAS and PORTS.
+    wait_for(Duration::from_secs(60), "ticker on every node", || {
+        row_with(&docker_ok(&sock, &["service", "ls"]), "ticker")[3] == "3/3"
+    });
+    let ls = docker_ok(&sock, &["service", "ls"]);
+    let web = row_with(&ls, "web");
+    assert_eq!(web[2..], ["replicated", "2/2", "orch-test/busybox:1", "*:8080->80/tcp"], "{ls}");
+    assert_eq!(row_with(&ls, "ticker")[2], "global");
+
+    // inspect --pretty.
+    let pretty = docker_ok(&sock, &["service", "inspect", "--pretty", "web"]);
+    for line in ["Name:\t\tweb", "Replicas:\t2", "Image:\t\torch-test/busybox:1", "PublishedPort = 8080", "Target:\tappnet"] {
+        assert!(pretty.contains(line), "inspect --pretty lacks {line:?}:\n{pretty}");
+    }
+
+    // scale, update --image, rollback.
+    let o = docker(&sock, &["service", "scale", "web=3"]);
+    assert!(o.status.success() && out(&o).contains("web scaled to 3"), "{}", out(&o));
+    let o = docker(&sock, &["service", "update", "--image", "orch-test/busybox:2", "web"]);
+    assert!(o.status.success(), "update --image:\n{}", out(&o));
+    let image = docker_ok(&sock, &["service", "inspect", "web", "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}} {{.Spec.Mode.Replicated.Replicas}}"]);
+    assert_eq!(image.trim(), "orch-test/busybox:2 3");
+    let ps = docker_ok(&sock, &["service", "ps", "web"]);
+    assert!(ps.contains(" \\_ web.1"), "history rows:\n{ps}");
+    assert_eq!(ps.lines().filter(|l| l.contains("orch-test/busybox:2") && l.contains("Running")).count(), 3, "{ps}");
+    let o = docker(&sock, &["service", "rollback", "web"]);
+    let text = out(&o);
+    assert!(o.status.success(), "rollback:\n{text}");
+    assert!(text.contains("rollback: manually requested rollback"), "{text}");
+    let image = docker_ok(&sock, &["service", "inspect", "web", "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}}"]);
+    assert_eq!(image.trim(), "orch-test/busybox:1");
+    // A failing update rolls back.
+    let o = docker(&sock, &["service", "update", "--update-failure-action", "rollback", "--update-monitor", "3s", "--args", "sh -c 'exit 3'", "web"]);
+    let text = out(&o);
+    assert!(!o.status.success(), "a failing update exits non-zero:\n{text}");
+    assert!(text.contains("rolled back"), "{text}");
+    let args = docker_ok(&sock, &["service", "inspect", "web", "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Args}}"]);
+    assert!(args.contains("hello-from"), "the spec is back: {args}");
+
+    // logs, and -f.
+    let logs = docker_ok(&sock, &["service", "logs", "web"]);
+    let line = logs.lines().find(|l| l.contains("hello-from")).unwrap_or_else(|| panic!("no hello in:\n{logs}"));
+    assert!(line.starts_with("web.") && line.contains('@') && line.contains("    | hello-from"), "{line}");
+    let mut follow = Command::new("docker")
+        .args(["-H", &format!("unix://{}", sock.display()), "service", "logs", "-f", "--raw", "ticker"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("logs -f");
+    let mut stdout = follow.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut seen = String::new();
+        let mut buf = [0u8; 4096];
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+            if seen.lines().filter(|l| l.starts_with("tick ")).count() >= 6 {
+                break;
+            }
+        }
+        seen
+    });
+    let seen = reader.join().expect("reader");
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(seen.lines().filter(|l| l.starts_with("tick ")).count() >= 6, "logs -f:\n{seen}");
+
+    // service rm.
+    assert_eq!(docker_ok(&sock, &["service", "rm", "ticker"]).trim(), "ticker");
+    let o = docker(&sock, &["service", "rm", "nosuch"]);
+    assert!(out(&o).contains("Error response from daemon: service nosuch not found"), "{}", out(&o));
+
+    // A stack: published port, network, secret.
+    let secret_file = l.root.join("stack-secret.txt");
+    std::fs::write(&secret_file, "stack-secret\n").expect("secret file");
+    let compose = l.root.join("stack.yml");
+    std::fs::write(&compose, format!(
+        r#"version: "3.8"
+services:
+  front:
+    image: orch-test/busybox:1
+    command: ["sh", "-c", "cat /run/secrets/token > /www/index.html 2>/dev/null; mkdir -p /www && cat /run/secrets/token > /www/index.html && exec httpd -f -p 80 -h /www"]
+    ports:
+      - "8081:80"
+    networks: [front]
+    secrets: [token]
+    deploy:
+      replicas: 2
+networks:
+  front: {{}}
+secrets:
+  token:
+    file: {}
+"#, secret_file.display())).expect("compose file");
+    let o = docker(&sock, &["stack", "deploy", "-c", &compose.to_string_lossy(), "st"]);
+    let text = out(&o);
+    assert!(o.status.success(), "stack deploy:\n{text}\n{}", l.log("m1"));
+    for line in ["Creating network st_front", "Creating secret st_token", "Creating service st_front"] {
+        assert!(text.contains(line), "stack deploy lacks {line:?}:\n{text}");
+    }
+    let stacks = docker_ok(&sock, &["stack", "ls"]);
+    assert_eq!(row_with(&stacks, "st")[..2], ["st", "1"], "{stacks}");
+    wait_for(Duration::from_secs(60), "st_front 2/2", || {
+        row_with(&docker_ok(&sock, &["stack", "services", "st"]), "st_front")[3] == "2/2"
+    });
+    assert_eq!(row_with(&docker_ok(&sock, &["stack", "services", "st"]), "st_front")[5], "*:8081->80/tcp");
+    let ps = docker_ok(&sock, &["stack", "ps", "st"]);
+    assert_eq!(ps.lines().filter(|l| l.contains("st_front.") && l.contains("Running")).count(), 2, "{ps}");
+    let ip = &addrs["m2"];
+    wait_for(Duration::from_secs(20), "the stack's port", || get(ip, 8081).as_deref() == Some("stack-secret"));
+    let o = docker(&sock, &["stack", "rm", "st"]);
+    let text = out(&o);
+    assert!(o.status.success(), "stack rm:\n{text}");
+    for line in ["Removing service st_front", "Removing secret st_token", "Removing network st_front"] {
+        assert!(text.contains(line), "stack rm lacks {line:?}:\n{text}");
+    }
+    wait_for(Duration::from_secs(30), "the stack to go", || {
+        docker_ok(&sock, &["stack", "ls"]).lines().count() == 1
+    });
+
+    // join tokens.
+    let token = docker_ok(&sock, &["swarm", "join-token", "-q", "worker"]);
+    assert_eq!(token.trim(), l.ok(&["join-token", "-q", "worker"]).trim());
+    let rotated = docker_ok(&sock, &["swarm", "join-token", "--rotate", "-q", "worker"]);
+    assert_ne!(rotated.trim(), token.trim());
+    assert_eq!(l.ok(&["join-token", "-q", "worker"]).trim(), rotated.trim());
+    let cmd = docker_ok(&sock, &["swarm", "join-token", "manager"]);
+    assert!(cmd.contains("docker swarm join --token SWMTKN-"), "{cmd}");
+
+    // Tidy: web, the network, the secret and the config go.
+    assert_eq!(docker_ok(&sock, &["service", "rm", "web"]).trim(), "web");
+    wait_for(Duration::from_secs(30), "appnet to be free", || {
+        docker(&sock, &["network", "rm", "appnet"]).status.success()
+    });
+    assert_eq!(docker_ok(&sock, &["secret", "rm", "s1"]).trim(), "s1");
+    assert_eq!(docker_ok(&sock, &["config", "rm", "c1"]).trim(), "c1");
+    assert!(!docker_ok(&sock, &["network", "ls"]).contains("appnet"));
+}
