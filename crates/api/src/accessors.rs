@@ -4,8 +4,7 @@
 //! reads a missing field.
 
 use crate::pb::{
-    Node, NodeAvailability, NodeRole, NodeState, Service, ServiceSpec, Task, TaskState,
-    UpdateState,
+    Node, NodeAvailability, NodeRole, NodeState, Service, ServiceSpec, Task, TaskState, UpdateState,
 };
 
 impl Task {

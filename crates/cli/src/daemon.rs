@@ -394,7 +394,12 @@ async fn serve_engine_api(
     if !config.engine_api_addr.is_empty() {
         let listener = tokio::net::TcpListener::bind(&config.engine_api_addr)
             .await
-            .with_context(|| format!("cannot bind the Engine API's address {}", config.engine_api_addr))?;
+            .with_context(|| {
+                format!(
+                    "cannot bind the Engine API's address {}",
+                    config.engine_api_addr
+                )
+            })?;
         let mut tls = (*node.tls.server_config()?).clone();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         info!(addr = %config.engine_api_addr, "serving the Docker Engine API over mTLS");

@@ -114,10 +114,7 @@ mod tests {
     async fn errors_are_a_json_message_with_the_exact_content_type() {
         let response = ApiError::not_found("service nosuch not found").into_response();
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
-        assert_eq!(
-            response.headers()[header::CONTENT_TYPE],
-            "application/json"
-        );
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
         let body = axum::body::to_bytes(response.into_body(), 1 << 16)
             .await
             .expect("body");

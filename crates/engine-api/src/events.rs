@@ -52,8 +52,10 @@ impl Event {
 
     fn changed(mut self, key: &str, old: &str, new: &str) -> Event {
         if old != new {
-            self.attributes.push((format!("{key}.old"), old.to_string()));
-            self.attributes.push((format!("{key}.new"), new.to_string()));
+            self.attributes
+                .push((format!("{key}.old"), old.to_string()));
+            self.attributes
+                .push((format!("{key}.new"), new.to_string()));
         }
         self
     }
@@ -91,9 +93,21 @@ fn version(meta: Option<&orch_api::pb::Meta>) -> u64 {
 
 impl Snapshot {
     async fn read(control: &mut ControlClient<Channel>) -> Result<Snapshot, tonic::Status> {
-        let services = control.list_services(ListServicesRequest {}).await?.into_inner().services;
-        let nodes = control.list_nodes(ListNodesRequest {}).await?.into_inner().nodes;
-        let tasks = control.list_tasks(ListTasksRequest::default()).await?.into_inner().tasks;
+        let services = control
+            .list_services(ListServicesRequest {})
+            .await?
+            .into_inner()
+            .services;
+        let nodes = control
+            .list_nodes(ListNodesRequest {})
+            .await?
+            .into_inner()
+            .nodes;
+        let tasks = control
+            .list_tasks(ListTasksRequest::default())
+            .await?
+            .into_inner()
+            .tasks;
         let mut named = HashMap::new();
         for n in control.list_networks(Empty {}).await?.into_inner().networks {
             let name = n.spec.map(|s| s.name).unwrap_or_default();
@@ -124,7 +138,7 @@ fn service_name(s: &Service) -> String {
 }
 
 fn replicas(s: &Service) -> String {
-    match s.spec.as_ref().and_then(|s| s.mode.clone()) {
+    match s.spec.as_ref().and_then(|s| s.mode) {
         Some(Mode::Replicated(r)) => r.replicas.to_string(),
         _ => String::new(),
     }
@@ -140,7 +154,10 @@ fn image(s: &Service) -> String {
 }
 
 fn hostname(n: &Node) -> String {
-    n.description.as_ref().map(|d| d.hostname.clone()).unwrap_or_default()
+    n.description
+        .as_ref()
+        .map(|d| d.hostname.clone())
+        .unwrap_or_default()
 }
 
 fn task_name(t: &Task) -> String {
@@ -181,8 +198,16 @@ fn diff(old: &Snapshot, new: &Snapshot) -> Vec<Event> {
                 let state = |n: &Node| format!("{:?}", n.node_state()).to_lowercase();
                 events.push(
                     Event::new("node", "update", id, &hostname(n))
-                        .changed("availability", availability_name(o.availability()), availability_name(n.availability()))
-                        .changed("role", role_name(o.desired_role()), role_name(n.desired_role()))
+                        .changed(
+                            "availability",
+                            availability_name(o.availability()),
+                            availability_name(n.availability()),
+                        )
+                        .changed(
+                            "role",
+                            role_name(o.desired_role()),
+                            role_name(n.desired_role()),
+                        )
                         .changed("state", &state(o), &state(n)),
                 )
             }
@@ -198,11 +223,13 @@ fn diff(old: &Snapshot, new: &Snapshot) -> Vec<Event> {
         };
         match old.tasks.get(id) {
             None => events.push(task_event("create")),
-            Some(o) if o.observed_state() != t.observed_state() => events.push(task_event("update").changed(
-                "state",
-                task_state_name(o.observed_state()),
-                task_state_name(t.observed_state()),
-            )),
+            Some(o) if o.observed_state() != t.observed_state() => {
+                events.push(task_event("update").changed(
+                    "state",
+                    task_state_name(o.observed_state()),
+                    task_state_name(t.observed_state()),
+                ))
+            }
             Some(_) => {}
         }
     }
@@ -292,8 +319,20 @@ async fn poll(
 }
 
 const FILTERS: &[&str] = &[
-    "config", "container", "daemon", "event", "image", "label", "network", "node", "plugin",
-    "scope", "secret", "service", "type", "volume",
+    "config",
+    "container",
+    "daemon",
+    "event",
+    "image",
+    "label",
+    "network",
+    "node",
+    "plugin",
+    "scope",
+    "secret",
+    "service",
+    "type",
+    "volume",
 ];
 
 fn wanted(f: &Filters, e: &Event) -> bool {
@@ -346,18 +385,17 @@ pub async fn stream(
     // A swarm route: a worker answers "not a swarm manager".
     backend.control().get_cluster(Empty {}).await?;
     let rx = backend.events().subscribe();
-    let events = BroadcastStream::new(rx)
-        .filter_map(move |e| {
-            let line = match e {
-                Ok(e) if wanted(&filters, &e) => {
-                    let mut line = e.to_json(now_nanos()).to_string();
-                    line.push('\n');
-                    Some(Ok::<_, std::io::Error>(Bytes::from(line)))
-                }
-                _ => None,
-            };
-            async move { line }
-        });
+    let events = BroadcastStream::new(rx).filter_map(move |e| {
+        let line = match e {
+            Ok(e) if wanted(&filters, &e) => {
+                let mut line = e.to_json(now_nanos()).to_string();
+                line.push('\n');
+                Some(Ok::<_, std::io::Error>(Bytes::from(line)))
+            }
+            _ => None,
+        };
+        async move { line }
+    });
     let body = match until {
         None => Body::from_stream(events),
         Some(until) => {
@@ -418,9 +456,15 @@ mod tests {
         scaled.services.insert("s1".into(), service("s1", 2, 3));
         scaled.tasks.insert("t1".into(), task(TaskState::Running));
         let updated = diff(&one, &scaled);
-        assert!(updated[0].attributes.contains(&("replicas.old".into(), "1".into())));
-        assert!(updated[0].attributes.contains(&("replicas.new".into(), "3".into())));
-        assert!(updated[1].attributes.contains(&("state.new".into(), "running".into())));
+        assert!(updated[0]
+            .attributes
+            .contains(&("replicas.old".into(), "1".into())));
+        assert!(updated[0]
+            .attributes
+            .contains(&("replicas.new".into(), "3".into())));
+        assert!(updated[1]
+            .attributes
+            .contains(&("state.new".into(), "running".into())));
 
         let removed = diff(&scaled, &empty);
         assert_eq!(removed.len(), 2);
@@ -432,8 +476,11 @@ mod tests {
     fn filters_pick_types_actions_and_actors() {
         let q = |f: &str| query::Query::from([("filters".to_string(), f.to_string())]);
         let e = Event::new("service", "create", "s1", "web");
-        let f = Filters::parse(&q(r#"{"type":{"service":true},"event":{"create":true}}"#), FILTERS)
-            .expect("filters");
+        let f = Filters::parse(
+            &q(r#"{"type":{"service":true},"event":{"create":true}}"#),
+            FILTERS,
+        )
+        .expect("filters");
         assert!(wanted(&f, &e));
         let f = Filters::parse(&q(r#"{"service":{"web":true}}"#), FILTERS).expect("filters");
         assert!(wanted(&f, &e));

@@ -22,7 +22,8 @@ pub const MIN: ApiVersion = ApiVersion(1, 24);
 impl ApiVersion {
     pub fn parse(s: &str) -> Option<ApiVersion> {
         let (major, minor) = s.split_once('.')?;
-        let digits = |p: &str| !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit());
+        let digits =
+            |p: &str| !p.is_empty() && p.len() <= 4 && p.bytes().all(|b| b.is_ascii_digit());
         if !digits(major) || !digits(minor) {
             return None;
         }

@@ -251,7 +251,7 @@ pub fn service(s: &Service, counts: Option<Counts>) -> Value {
         });
     }
     if orch_api::validate::is_job(&spec) {
-        let j = s.job_status.clone().unwrap_or_default();
+        let j = s.job_status.unwrap_or_default();
         out["JobStatus"] = json!({
             "JobIteration": { "Index": j.job_iteration },
             "LastExecution": rfc3339(j.last_execution),
@@ -369,7 +369,9 @@ pub fn swarm(c: &Cluster, with_tokens: bool) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use orch_api::pb::{DataSpec, DataVersion, ManagerStatus, NodeDescription, NodeSpec, NodeStatus};
+    use orch_api::pb::{
+        DataSpec, DataVersion, ManagerStatus, NodeDescription, NodeSpec, NodeStatus,
+    };
 
     use super::*;
 

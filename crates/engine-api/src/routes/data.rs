@@ -43,9 +43,15 @@ fn spec_from_engine(body: &Value) -> ApiResult<(DataSpec, Option<Vec<u8>>)> {
         Some(Value::String(b64)) => Some(
             base64::engine::general_purpose::STANDARD
                 .decode(b64)
-                .map_err(|e| ApiError::bad_request(format!("invalid JSON: Data is not base64: {e}")))?,
+                .map_err(|e| {
+                    ApiError::bad_request(format!("invalid JSON: Data is not base64: {e}"))
+                })?,
         ),
-        Some(_) => return Err(ApiError::bad_request("invalid JSON: Data must be a base64 string")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid JSON: Data must be a base64 string",
+            ))
+        }
     };
     Ok((
         DataSpec {
@@ -218,12 +224,14 @@ mod tests {
 
     #[test]
     fn bodies_decode_and_bad_ones_are_refused() {
-        let (spec, data) = spec_from_engine(&json!({"Name":"s1","Labels":{"a":"b"},"Data":"aHVudGVyMg=="}))
-            .expect("body");
+        let (spec, data) =
+            spec_from_engine(&json!({"Name":"s1","Labels":{"a":"b"},"Data":"aHVudGVyMg=="}))
+                .expect("body");
         assert_eq!(spec.name, "s1");
         assert_eq!(data.as_deref(), Some(&b"hunter2"[..]));
-        let (t, _) = spec_from_engine(&json!({"Name":"t","Data":"","Templating":{"Name":"golang"}}))
-            .expect("template");
+        let (t, _) =
+            spec_from_engine(&json!({"Name":"t","Data":"","Templating":{"Name":"golang"}}))
+                .expect("template");
         assert_eq!(t.template_driver, "golang");
         for bad in [
             json!({"Name":"s","Data":"not base64!"}),
@@ -231,7 +239,11 @@ mod tests {
             json!({"Name":"s","Driver":{"Name":"vault"}}),
             json!({"Name":["s"]}),
         ] {
-            assert_eq!(spec_from_engine(&bad).expect_err("bad").status.as_u16(), 400, "{bad}");
+            assert_eq!(
+                spec_from_engine(&bad).expect_err("bad").status.as_u16(),
+                400,
+                "{bad}"
+            );
         }
     }
 }

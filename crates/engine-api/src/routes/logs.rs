@@ -143,7 +143,11 @@ async fn logs(
         raw: tty,
     };
     let request = ServiceLogsRequest {
-        service: if task.is_empty() { service.id.clone() } else { String::new() },
+        service: if task.is_empty() {
+            service.id.clone()
+        } else {
+            String::new()
+        },
         task,
         follow: flag(&q, "follow"),
         tail: tail(&q)?,
@@ -224,7 +228,10 @@ mod tests {
         let first = "com.docker.swarm.node.id=n1,com.docker.swarm.service.id=s1,com.docker.swarm.task.id=t1 hello\n";
         assert_eq!(out[0], 1);
         assert_eq!(&out[1..4], &[0, 0, 0]);
-        assert_eq!(u32::from_be_bytes([out[4], out[5], out[6], out[7]]) as usize, first.len());
+        assert_eq!(
+            u32::from_be_bytes([out[4], out[5], out[6], out[7]]) as usize,
+            first.len()
+        );
         assert_eq!(&out[8..8 + first.len()], first.as_bytes());
         let second = &out[8 + first.len()..];
         assert!(second[8..].ends_with(b"t1 world\n"));

@@ -86,7 +86,9 @@ async fn not_found() -> ApiError {
 /// A request body as JSON; malformed JSON is a 400 as in dockerd.
 fn json_body(body: &Bytes) -> ApiResult<Value> {
     if body.is_empty() {
-        return Err(ApiError::bad_request("invalid JSON: the request body is empty"));
+        return Err(ApiError::bad_request(
+            "invalid JSON: the request body is empty",
+        ));
     }
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))
 }
@@ -120,10 +122,7 @@ fn str_field<'a>(body: &'a Value, key: &str) -> ApiResult<&'a str> {
 }
 
 /// A labels object of a JSON body.
-fn labels_field(
-    body: &Value,
-    key: &str,
-) -> ApiResult<std::collections::HashMap<String, String>> {
+fn labels_field(body: &Value, key: &str) -> ApiResult<std::collections::HashMap<String, String>> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(Default::default()),
         Some(Value::Object(m)) => m

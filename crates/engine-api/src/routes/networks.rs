@@ -18,12 +18,18 @@ const FILTERS: &[&str] = &["dangling", "driver", "id", "label", "name", "scope",
 
 fn matches(f: &Filters, n: &Network, used: &[String]) -> bool {
     let spec = n.spec.clone().unwrap_or_default();
-    let driver = if spec.driver.is_empty() { "overlay" } else { spec.driver.as_str() };
+    let driver = if spec.driver.is_empty() {
+        "overlay"
+    } else {
+        spec.driver.as_str()
+    };
     f.any("id", |v| n.id.starts_with(v))
         && f.any("name", |v| spec.name.contains(v))
         && f.any("driver", |v| v == driver)
         && f.any("scope", |v| v == "swarm")
-        && f.any("type", |v| v == "custom" || (v == "builtin" && spec.ingress))
+        && f.any("type", |v| {
+            v == "custom" || (v == "builtin" && spec.ingress)
+        })
         && f.any("dangling", |v| {
             (v == "true" || v == "1") == (!spec.ingress && !used.contains(&n.id))
         })
@@ -101,12 +107,25 @@ pub fn spec_from_engine(body: &Value) -> ApiResult<NetworkSpec> {
             Some(Value::Array(_)) => {
                 return Err(ApiError::bad_request("orch networks have one subnet"))
             }
-            Some(_) => return Err(ApiError::bad_request("invalid JSON: IPAM.Config must be an array")),
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "invalid JSON: IPAM.Config must be an array",
+                ))
+            }
         }
     }
     let flag = |key: &str| body.get(key).and_then(Value::as_bool).unwrap_or(false);
-    if flag("ConfigOnly") || body.get("ConfigFrom").is_some_and(|v| !v.is_null() && v.get("Network").and_then(Value::as_str).is_some_and(|s| !s.is_empty())) {
-        return Err(ApiError::bad_request("config-only networks are not supported"));
+    if flag("ConfigOnly")
+        || body.get("ConfigFrom").is_some_and(|v| {
+            !v.is_null()
+                && v.get("Network")
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| !s.is_empty())
+        })
+    {
+        return Err(ApiError::bad_request(
+            "config-only networks are not supported",
+        ));
     }
     Ok(NetworkSpec {
         name: str_field(body, "Name")?.to_string(),
@@ -147,10 +166,7 @@ pub async fn inspect(
     Ok(ok_json(objects::network(&network)))
 }
 
-pub async fn remove(
-    State(backend): State<Backend>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
+pub async fn remove(State(backend): State<Backend>, Path(id): Path<String>) -> ApiResult<Response> {
     backend
         .control()
         .remove_network(GetNetworkRequest { network: id })
@@ -172,9 +188,14 @@ mod tests {
         let stack = spec_from_engine(&json!({"Driver":"overlay","Scope":"","IPAM":null,"Options":null,"Labels":{"com.docker.stack.namespace":"st"},"Name":"st_front"}))
             .expect("stack body");
         assert_eq!(stack.name, "st_front");
-        let subnet = spec_from_engine(&json!({"Name":"s","IPAM":{"Config":[{"Subnet":"10.9.0.0/24","Gateway":"10.9.0.1"}]}}))
-            .expect("subnet");
-        assert_eq!((subnet.subnet.as_str(), subnet.gateway.as_str()), ("10.9.0.0/24", "10.9.0.1"));
+        let subnet = spec_from_engine(
+            &json!({"Name":"s","IPAM":{"Config":[{"Subnet":"10.9.0.0/24","Gateway":"10.9.0.1"}]}}),
+        )
+        .expect("subnet");
+        assert_eq!(
+            (subnet.subnet.as_str(), subnet.gateway.as_str()),
+            ("10.9.0.0/24", "10.9.0.1")
+        );
         for bad in [
             json!({"Name":"b","Driver":"bridge"}),
             json!({"Name":"b","Scope":"local"}),
@@ -182,7 +203,11 @@ mod tests {
             json!({"Name":"b","IPAM":{"Config":[{"Subnet":"10.1.0.0/24"},{"Subnet":"10.2.0.0/24"}]}}),
             json!({"Name":1}),
         ] {
-            assert_eq!(spec_from_engine(&bad).expect_err("bad").status.as_u16(), 400, "{bad}");
+            assert_eq!(
+                spec_from_engine(&bad).expect_err("bad").status.as_u16(),
+                400,
+                "{bad}"
+            );
         }
     }
 }

@@ -85,13 +85,11 @@ pub async fn remove(
 
 /// A whole NodeSpec (as `docker node update|promote|demote` send it) as orch's update of the
 /// node read at `version`: its labels become exactly the spec's.
-pub fn update_request(
-    node: &Node,
-    spec: &Value,
-    version: u64,
-) -> ApiResult<UpdateNodeRequest> {
+pub fn update_request(node: &Node, spec: &Value, version: u64) -> ApiResult<UpdateNodeRequest> {
     if !spec.is_object() {
-        return Err(ApiError::bad_request("invalid JSON: the node spec must be an object"));
+        return Err(ApiError::bad_request(
+            "invalid JSON: the node spec must be an object",
+        ));
     }
     let role = match str_field(spec, "Role")? {
         "" => None,
@@ -186,7 +184,10 @@ mod tests {
             json!([]),
         ] {
             assert_eq!(
-                update_request(&node, &bad, 1).expect_err("bad").status.as_u16(),
+                update_request(&node, &bad, 1)
+                    .expect_err("bad")
+                    .status
+                    .as_u16(),
                 400
             );
         }

@@ -112,10 +112,7 @@ pub async fn inspect(
     Ok(ok_json(out))
 }
 
-pub async fn remove(
-    State(backend): State<Backend>,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
+pub async fn remove(State(backend): State<Backend>, Path(id): Path<String>) -> ApiResult<Response> {
     backend
         .control()
         .remove_service(GetServiceRequest { service: id })

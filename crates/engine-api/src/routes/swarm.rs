@@ -73,12 +73,18 @@ pub fn update_request(
     q: &query::Query,
 ) -> ApiResult<UpdateClusterRequest> {
     if !spec.is_object() {
-        return Err(ApiError::bad_request("invalid JSON: the swarm spec must be an object"));
+        return Err(ApiError::bad_request(
+            "invalid JSON: the swarm spec must be an object",
+        ));
     }
     for (pointer, what) in FIXED {
         let asked = spec.pointer(pointer);
         let empty = |v: Option<&Value>| {
-            matches!(v, None | Some(Value::Null)) || v == Some(&json!(false)) || v == Some(&json!({})) || v == Some(&json!([])) || v == Some(&json!(0))
+            matches!(v, None | Some(Value::Null))
+                || v == Some(&json!(false))
+                || v == Some(&json!({}))
+                || v == Some(&json!([]))
+                || v == Some(&json!(0))
         };
         if !empty(asked) && asked != current.pointer(pointer) {
             return Err(ApiError::bad_request(format!(
@@ -93,7 +99,9 @@ pub fn update_request(
     }
     let positive = |v: Option<i64>, what: &str| -> ApiResult<Option<i64>> {
         match v {
-            Some(n) if n < 0 => Err(ApiError::bad_request(format!("{what} must not be negative"))),
+            Some(n) if n < 0 => Err(ApiError::bad_request(format!(
+                "{what} must not be negative"
+            ))),
             // 0 is docker's "leave as is".
             Some(0) | None => Ok(None),
             Some(n) => Ok(Some(n)),
@@ -101,19 +109,26 @@ pub fn update_request(
     };
     Ok(UpdateClusterRequest {
         version: query::version(q)?,
-        task_history_retention_limit: match int_at(spec, "/Orchestration/TaskHistoryRetentionLimit")? {
+        task_history_retention_limit: match int_at(
+            spec,
+            "/Orchestration/TaskHistoryRetentionLimit",
+        )? {
             Some(n) if n < 0 => {
-                return Err(ApiError::bad_request("TaskHistoryRetentionLimit must not be negative"))
+                return Err(ApiError::bad_request(
+                    "TaskHistoryRetentionLimit must not be negative",
+                ))
             }
             other => other,
         },
         snapshot_interval: positive(int_at(spec, "/Raft/SnapshotInterval")?, "SnapshotInterval")?
             .map(|n| n as u64),
-        heartbeat_period: positive(int_at(spec, "/Dispatcher/HeartbeatPeriod")?, "HeartbeatPeriod")?,
+        heartbeat_period: positive(
+            int_at(spec, "/Dispatcher/HeartbeatPeriod")?,
+            "HeartbeatPeriod",
+        )?,
         node_cert_expiry: positive(int_at(spec, "/CAConfig/NodeCertExpiry")?, "NodeCertExpiry")?,
         rotate_worker_token: flag(q, "rotateWorkerToken"),
         rotate_manager_token: flag(q, "rotateManagerToken"),
-        ..Default::default()
     })
 }
 
@@ -163,7 +178,11 @@ mod tests {
         let r = update_request(
             &spec,
             &current(),
-            &q(&[("version", "7"), ("rotateWorkerToken", "true"), ("rotateManagerToken", "false")]),
+            &q(&[
+                ("version", "7"),
+                ("rotateWorkerToken", "true"),
+                ("rotateManagerToken", "false"),
+            ]),
         )
         .expect("update");
         assert_eq!(r.version, 7);

@@ -127,9 +127,7 @@ async fn swarm_info(backend: &Backend, info: &InfoResponse) -> Value {
     let mut control = backend.control();
     let managers: Vec<Value> = match (
         info.is_manager,
-        control
-            .list_nodes(orch_api::pb::ListNodesRequest {})
-            .await,
+        control.list_nodes(orch_api::pb::ListNodesRequest {}).await,
     ) {
         (true, Ok(nodes)) => nodes
             .into_inner()

@@ -5,8 +5,7 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use orch_api::pb::{
-    Empty, ListNodesRequest, ListServicesRequest, ListTasksRequest, Node, Service, Task,
-    TaskState,
+    Empty, ListNodesRequest, ListServicesRequest, ListTasksRequest, Node, Service, Task, TaskState,
 };
 use serde_json::Value;
 
@@ -47,7 +46,11 @@ impl Context {
             .await?
             .into_inner()
             .services;
-        let nodes = control.list_nodes(ListNodesRequest {}).await?.into_inner().nodes;
+        let nodes = control
+            .list_nodes(ListNodesRequest {})
+            .await?
+            .into_inner()
+            .nodes;
         let networks = control.list_networks(Empty {}).await?.into_inner().networks;
         Ok(Context {
             services: services.into_iter().map(|s| (s.id.clone(), s)).collect(),

@@ -184,14 +184,12 @@ pub async fn rotate(ctx: &ManagerCtx, req: RotateDataRequest) -> Result<RotateDa
         let current = view.find_data(kind, &req.name)?;
         let mut d = (*current).clone();
         let spec = d.spec.clone().unwrap_or_default();
-        if req.if_changed {
-            if latest_data(ctx, kind, &d).is_some_and(|plain| plain == req.data) {
-                return Ok(RotateDataResponse {
-                    object: Some(shown(&current)),
-                    version: latest_version(&d),
-                    services: Vec::new(),
-                });
-            }
+        if req.if_changed && latest_data(ctx, kind, &d).is_some_and(|plain| plain == req.data) {
+            return Ok(RotateDataResponse {
+                object: Some(shown(&current)),
+                version: latest_version(&d),
+                services: Vec::new(),
+            });
         }
         let data = stored_data(ctx, kind, &spec, &req.data)?;
         let version = latest_version(&d) + 1;

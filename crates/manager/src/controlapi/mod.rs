@@ -29,12 +29,14 @@ pub(crate) fn check_read_version(
     let current = meta.map_or(0, |m| m.version);
     if read != 0 && read != current {
         return Err(crate::error::ManagerError::Propose(
-            crate::raft::node::ProposeError::Rejected(crate::state::store::ApplyError::VersionConflict {
-                kind,
-                id: id.to_string(),
-                read,
-                current,
-            }),
+            crate::raft::node::ProposeError::Rejected(
+                crate::state::store::ApplyError::VersionConflict {
+                    kind,
+                    id: id.to_string(),
+                    read,
+                    current,
+                },
+            ),
         ));
     }
     Ok(())

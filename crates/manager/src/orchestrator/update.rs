@@ -13,8 +13,7 @@ use std::sync::Arc;
 
 use orch_api::pb::service_spec::Mode;
 use orch_api::pb::{
-    FailureAction, Service, Task, TaskState, UpdateConfig, UpdateOrder, UpdateState,
-    UpdateStatus,
+    FailureAction, Service, Task, TaskState, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus,
 };
 
 use super::{is_current, may_be_running, new_task, state, with_desired, Change, Decision};
