@@ -608,6 +608,13 @@ fn the_docker_cli_drives_a_cluster() {
             "web",
             "--replicas",
             "2",
+            // httpd as PID 1 ignores SIGTERM: stop it after 1s rather than 10s.
+            "--stop-grace-period",
+            "1s",
+            "--update-monitor",
+            "2s",
+            "--rollback-monitor",
+            "2s",
             "--network",
             "appnet",
             "-p",
