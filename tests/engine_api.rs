@@ -644,6 +644,54 @@ fn the_docker_cli_drives_a_cluster() {
             get(ip, 8080).is_some()
         });
     }
+    // The node's own containers, images and volumes, as its engine has them.
+    let ps = docker_ok(
+        &sock,
+        &[
+            "ps",
+            "--filter",
+            "label=com.docker.swarm.service.name=web",
+            "--format",
+            "{{.Names}}",
+        ],
+    );
+    assert_eq!(
+        ps.lines().filter(|n| n.starts_with("web.")).count(),
+        2,
+        "{ps}"
+    );
+    let images = docker_ok(&sock, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(
+        images.lines().any(|i| i == "orch-test/busybox:1"),
+        "{images}"
+    );
+    docker_ok(&sock, &["volume", "ls"]);
+    // Events: a listener sees the next service being created.
+    let mut events = Command::new("docker")
+        .args([
+            "-H",
+            &format!("unix://{}", sock.display()),
+            "events",
+            "--filter",
+            "type=service",
+        ])
+        .args([
+            "--format",
+            "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("docker events");
+    let events_out = events.stdout.take().expect("stdout");
+    let watcher = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(events_out)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l == "service create ticker")
+    });
+    std::thread::sleep(Duration::from_millis(700));
     // service create -d.
     let id = docker_ok(
         &sock,
@@ -663,6 +711,15 @@ fn the_docker_cli_drives_a_cluster() {
     );
     assert!(id.trim().len() >= 12, "{id}");
 
+    wait_for(Duration::from_secs(10), "the service create event", || {
+        watcher.is_finished()
+    });
+    let _ = events.kill();
+    let _ = events.wait();
+    assert_eq!(
+        watcher.join().expect("watcher").as_deref(),
+        Some("service create ticker")
+    );
     // service ls: REPLICAS and PORTS.
     wait_for(Duration::from_secs(60), "ticker on every node", || {
         row_with(&docker_ok(&sock, &["service", "ls"]), "ticker")[3] == "3/3"

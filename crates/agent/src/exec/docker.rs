@@ -327,6 +327,13 @@ impl DockerExecutor {
             (labels::SERVICE_NAME, task.service_name.clone()),
             (labels::TASK_ID, task.id.clone()),
             (labels::TASK_SLOT, task.slot.to_string()),
+            // Docker swarm's labels, which dashboards and `docker ps --filter` rely on.
+            ("com.docker.swarm.node.id", self.node_id.clone()),
+            ("com.docker.swarm.service.id", task.service_id.clone()),
+            ("com.docker.swarm.service.name", task.service_name.clone()),
+            ("com.docker.swarm.task", String::new()),
+            ("com.docker.swarm.task.id", task.id.clone()),
+            ("com.docker.swarm.task.name", super::container_name(task)),
         ];
         all.extend(system.into_iter().map(|(k, v)| (k.to_string(), v)));
         all
