@@ -421,7 +421,14 @@ fn replace<T: Stored>(
     mut new: T,
     events: &mut Vec<Event>,
 ) {
-    stamp(new.meta_mut(), index, ts, Some(created_of(old.meta())));
+    // An object made without a creation time (the first node, from the bootstrap snapshot)
+    // gets one at its first update.
+    stamp(
+        new.meta_mut(),
+        index,
+        ts,
+        Some(created_of(old.meta())).filter(|c| *c > 0),
+    );
     let new = Arc::new(new);
     T::put(t, new.clone());
     events.push(Event::Updated {
