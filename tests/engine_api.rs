@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use common::netns::http_get as get;
 use common::{wait_for, Cluster};
 use serde_json::{json, Value};
 
@@ -76,6 +77,16 @@ fn http(socket: &Path, method: &str, path: &str, body: Option<&str>) -> Answer {
             rest.to_string()
         },
     }
+}
+
+/// `POST /services/{id}/update?version=N` with a whole spec.
+fn update_service(socket: &Path, id: &str, version: u64, spec: &Value) -> Answer {
+    http(
+        socket,
+        "POST",
+        &format!("/v1.44/services/{id}/update?version={version}"),
+        Some(&spec.to_string()),
+    )
 }
 
 fn dechunk(mut rest: &str) -> String {
@@ -250,20 +261,10 @@ fn bad_input_gets_dockers_status_and_message() {
     let version = got["Version"]["Index"].as_u64().expect("version");
     let mut spec = got["Spec"].clone();
     spec["Labels"] = json!({"round": "1"});
-    let a = http(
-        &sock,
-        "POST",
-        &format!("/v1.44/services/{id}/update?version={version}"),
-        Some(&spec.to_string()),
-    );
+    let a = update_service(&sock, &id, version, &spec);
     assert_eq!(a.status, 200, "{a:?}");
     spec["Labels"] = json!({"round": "2"});
-    let a = http(
-        &sock,
-        "POST",
-        &format!("/v1.44/services/{id}/update?version={version}"),
-        Some(&spec.to_string()),
-    );
+    let a = update_service(&sock, &id, version, &spec);
     assert_eq!(a.status, 500, "{a:?}");
     assert!(
         a.message()
@@ -277,12 +278,7 @@ fn bad_input_gets_dockers_status_and_message() {
     spec["TaskTemplate"]["ContainerSpec"]["Privileges"] = json!({"NoNewPrivileges": true});
     spec["TaskTemplate"]["ContainerSpec"]["Isolation"] = json!("default");
     let v = now["Version"]["Index"].as_u64().expect("version");
-    let a = http(
-        &sock,
-        "POST",
-        &format!("/v1.44/services/{id}/update?version={v}"),
-        Some(&spec.to_string()),
-    );
+    let a = update_service(&sock, &id, v, &spec);
     assert_eq!(a.status, 200, "{a:?}");
     assert!(
         a.body.contains("NoNewPrivileges"),
@@ -400,17 +396,6 @@ fn bad_input_gets_dockers_status_and_message() {
 const WEB: &str =
     "echo hello-from-$(hostname); mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www";
 const TICKER: &str = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done";
-
-fn get(addr: &str, port: u16) -> Option<String> {
-    let sock: std::net::SocketAddr = format!("{addr}:{port}").parse().ok()?;
-    let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    text.starts_with("HTTP/1")
-        .then(|| text.lines().last().unwrap_or("").trim().to_string())
-}
 
 /// The rows of a docker table, split on runs of 2+ spaces, header first.
 fn rows(table: &str) -> Vec<Vec<String>> {

@@ -7,27 +7,14 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::netns::NetnsLab;
+use common::netns::{http_get as get, NetnsLab};
 use common::{containers_under, wait_for};
 
 const WEB: &str = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www";
-
-fn get(addr: &str, port: u16) -> Option<String> {
-    let sock: SocketAddr = format!("{addr}:{port}").parse().ok()?;
-    let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.starts_with("HTTP/1")
-        .then(|| out.lines().last().unwrap_or("").trim().to_string())
-}
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);

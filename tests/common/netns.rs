@@ -3,7 +3,9 @@
 //! test fails.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::{containers_under, orch_bin, test_images, Container};
 
@@ -86,4 +88,16 @@ impl NetnsLab {
     pub fn host_addr(&self) -> String {
         format!("10.77.{}.1", self.lab.state.id)
     }
+}
+
+/// `GET /` over HTTP/1.0 to `addr:port`: the last line of the answer, if one came.
+pub fn http_get(addr: &str, port: u16) -> Option<String> {
+    let sock: std::net::SocketAddr = format!("{addr}:{port}").parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.starts_with("HTTP/1")
+        .then(|| out.lines().last().unwrap_or("").trim().to_string())
 }

@@ -11,6 +11,7 @@ pub mod convert;
 pub mod error;
 pub mod events;
 pub mod query;
+pub mod read;
 mod routes;
 pub mod server;
 pub mod version;

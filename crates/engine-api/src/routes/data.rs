@@ -6,8 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use base64::Engine as _;
 use orch_api::pb::{
-    CreateDataRequest, DataKind, DataObject, DataSpec, GetDataRequest, ListDataRequest,
-    UpdateDataRequest,
+    CreateDataRequest, DataKind, DataObject, DataSpec, GetDataRequest, UpdateDataRequest,
 };
 use serde_json::{json, Value};
 
@@ -16,6 +15,7 @@ use crate::backend::Backend;
 use crate::convert::objects;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{self, Filters};
+use crate::read;
 
 const FILTERS: &[&str] = &["id", "label", "name", "names"];
 
@@ -65,12 +65,7 @@ fn spec_from_engine(body: &Value) -> ApiResult<(DataSpec, Option<Vec<u8>>)> {
 
 async fn list(backend: Backend, kind: DataKind, q: query::Query) -> ApiResult<Response> {
     let filters = Filters::parse(&q, FILTERS)?;
-    let objects = backend
-        .control()
-        .list_data(ListDataRequest { kind: kind as i32 })
-        .await?
-        .into_inner()
-        .objects;
+    let objects = read::data(&mut backend.control(), kind).await?;
     Ok(ok_json(Value::Array(
         objects
             .iter()

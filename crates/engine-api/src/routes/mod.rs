@@ -2,6 +2,7 @@
 //! reference groups them.
 
 mod data;
+mod events;
 mod local;
 mod logs;
 mod networks;
@@ -26,7 +27,7 @@ pub fn router(backend: Backend) -> Router {
         .route("/_ping", get(system::ping).head(system::ping_head))
         .route("/version", get(system::version))
         .route("/info", get(system::info))
-        .route("/events", get(crate::events::stream))
+        .route("/events", get(events::stream))
         .route("/distribution/{*name}", get(system::distribution))
         .route("/swarm", get(swarm::inspect))
         .route("/swarm/init", post(swarm::init))

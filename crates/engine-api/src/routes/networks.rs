@@ -3,9 +3,7 @@
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use orch_api::pb::{
-    CreateNetworkRequest, Empty, GetNetworkRequest, ListServicesRequest, Network, NetworkSpec,
-};
+use orch_api::pb::{CreateNetworkRequest, GetNetworkRequest, Network, NetworkSpec};
 use serde_json::{json, Value};
 
 use super::{created, json_body, labels_field, no_content, ok_json, str_field};
@@ -13,6 +11,7 @@ use crate::backend::Backend;
 use crate::convert::objects;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{self, Filters};
+use crate::read;
 
 const FILTERS: &[&str] = &["dangling", "driver", "id", "label", "name", "scope", "type"];
 
@@ -42,15 +41,12 @@ pub async fn list(
 ) -> ApiResult<Response> {
     let filters = Filters::parse(&q, FILTERS)?;
     let mut control = backend.control();
-    let networks = control.list_networks(Empty {}).await?.into_inner().networks;
+    let networks = read::networks(&mut control).await?;
     let used: Vec<String> = if filters.values("dangling").is_empty() {
         Vec::new()
     } else {
-        control
-            .list_services(ListServicesRequest {})
+        read::services(&mut control)
             .await?
-            .into_inner()
-            .services
             .iter()
             .filter_map(|s| s.spec.as_ref()?.task.as_ref())
             .flat_map(|t| t.networks.iter().map(|a| a.target.clone()))

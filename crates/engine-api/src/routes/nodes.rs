@@ -4,8 +4,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use orch_api::pb::{
-    Empty, GetNodeRequest, ListNodesRequest, Node, NodeAvailability, NodeRole, RemoveNodeRequest,
-    UpdateNodeRequest,
+    Empty, GetNodeRequest, Node, NodeAvailability, NodeRole, RemoveNodeRequest, UpdateNodeRequest,
 };
 use serde_json::Value;
 
@@ -14,6 +13,7 @@ use crate::backend::Backend;
 use crate::convert::objects;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{self, flag, Filters};
+use crate::read;
 
 const FILTERS: &[&str] = &["id", "label", "membership", "name", "node.label", "role"];
 
@@ -34,12 +34,7 @@ pub async fn list(
     Query(q): Query<query::Query>,
 ) -> ApiResult<Response> {
     let filters = Filters::parse(&q, FILTERS)?;
-    let nodes = backend
-        .control()
-        .list_nodes(ListNodesRequest {})
-        .await?
-        .into_inner()
-        .nodes;
+    let nodes = read::nodes(&mut backend.control()).await?;
     Ok(ok_json(Value::Array(
         nodes
             .iter()

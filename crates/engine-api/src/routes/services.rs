@@ -4,9 +4,7 @@ use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::response::Response;
 use orch_api::pb::service_spec::Mode;
-use orch_api::pb::{
-    CreateServiceRequest, GetServiceRequest, ListServicesRequest, Service, UpdateServiceRequest,
-};
+use orch_api::pb::{CreateServiceRequest, GetServiceRequest, Service, UpdateServiceRequest};
 use serde_json::{json, Value};
 
 use super::{created, json_body, ok_empty, ok_json};
@@ -15,6 +13,7 @@ use crate::convert::objects::{self, Counts};
 use crate::convert::service::{insert_defaults, spec_from_engine, unacted};
 use crate::error::{ApiError, ApiResult};
 use crate::query::{self, flag, Filters};
+use crate::read;
 use crate::version::ApiVersion;
 
 const FILTERS: &[&str] = &["id", "label", "mode", "name", "runtime"];
@@ -43,11 +42,7 @@ pub async fn list(
     Query(q): Query<query::Query>,
 ) -> ApiResult<Response> {
     let filters = Filters::parse(&q, FILTERS)?;
-    let list = backend
-        .control()
-        .list_services(ListServicesRequest {})
-        .await?
-        .into_inner();
+    let list = read::services_with_counts(&mut backend.control()).await?;
     let status = flag(&q, "status") && version.at_least(1, 41);
     let out: Vec<Value> = list
         .services

@@ -4,9 +4,7 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use orch_api::pb::{
-    Empty, ListNodesRequest, ListServicesRequest, ListTasksRequest, Node, Service, Task, TaskState,
-};
+use orch_api::pb::{Node, Service, Task, TaskState};
 use serde_json::Value;
 
 use super::ok_json;
@@ -14,6 +12,7 @@ use crate::backend::Backend;
 use crate::convert::objects;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{self, Filters};
+use crate::read;
 
 const FILTERS: &[&str] = &[
     "_up-to-date",
@@ -41,17 +40,9 @@ pub struct Context {
 impl Context {
     pub async fn load(backend: &Backend) -> ApiResult<Context> {
         let mut control = backend.control();
-        let services = control
-            .list_services(ListServicesRequest {})
-            .await?
-            .into_inner()
-            .services;
-        let nodes = control
-            .list_nodes(ListNodesRequest {})
-            .await?
-            .into_inner()
-            .nodes;
-        let networks = control.list_networks(Empty {}).await?.into_inner().networks;
+        let services = read::services(&mut control).await?;
+        let nodes = read::nodes(&mut control).await?;
+        let networks = read::networks(&mut control).await?;
         Ok(Context {
             services: services.into_iter().map(|s| (s.id.clone(), s)).collect(),
             nodes: nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
@@ -122,12 +113,7 @@ pub async fn list(
 ) -> ApiResult<Response> {
     let filters = Filters::parse(&q, FILTERS)?;
     let ctx = Context::load(&backend).await?;
-    let tasks = backend
-        .control()
-        .list_tasks(ListTasksRequest::default())
-        .await?
-        .into_inner()
-        .tasks;
+    let tasks = read::tasks(&mut backend.control()).await?;
     Ok(ok_json(Value::Array(
         tasks
             .iter()
@@ -139,12 +125,7 @@ pub async fn list(
 
 /// A task by full ID or unique ID prefix.
 pub async fn find(backend: &Backend, reference: &str) -> ApiResult<Task> {
-    let tasks = backend
-        .control()
-        .list_tasks(ListTasksRequest::default())
-        .await?
-        .into_inner()
-        .tasks;
+    let tasks = read::tasks(&mut backend.control()).await?;
     if let Some(t) = tasks.iter().find(|t| t.id == reference) {
         return Ok(t.clone());
     }
