@@ -363,7 +363,7 @@ fn bad_input_gets_dockers_status_and_message() {
     let curl = |dir: &Path, with_cert: bool| -> Option<String> {
         let certs = dir.join("certificates");
         let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "--max-time", "5", "--cacert"])
+        cmd.args(["-fsS", "--max-time", "5", "--cacert"])
             .arg(certs.join("swarm-root-ca.crt"))
             .args(["--resolve", &format!("swarm-manager:{port}:127.0.0.1")]);
         if with_cert {
@@ -381,6 +381,30 @@ fn bad_input_gets_dockers_status_and_message() {
     wait_for(Duration::from_secs(10), "the TCP Engine API", || {
         curl(&c.node("m1").dir, true).as_deref() == Some("OK")
     });
+    // A manager's certificate stops working once its node is no longer a manager, even
+    // before it expires (a copy taken while it was one).
+    c.join("m2", "manager", "m1").expect_ok("manager join");
+    let kept = c.root.path().join("m2-manager-certs");
+    std::fs::create_dir_all(kept.join("certificates")).expect("dir");
+    for f in ["swarm-root-ca.crt", "swarm-node.crt", "swarm-node.key"] {
+        std::fs::copy(
+            c.node("m2").dir.join("certificates").join(f),
+            kept.join("certificates").join(f),
+        )
+        .expect("copy a certificate");
+    }
+    wait_for(
+        Duration::from_secs(20),
+        "a manager's certificate to work",
+        || curl(&kept, true).as_deref() == Some("OK"),
+    );
+    c.orch("m1", &["node", "demote", "m2"])
+        .expect_ok("demote m2");
+    wait_for(
+        Duration::from_secs(20),
+        "the demoted manager's certificate to be refused",
+        || curl(&kept, true).is_none(),
+    );
     assert_eq!(
         curl(&c.node("w1").dir, true),
         None,
@@ -804,6 +828,14 @@ fn the_docker_cli_drives_a_cluster() {
         "{text}"
     );
     assert!(text.contains("verify: Service web converged"), "{text}");
+    // A scale after that is no update: the CLI waits for it, without the last update's status.
+    let o = docker(&sock, &["service", "scale", "web=2"]);
+    let text = out(&o);
+    assert!(o.status.success(), "{text}");
+    assert!(
+        text.contains("verify: Service web converged") && !text.contains("rollback"),
+        "{text}"
+    );
     let args = docker_ok(
         &sock,
         &[

@@ -7,6 +7,7 @@
 //!   manager accepts a write through the CLI; repeat.
 
 mod engine;
+mod engine_api;
 mod failover;
 mod load;
 mod mesh;
@@ -116,6 +117,16 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         replicas: usize,
     },
+    /// The Docker Engine API in a 3-node netns lab: request latency and `docker` CLI
+    /// invocations on orch, against the node's own Docker Engine (needs root and the docker CLI).
+    EngineApi {
+        #[arg(long, default_value = "target/release/orch")]
+        orch: String,
+        #[arg(long, default_value_t = 500)]
+        requests: usize,
+        #[arg(long, default_value_t = 20)]
+        invocations: usize,
+    },
     /// Leader SIGKILL → next write accepted, with real orch processes.
     Failover {
         /// The orch binary to run.
@@ -143,6 +154,11 @@ fn main() -> anyhow::Result<()> {
         Command::Failover { orch, trials } => failover::run(&orch, trials),
         Command::Overlay { orch, tasks } => overlay::run(&orch, tasks),
         Command::Mesh { orch, trials, secs } => mesh::run(&orch, trials, secs),
+        Command::EngineApi {
+            orch,
+            requests,
+            invocations,
+        } => engine_api::run(&orch, requests, invocations),
         Command::Stack {
             orch,
             trials,

@@ -236,6 +236,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
     });
     info!(node = %config.node_id, data_dir = %dd.root.display(), "orch node starting");
 
+    // The Docker Engine API first: a TCP address that cannot be bound stops the node before
+    // anything else has started.
+    serve_engine_api(&node, &config, engine_listener, &mut tasks).await?;
+
     // The local control socket.
     let incoming = unix_incoming(control, shutdown.clone());
     let local = tonic::transport::Server::builder()
@@ -257,8 +261,6 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationTok
             error!(error = %e, "control socket server failed");
         }
     });
-
-    serve_engine_api(&node, &config, engine_listener, &mut tasks).await?;
 
     // The agent: engine description, then the session.
     let docker = match orch_agent::engine::connect(&config.docker_host).await {
@@ -383,6 +385,18 @@ async fn serve_engine_api(
     socket: tokio::net::UnixListener,
     tasks: &mut TaskGroup,
 ) -> Result<()> {
+    // Everything that can fail comes before anything is spawned.
+    let tcp = match config.engine_api_addr.as_str() {
+        "" => None,
+        addr => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind the Engine API's address {addr}"))?;
+            let mut tls = (*node.tls.server_config()?).clone();
+            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some((listener, Arc::new(tls)))
+        }
+    };
     let backend = orch_engine_api::Backend::new(&orch_engine_api::Options {
         control_socket: node.dd.socket(),
         engine_host: config.docker_host.clone(),
@@ -391,21 +405,11 @@ async fn serve_engine_api(
         "engine_api_socket",
         orch_engine_api::serve_unix(socket, backend.clone(), node.shutdown.clone()),
     );
-    if !config.engine_api_addr.is_empty() {
-        let listener = tokio::net::TcpListener::bind(&config.engine_api_addr)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot bind the Engine API's address {}",
-                    config.engine_api_addr
-                )
-            })?;
-        let mut tls = (*node.tls.server_config()?).clone();
-        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if let Some((listener, tls)) = tcp {
         info!(addr = %config.engine_api_addr, "serving the Docker Engine API over mTLS");
         tasks.spawn(
             "engine_api_tcp",
-            orch_engine_api::serve_tls(listener, Arc::new(tls), backend, node.shutdown.clone()),
+            orch_engine_api::serve_tls(listener, tls, backend, node.shutdown.clone()),
         );
     }
     Ok(())

@@ -14,7 +14,9 @@ use serde_json::{json, Map, Value};
 use tokio::sync::broadcast;
 use tonic::transport::Channel;
 
-use crate::convert::objects::{availability_name, role_name, task_state_name};
+use crate::convert::objects::{
+    self, availability_name, role_name, task_state_name, update_state_name,
+};
 use crate::read;
 
 const POLL: Duration = Duration::from_millis(500);
@@ -132,14 +134,10 @@ fn hostname(n: &Node) -> String {
 }
 
 fn task_name(t: &Task) -> String {
-    if t.slot == 0 {
-        format!("{}.{}", t.service_name, t.node_id)
-    } else {
-        format!("{}.{}", t.service_name, t.slot)
-    }
+    objects::task_name(&t.service_name, t)
 }
 
-/// The events between two reads, in a stable order: creations, updates, removals.
+/// The events between two reads: per kind of object, creations and updates, then removals.
 fn diff(old: &Snapshot, new: &Snapshot) -> Vec<Event> {
     let mut events = Vec::new();
     for (id, s) in &new.services {
@@ -149,14 +147,13 @@ fn diff(old: &Snapshot, new: &Snapshot) -> Vec<Event> {
                 let state = |s: &Service| {
                     s.update_status
                         .as_ref()
-                        .map(|u| format!("{:?}", u.state()).to_lowercase())
-                        .unwrap_or_default()
+                        .map_or("", |u| update_state_name(u.state()))
                 };
                 events.push(
                     Event::new("service", "update", id, &service_name(s))
                         .changed("replicas", &replicas(o), &replicas(s))
                         .changed("image", &image(o), &image(s))
-                        .changed("updatestate", &state(o), &state(s)),
+                        .changed("updatestate", state(o), state(s)),
                 )
             }
             Some(_) => {}

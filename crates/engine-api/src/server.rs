@@ -5,9 +5,11 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::response::Response;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
+use orch_api::pb::{GetNodeRequest, NodeRole};
 use orch_api::transport::TlsConn;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
@@ -19,6 +21,7 @@ use tower::{Layer, ServiceExt};
 use tracing::debug;
 
 use crate::backend::Backend;
+use crate::error::ApiError;
 
 /// How long open requests (a `logs -f`, an `/events` stream) get once the node stops.
 pub const DRAIN: Duration = Duration::from_secs(1);
@@ -32,6 +35,46 @@ pub fn app(backend: Backend) -> App {
     BoxCloneService::new(
         app.map_request(|r: hyper::Request<hyper::body::Incoming>| r.map(axum::body::Body::new)),
     )
+}
+
+/// The node behind a client certificate must still be a manager of the swarm: a removed or
+/// demoted node's certificate stays valid until it expires, and the TCP listener acts on the
+/// cluster with the node's own authority.
+async fn still_a_manager(backend: &Backend, node_id: &str) -> Result<(), ApiError> {
+    let refused = || {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "node {node_id} is not a manager of this swarm: its certificate is not accepted"
+            ),
+        )
+    };
+    let node = backend
+        .control()
+        .get_node(GetNodeRequest {
+            node: node_id.to_string(),
+        })
+        .await
+        .map_err(|_| refused())?
+        .into_inner();
+    if node.id != node_id || node.role() != NodeRole::Manager {
+        return Err(refused());
+    }
+    Ok(())
+}
+
+/// `app` behind the per-request check of the client's node.
+fn for_manager(app: App, backend: Backend, node_id: String) -> App {
+    let service = tower::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+        let (app, backend, node_id) = (app.clone(), backend.clone(), node_id.clone());
+        async move {
+            match still_a_manager(&backend, &node_id).await {
+                Ok(()) => app.oneshot(request).await,
+                Err(e) => Ok(e.into_response()),
+            }
+        }
+    });
+    BoxCloneService::new(service)
 }
 
 fn serve_connection<S>(stream: S, app: App, shutdown: CancellationToken)
@@ -75,24 +118,28 @@ pub async fn serve_unix(listener: UnixListener, backend: Backend, shutdown: Canc
 }
 
 /// Serves TCP with mTLS until `shutdown`: the client's certificate must be one of the
-/// cluster's manager certificates.
+/// cluster's manager certificates, of a node that is still a manager at each request.
 pub async fn serve_tls(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     backend: Backend,
     shutdown: CancellationToken,
 ) {
-    let app = app(backend);
+    let app = app(backend.clone());
     let mut incoming = orch_api::transport::tls_incoming(listener, config, shutdown.clone());
     while let Some(conn) = incoming.next().await {
         let Ok(conn): Result<TlsConn, _> = conn else {
             continue;
         };
         let peer = conn.connect_info();
-        if peer.cert.as_ref().map(|c| c.role) != Some(orch_api::pb::NodeRole::Manager) {
-            debug!(peer = ?peer.remote_addr, "engine API: a client without a manager certificate was refused");
-            continue;
-        }
-        serve_connection(conn, app.clone(), shutdown.clone());
+        let node_id = match peer.cert {
+            Some(cert) if cert.role == NodeRole::Manager => cert.node_id,
+            _ => {
+                debug!(peer = ?peer.remote_addr, "engine API: a client without a manager certificate was refused");
+                continue;
+            }
+        };
+        let checked = for_manager(app.clone(), backend.clone(), node_id);
+        serve_connection(conn, checked, shutdown.clone());
     }
 }

@@ -68,6 +68,29 @@ pub fn split(path: &str) -> Result<(ApiVersion, &str), ApiError> {
     Ok((v, tail))
 }
 
+/// An error the routes did not write (a rejected path or body, a wrong method) in docker's
+/// shape: `{"message": …}` as `application/json`, which the docker CLI prints cleanly.
+async fn as_docker_error(response: Response) -> Response {
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v == "application/json");
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 64 << 10)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_string();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    ApiError::new(status, message).into_response()
+}
+
 pub fn server_header() -> String {
     format!("orch/{} (linux)", env!("CARGO_PKG_VERSION"))
 }
@@ -76,7 +99,7 @@ pub fn server_header() -> String {
 /// for the handlers, and adds dockerd's headers to every response.
 pub async fn layer(mut request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();
-    let mut response = match split(&path) {
+    let response = match split(&path) {
         Err(e) => e.into_response(),
         Ok((version, tail)) => {
             let tail = if tail.is_empty() { "/" } else { tail };
@@ -94,8 +117,11 @@ pub async fn layer(mut request: Request, next: Next) -> Response {
             }
         }
     };
+    let mut response = as_docker_error(response).await;
     let headers = response.headers_mut();
-    headers.insert("Api-Version", HeaderValue::from_static("1.44"));
+    if let Ok(v) = HeaderValue::from_str(&MAX.to_string()) {
+        headers.insert("Api-Version", v);
+    }
     headers.insert("Ostype", HeaderValue::from_static("linux"));
     if let Ok(v) = HeaderValue::from_str(&server_header()) {
         headers.insert("Server", v);

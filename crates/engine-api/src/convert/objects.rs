@@ -184,6 +184,29 @@ pub fn task(t: &Task, networks: &HashMap<String, String>) -> Value {
     out
 }
 
+/// Docker's names of the update states ("" for none).
+pub fn update_state_name(s: orch_api::pb::UpdateState) -> &'static str {
+    use orch_api::pb::UpdateState;
+    match s {
+        UpdateState::Unknown => "",
+        UpdateState::Updating => "updating",
+        UpdateState::Paused => "paused",
+        UpdateState::Completed => "completed",
+        UpdateState::RollbackStarted => "rollback_started",
+        UpdateState::RollbackPaused => "rollback_paused",
+        UpdateState::RollbackCompleted => "rollback_completed",
+    }
+}
+
+/// `web.2`, or `web.<node ID>` for a global service's task.
+pub fn task_name(service: &str, t: &Task) -> String {
+    if t.slot == 0 {
+        format!("{service}.{}", t.node_id)
+    } else {
+        format!("{service}.{}", t.slot)
+    }
+}
+
 /// Running, desired and completed task counts (`status=true`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -195,7 +218,8 @@ pub struct Counts {
 pub fn service(s: &Service, counts: Option<Counts>) -> Value {
     let (version, created, updated) = meta(s.meta.as_ref());
     let spec = s.spec.clone().unwrap_or_default();
-    let endpoint_spec = spec_to_engine(&spec)
+    let rendered = spec_to_engine(&spec);
+    let endpoint_spec = rendered
         .get("EndpointSpec")
         .cloned()
         .unwrap_or_else(|| json!({ "Mode": "vip" }));
@@ -216,7 +240,7 @@ pub fn service(s: &Service, counts: Option<Counts>) -> Value {
         "Version": version,
         "CreatedAt": created,
         "UpdatedAt": updated,
-        "Spec": spec_to_engine(&spec),
+        "Spec": rendered,
         "Endpoint": endpoint,
     });
     if let Some(previous) = &s.previous_spec {
@@ -224,15 +248,7 @@ pub fn service(s: &Service, counts: Option<Counts>) -> Value {
     }
     if let Some(u) = &s.update_status {
         let mut status = json!({
-            "State": match u.state() {
-                orch_api::pb::UpdateState::Unknown => "",
-                orch_api::pb::UpdateState::Updating => "updating",
-                orch_api::pb::UpdateState::Paused => "paused",
-                orch_api::pb::UpdateState::Completed => "completed",
-                orch_api::pb::UpdateState::RollbackStarted => "rollback_started",
-                orch_api::pb::UpdateState::RollbackPaused => "rollback_paused",
-                orch_api::pb::UpdateState::RollbackCompleted => "rollback_completed",
-            },
+            "State": update_state_name(u.state()),
             "Message": u.message,
         });
         if u.started_at > 0 {

@@ -19,6 +19,10 @@ use crate::read;
 
 const FILTERS: &[&str] = &["id", "label", "name", "names"];
 
+/// Swarm's answer to an update that changes more than labels.
+const LABELS_ONLY: &str =
+    "rpc error: code = InvalidArgument desc = only updates to Labels are allowed";
+
 fn matches(f: &Filters, d: &DataObject) -> bool {
     let spec = d.spec.clone().unwrap_or_default();
     f.any("id", |v| d.id.starts_with(v))
@@ -130,11 +134,11 @@ async fn update(
         })
         .await?
         .into_inner();
-    let current_name = current.spec.map(|s| s.name).unwrap_or_default();
-    if !spec.name.is_empty() && spec.name != current_name {
-        return Err(ApiError::bad_request(
-            "rpc error: code = InvalidArgument desc = only updates to Labels are allowed",
-        ));
+    let current_spec = current.spec.unwrap_or_default();
+    if (!spec.name.is_empty() && spec.name != current_spec.name)
+        || spec.template_driver != current_spec.template_driver
+    {
+        return Err(ApiError::bad_request(LABELS_ONLY));
     }
     control
         .update_data(UpdateDataRequest {
@@ -146,13 +150,15 @@ async fn update(
         })
         .await
         .map_err(|status| {
-            let e = ApiError::from(status);
-            if e.message == "only updates to Labels are allowed" {
-                ApiError::bad_request(
-                    "rpc error: code = InvalidArgument desc = only updates to Labels are allowed",
-                )
+            // The manager's refusal of changed data, in swarm's words.
+            if status.code() == tonic::Code::InvalidArgument
+                && status
+                    .message()
+                    .ends_with("only updates to Labels are allowed")
+            {
+                ApiError::bad_request(LABELS_ONLY)
             } else {
-                e
+                ApiError::from(status)
             }
         })?;
     Ok(super::ok_empty())

@@ -61,7 +61,7 @@ fn wanted(f: &Filters, e: &Event) -> bool {
 /// A unix time in seconds (with an optional fraction) as nanoseconds.
 fn unix_nanos(s: &str) -> Option<i64> {
     let (secs, frac) = s.split_once('.').unwrap_or((s, "0"));
-    let secs: i64 = secs.parse().ok()?;
+    let secs: i64 = secs.parse().ok().filter(|s| *s >= 0)?;
     let frac = format!("{frac:0<9}");
     let nanos: i64 = frac.get(..9)?.parse().ok()?;
     secs.checked_mul(1_000_000_000)?.checked_add(nanos)
@@ -98,7 +98,8 @@ pub async fn stream(
     let body = match until {
         None => Body::from_stream(events),
         Some(until) => {
-            let left = Duration::from_nanos(u64::try_from(until - now_nanos()).unwrap_or(0));
+            let left =
+                Duration::from_nanos(u64::try_from(until.saturating_sub(now_nanos())).unwrap_or(0));
             Body::from_stream(events.take_until(tokio::time::sleep(left)))
         }
     };
@@ -126,5 +127,7 @@ mod tests {
         assert!(!wanted(&f, &e));
         assert_eq!(unix_nanos("1796025591.5"), Some(1_796_025_591_500_000_000));
         assert_eq!(unix_nanos("x"), None);
+        assert_eq!(unix_nanos("-9223372036"), None);
+        assert_eq!(unix_nanos("99999999999999999"), None);
     }
 }

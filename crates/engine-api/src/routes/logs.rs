@@ -32,32 +32,52 @@ pub fn frames(m: &LogMessage, service_id: &str, f: Format) -> Vec<u8> {
     if (m.stream == 2 && !f.stderr) || (m.stream != 2 && !f.stdout) {
         return out;
     }
-    let text = String::from_utf8_lossy(&m.data);
-    for line in text.lines() {
-        let mut payload = String::new();
+    // Lines as bytes: output that is not UTF-8 goes through as the container wrote it.
+    let data = m.data.strip_suffix(b"\n").unwrap_or(&m.data);
+    if data.is_empty() {
+        return out;
+    }
+    for line in data.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let mut payload = Vec::with_capacity(line.len() + 160);
         if f.timestamps {
-            payload.push_str(&rfc3339(m.timestamp));
-            payload.push(' ');
+            payload.extend_from_slice(log_time(m.timestamp).as_bytes());
+            payload.push(b' ');
         }
         if f.details {
-            payload.push_str(&format!(
-                "com.docker.swarm.node.id={},com.docker.swarm.service.id={},com.docker.swarm.task.id={} ",
-                escape(&m.node_id),
-                escape(service_id),
-                escape(&m.task_id)
-            ));
+            payload.extend_from_slice(
+                format!(
+                    "com.docker.swarm.node.id={},com.docker.swarm.service.id={},com.docker.swarm.task.id={} ",
+                    escape(&m.node_id),
+                    escape(service_id),
+                    escape(&m.task_id)
+                )
+                .as_bytes(),
+            );
         }
-        payload.push_str(line);
-        payload.push('\n');
+        payload.extend_from_slice(line);
+        payload.push(b'\n');
         if !f.raw {
-            let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-            out.push(if m.stream == 2 { 2 } else { 1 });
-            out.extend_from_slice(&[0, 0, 0]);
-            out.extend_from_slice(&len.to_be_bytes());
+            push_header(&mut out, if m.stream == 2 { 2 } else { 1 }, payload.len());
         }
-        out.extend_from_slice(payload.as_bytes());
+        out.extend_from_slice(&payload);
     }
     out
+}
+
+/// A frame's header: the stream, three zeros, the big-endian length.
+fn push_header(out: &mut Vec<u8>, stream: u8, len: usize) {
+    out.push(stream);
+    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+}
+
+/// A line's time, always with nine fractional digits (docker's fixed format).
+fn log_time(unix_nanos: i64) -> String {
+    if unix_nanos <= 0 {
+        return "0001-01-01T00:00:00.000000000Z".to_string();
+    }
+    rfc3339(unix_nanos)
 }
 
 /// Go's `url.QueryEscape` for the characters IDs and names may hold.
@@ -159,10 +179,13 @@ async fn logs(
     let body = stream.map(move |m| match m {
         Ok(m) => Ok::<_, std::io::Error>(Bytes::from(frames(&m, &service_id, format))),
         Err(status) => {
-            // Docker's stream 3: an error while the stream is already under way.
+            // Docker's stream 3: an error while the stream is already under way (a TTY
+            // service's raw stream has no streams: the text goes as it is).
             let text = format!("Error grabbing logs: {}\n", status.message());
-            let mut out = vec![3, 0, 0, 0];
-            out.extend_from_slice(&u32::try_from(text.len()).unwrap_or(0).to_be_bytes());
+            let mut out = Vec::new();
+            if !format.raw {
+                push_header(&mut out, 3, text.len());
+            }
             out.extend_from_slice(text.as_bytes());
             Ok(Bytes::from(out))
         }
@@ -258,5 +281,9 @@ mod tests {
             ..ALL
         };
         assert_eq!(frames(&message(1, "x"), "s1", raw), b"x\n");
+        let mut binary = message(1, "");
+        binary.data = vec![0xff, b'a', b'\n'];
+        assert_eq!(frames(&binary, "s1", raw), [0xff, b'a', b'\n']);
+        assert_eq!(log_time(0), "0001-01-01T00:00:00.000000000Z");
     }
 }

@@ -29,17 +29,30 @@ fn matches(f: &Filters, n: &Node) -> bool {
         && f.labels("node.label", &node_labels)
 }
 
+/// The cluster's root CA, which every node trusts (`TLSInfo.TrustRoot`).
+async fn trust_root(control: &mut read::Control) -> String {
+    control
+        .get_cluster(Empty {})
+        .await
+        .ok()
+        .and_then(|c| c.into_inner().root_ca)
+        .map(|r| r.ca_cert_pem)
+        .unwrap_or_default()
+}
+
 pub async fn list(
     State(backend): State<Backend>,
     Query(q): Query<query::Query>,
 ) -> ApiResult<Response> {
     let filters = Filters::parse(&q, FILTERS)?;
-    let nodes = read::nodes(&mut backend.control()).await?;
+    let mut control = backend.control();
+    let nodes = read::nodes(&mut control).await?;
+    let root = trust_root(&mut control).await;
     Ok(ok_json(Value::Array(
         nodes
             .iter()
             .filter(|n| matches(&filters, n))
-            .map(|n| objects::node(n, ""))
+            .map(|n| objects::node(n, &root))
             .collect(),
     )))
 }
@@ -53,14 +66,8 @@ pub async fn inspect(
         .get_node(GetNodeRequest { node: id })
         .await?
         .into_inner();
-    let trust_root = control
-        .get_cluster(Empty {})
-        .await
-        .ok()
-        .and_then(|c| c.into_inner().root_ca)
-        .map(|r| r.ca_cert_pem)
-        .unwrap_or_default();
-    Ok(ok_json(objects::node(&node, &trust_root)))
+    let root = trust_root(&mut control).await;
+    Ok(ok_json(objects::node(&node, &root)))
 }
 
 pub async fn remove(

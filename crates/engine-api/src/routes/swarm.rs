@@ -50,6 +50,9 @@ const FIXED: &[(&str, &str)] = &[
     ("/Raft/ElectionTick", "Raft.ElectionTick"),
     ("/Raft/HeartbeatTick", "Raft.HeartbeatTick"),
     ("/CAConfig/ExternalCAs", "external CAs"),
+    ("/CAConfig/SigningCACert", "the root CA (no root rotation)"),
+    ("/CAConfig/SigningCAKey", "the root CA (no root rotation)"),
+    ("/CAConfig/ForceRotate", "the root CA (no root rotation)"),
     ("/EncryptionConfig/AutoLockManagers", "autolock"),
 ];
 
@@ -97,12 +100,12 @@ pub fn update_request(
             "orch does not lock managers, so there is no unlock key to rotate",
         ));
     }
-    let positive = |v: Option<i64>, what: &str| -> ApiResult<Option<i64>> {
+    // Docker sends 0 for a setting it leaves as is.
+    let setting = |v: Option<i64>, what: &str| -> ApiResult<Option<i64>> {
         match v {
             Some(n) if n < 0 => Err(ApiError::bad_request(format!(
                 "{what} must not be negative"
             ))),
-            // 0 is docker's "leave as is".
             Some(0) | None => Ok(None),
             Some(n) => Ok(Some(n)),
         }
@@ -120,13 +123,13 @@ pub fn update_request(
             }
             other => other,
         },
-        snapshot_interval: positive(int_at(spec, "/Raft/SnapshotInterval")?, "SnapshotInterval")?
+        snapshot_interval: setting(int_at(spec, "/Raft/SnapshotInterval")?, "SnapshotInterval")?
             .map(|n| n as u64),
-        heartbeat_period: positive(
+        heartbeat_period: setting(
             int_at(spec, "/Dispatcher/HeartbeatPeriod")?,
             "HeartbeatPeriod",
         )?,
-        node_cert_expiry: positive(int_at(spec, "/CAConfig/NodeCertExpiry")?, "NodeCertExpiry")?,
+        node_cert_expiry: setting(int_at(spec, "/CAConfig/NodeCertExpiry")?, "NodeCertExpiry")?,
         rotate_worker_token: flag(q, "rotateWorkerToken"),
         rotate_manager_token: flag(q, "rotateManagerToken"),
     })

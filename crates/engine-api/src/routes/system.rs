@@ -12,18 +12,25 @@ use crate::convert::objects;
 use crate::error::{ApiError, ApiResult};
 use crate::version::{MAX, MIN};
 
+fn state_name(state: LocalNodeState) -> &'static str {
+    match state {
+        LocalNodeState::Active => "active",
+        LocalNodeState::Pending => "pending",
+        LocalNodeState::Error => "error",
+        LocalNodeState::Inactive => "inactive",
+    }
+}
+
 /// `Swarm: <state>[/<role>]` for the ping: the docker CLI hides the commands a worker cannot
 /// run from its help.
 async fn swarm_header(backend: &Backend) -> String {
     match backend.node().info(Empty {}).await {
         Ok(info) => {
             let info = info.into_inner();
-            let role = if info.is_manager { "manager" } else { "worker" };
             match info.state() {
-                LocalNodeState::Active => format!("active/{role}"),
-                LocalNodeState::Pending => "pending".to_string(),
-                LocalNodeState::Error => "error".to_string(),
-                LocalNodeState::Inactive => "inactive".to_string(),
+                LocalNodeState::Active if info.is_manager => "active/manager".to_string(),
+                LocalNodeState::Active => "active/worker".to_string(),
+                other => state_name(other).to_string(),
             }
         }
         Err(_) => "error".to_string(),
@@ -45,23 +52,22 @@ fn ping_headers(swarm: &str) -> HeaderMap {
     h
 }
 
-pub async fn ping(State(backend): State<Backend>) -> Response {
-    let mut headers = ping_headers(&swarm_header(&backend).await);
+/// `GET /_ping` answers `OK`; `HEAD /_ping` the same headers, no body.
+async fn ping_response(backend: &Backend, body: &'static str) -> Response {
+    let mut headers = ping_headers(&swarm_header(backend).await);
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    (StatusCode::OK, headers, "OK").into_response()
+    (StatusCode::OK, headers, body).into_response()
+}
+
+pub async fn ping(State(backend): State<Backend>) -> Response {
+    ping_response(&backend, "OK").await
 }
 
 pub async fn ping_head(State(backend): State<Backend>) -> Response {
-    let mut headers = ping_headers(&swarm_header(&backend).await);
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-    (StatusCode::OK, headers).into_response()
+    ping_response(&backend, "").await
 }
 
 /// Docker's names for the CPU architectures.
@@ -109,12 +115,7 @@ pub async fn version() -> Response {
 
 /// The Swarm section of `/info`.
 async fn swarm_info(backend: &Backend, info: &InfoResponse) -> Value {
-    let state = match info.state() {
-        LocalNodeState::Active => "active",
-        LocalNodeState::Pending => "pending",
-        LocalNodeState::Error => "error",
-        LocalNodeState::Inactive => "inactive",
-    };
+    let state = state_name(info.state());
     let mut swarm = json!({
         "NodeID": info.node_id,
         "NodeAddr": info.node_addr,
@@ -125,20 +126,20 @@ async fn swarm_info(backend: &Backend, info: &InfoResponse) -> Value {
         "Managers": info.managers,
     });
     let mut control = backend.control();
-    let managers: Vec<Value> = match (
-        info.is_manager,
-        control.list_nodes(orch_api::pb::ListNodesRequest {}).await,
-    ) {
-        (true, Ok(nodes)) => nodes
-            .into_inner()
-            .nodes
+    let nodes = if info.is_manager {
+        crate::read::nodes(&mut control).await.ok()
+    } else {
+        None
+    };
+    let managers: Vec<Value> = match nodes {
+        Some(nodes) => nodes
             .iter()
             .filter_map(|n| {
                 let ms = n.manager_status.as_ref()?;
                 Some(json!({ "NodeID": n.id, "Addr": ms.addr }))
             })
             .collect(),
-        _ => info
+        None => info
             .manager_addrs
             .iter()
             .map(|a| json!({ "NodeID": "", "Addr": a }))

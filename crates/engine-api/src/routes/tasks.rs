@@ -60,14 +60,8 @@ impl Context {
             .map_or_else(|| t.service_name.clone(), |s| s.name.clone())
     }
 
-    /// `web.2`, or `web.<node ID>` for a global service's task.
     fn task_name(&self, t: &Task) -> String {
-        let service = self.service_name(t);
-        if t.slot == 0 {
-            format!("{service}.{}", t.node_id)
-        } else {
-            format!("{service}.{}", t.slot)
-        }
+        objects::task_name(&self.service_name(t), t)
     }
 
     fn up_to_date(&self, t: &Task) -> bool {

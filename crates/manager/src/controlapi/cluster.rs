@@ -67,18 +67,13 @@ fn humanize(d: Duration) -> String {
 
 pub async fn update(ctx: &ManagerCtx, req: UpdateClusterRequest) -> Result<Cluster> {
     validate(&req)?;
-    if req.version != 0 {
-        let view = ctx.read_view().await?;
-        if let Some(c) = view.cluster() {
-            super::check_read_version("cluster", &c.id, req.version, c.meta.as_ref())?;
-        }
-    }
     let req = &req;
     retry_conflicts(|| async move {
         let view = ctx.read_view().await?;
         let current = view.cluster().ok_or_else(|| {
             ManagerError::Unavailable("the cluster is not initialized yet".into())
         })?;
+        super::check_read_version("cluster", &current.id, req.version, current.meta.as_ref())?;
         let mut c = (**current).clone();
         let spec = c.spec.get_or_insert_with(Default::default);
         if let Some(v) = req.task_history_retention_limit {

@@ -73,15 +73,13 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateNodeRequest) -> Result<Node> {
             "invalid label key {key:?}: must not be empty"
         )));
     }
-    if req.version != 0 {
-        let view = ctx.read_view().await?;
-        let node = view.find_node(&req.node)?;
-        super::check_read_version("node", &node.id, req.version, node.meta.as_ref())?;
-    }
     let req = &req;
     retry_conflicts(|| async move {
         let view = ctx.read_view().await?;
         let node = view.find_node(&req.node)?;
+        // Checked against the read the update is made from: a retry after a conflicting
+        // write fails here rather than apply an old read over the new state.
+        super::check_read_version("node", &node.id, req.version, node.meta.as_ref())?;
         let mut n = (*node).clone();
         let spec = n.spec.get_or_insert_with(Default::default);
         if let Some(a) = availability {

@@ -217,6 +217,10 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateServiceRequest) -> Result<Servi
                 message: "update in progress".into(),
                 ..Default::default()
             });
+        } else {
+            // A change that replaces no task (a scale, labels) is no update to follow: as in
+            // swarm, the last update's status goes, so clients do not read it as this one's.
+            service.update_status = None;
         }
     }
     service.spec_version += 1;
