@@ -134,6 +134,18 @@ fn docker_input(socket: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().expect("docker finishes")
 }
 
+/// `docker -H unix://SOCKET ARGS` left running, its stdout piped (`events`, `logs -f`).
+fn docker_spawn(socket: &Path, args: &[&str]) -> std::process::Child {
+    Command::new("docker")
+        .arg("-H")
+        .arg(format!("unix://{}", socket.display()))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the docker CLI runs")
+}
+
 fn out(o: &Output) -> String {
     format!(
         "{}{}",
@@ -676,22 +688,16 @@ fn the_docker_cli_drives_a_cluster() {
     );
     docker_ok(&sock, &["volume", "ls"]);
     // Events: a listener sees the next service being created.
-    let mut events = Command::new("docker")
-        .args([
-            "-H",
-            &format!("unix://{}", sock.display()),
+    let mut events = docker_spawn(
+        &sock,
+        &[
             "events",
             "--filter",
             "type=service",
-        ])
-        .args([
             "--format",
             "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("docker events");
+        ],
+    );
     let events_out = events.stdout.take().expect("stdout");
     let watcher = std::thread::spawn(move || {
         use std::io::BufRead;
@@ -858,20 +864,7 @@ fn the_docker_cli_drives_a_cluster() {
         line.starts_with("web.") && line.contains('@') && line.contains("    | hello-from"),
         "{line}"
     );
-    let mut follow = Command::new("docker")
-        .args([
-            "-H",
-            &format!("unix://{}", sock.display()),
-            "service",
-            "logs",
-            "-f",
-            "--raw",
-            "ticker",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("logs -f");
+    let mut follow = docker_spawn(&sock, &["service", "logs", "-f", "--raw", "ticker"]);
     let mut stdout = follow.stdout.take().expect("stdout");
     let reader = std::thread::spawn(move || {
         let mut seen = String::new();

@@ -71,12 +71,7 @@ fn line(what: &str, ms: &[f64], reference: &[f64]) {
 
 pub fn run(orch_bin: &str, requests: usize, invocations: usize) -> Result<()> {
     let scratch = tempfile::tempdir()?;
-    let mut lab = orch_lab::Lab::up(orch_lab::LabConfig::netns_managers(
-        scratch.path().join("lab"),
-        3,
-        orch_bin.into(),
-    ))?;
-    lab.down_on_drop = true;
+    let lab = crate::netns_lab(scratch.path(), orch_bin)?;
     for i in 0..10 {
         let name = format!("bench{i}");
         lab.orch_ok(

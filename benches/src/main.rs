@@ -210,6 +210,17 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// p-th percentile (0..=100) of sorted samples.
+/// A 3-manager lab in network namespaces under `scratch`, taken down when dropped.
+pub fn netns_lab(scratch: &std::path::Path, orch_bin: &str) -> anyhow::Result<orch_lab::Lab> {
+    let mut lab = orch_lab::Lab::up(orch_lab::LabConfig::netns_managers(
+        scratch.join("lab"),
+        3,
+        orch_bin.into(),
+    ))?;
+    lab.down_on_drop = true;
+    Ok(lab)
+}
+
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;

@@ -118,12 +118,7 @@ fn sock(ip: &str, port: u16) -> Result<SocketAddr> {
 
 pub fn run(orch_bin: &str, trials: usize, secs: u64) -> Result<()> {
     let scratch = tempfile::tempdir()?;
-    let mut lab = orch_lab::Lab::up(orch_lab::LabConfig::netns_managers(
-        scratch.path().join("lab"),
-        3,
-        orch_bin.into(),
-    ))?;
-    lab.down_on_drop = true;
+    let lab = crate::netns_lab(scratch.path(), orch_bin)?;
     let ips: BTreeMap<String, String> = lab
         .state
         .nodes

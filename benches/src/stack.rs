@@ -42,12 +42,7 @@ fn empty(lab: &orch_lab::Lab) -> Result<()> {
 
 pub fn run(orch_bin: &str, trials: usize, services: usize, replicas: usize) -> Result<()> {
     let scratch = tempfile::tempdir()?;
-    let mut lab = orch_lab::Lab::up(orch_lab::LabConfig::netns_managers(
-        scratch.path().join("lab"),
-        3,
-        orch_bin.into(),
-    ))?;
-    lab.down_on_drop = true;
+    let lab = crate::netns_lab(scratch.path(), orch_bin)?;
     let file = scratch.path().join("bench.yml");
     std::fs::write(&file, compose(services, replicas))?;
     let file = file.to_string_lossy().into_owned();
