@@ -152,6 +152,26 @@ fn mode_kind(mode: &Option<Mode>) -> &'static str {
     }
 }
 
+/// The update status a (not rollback) update leaves. One that replaces tasks starts an update
+/// (superseding one in progress; resuming a paused one). One that replaces none (a scale,
+/// labels) leaves no status, as in swarm, so clients do not read a finished update's status
+/// as this one's; but an update still rolling out keeps its own, as the updater goes on while
+/// it says so.
+fn status_after_update(current: &Service, replaces_tasks: bool, now: i64) -> Option<UpdateStatus> {
+    if replaces_tasks {
+        return Some(UpdateStatus {
+            state: UpdateState::Updating as i32,
+            started_at: now,
+            message: "update in progress".into(),
+            ..Default::default()
+        });
+    }
+    if crate::orchestrator::update::in_progress(current) {
+        return current.update_status.clone();
+    }
+    None
+}
+
 pub async fn update(ctx: &ManagerCtx, req: UpdateServiceRequest) -> Result<Service> {
     let view = ctx.read_view().await?;
     let current = view.find_service(&req.service)?;
@@ -209,19 +229,7 @@ pub async fn update(ctx: &ManagerCtx, req: UpdateServiceRequest) -> Result<Servi
             service.previous_spec = Some(old_spec);
             service.spec = Some(spec);
         }
-        if tasks_change || paused {
-            // A new update supersedes one in progress; an update of a paused one resumes it.
-            service.update_status = Some(UpdateStatus {
-                state: UpdateState::Updating as i32,
-                started_at: now,
-                message: "update in progress".into(),
-                ..Default::default()
-            });
-        } else {
-            // A change that replaces no task (a scale, labels) is no update to follow: as in
-            // swarm, the last update's status goes, so clients do not read it as this one's.
-            service.update_status = None;
-        }
+        service.update_status = status_after_update(&current, tasks_change || paused, now);
     }
     service.spec_version += 1;
     if let Some(job) = service.job_status.as_mut() {
@@ -301,4 +309,40 @@ pub async fn list_tasks(ctx: &ManagerCtx, req: ListTasksRequest) -> Result<ListT
         tasks.extend(view.tasks().filter(|t| keep(t)).map(|t| (**t).clone()));
     }
     Ok(ListTasksResponse { tasks })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_status(state: Option<UpdateState>) -> Service {
+        Service {
+            update_status: state.map(|s| UpdateStatus {
+                state: s as i32,
+                started_at: 7,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_scale_clears_a_finished_updates_status_but_not_one_rolling_out() {
+        for finished in [
+            None,
+            Some(UpdateState::Completed),
+            Some(UpdateState::RollbackCompleted),
+        ] {
+            assert_eq!(status_after_update(&with_status(finished), false, 9), None);
+        }
+        for rolling in [UpdateState::Updating, UpdateState::RollbackStarted] {
+            let kept = status_after_update(&with_status(Some(rolling)), false, 9);
+            assert_eq!(kept.map(|u| (u.state(), u.started_at)), Some((rolling, 7)));
+        }
+        let started = status_after_update(&with_status(Some(UpdateState::Completed)), true, 9);
+        assert_eq!(
+            started.map(|u| (u.state(), u.started_at)),
+            Some((UpdateState::Updating, 9))
+        );
+    }
 }
