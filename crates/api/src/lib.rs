@@ -6,6 +6,7 @@ pub mod constraint;
 pub mod data;
 pub mod heartbeat;
 pub mod ids;
+pub mod names;
 pub mod network;
 pub mod task_state;
 pub mod tasks;

@@ -1,41 +1,26 @@
 //! Objects as the Docker Engine API shapes them (field names, nesting, lower-case enums,
 //! durations in nanoseconds, RFC 3339 times), for inspect and `--format`.
 
+use orch_api::names;
 use orch_api::pb::{Node, NodeAvailability, NodeRole, NodeState, Reachability};
 use serde_json::{json, Map, Value};
 
 use super::rfc3339;
 
 pub fn role_name(role: i32) -> &'static str {
-    match NodeRole::try_from(role) {
-        Ok(NodeRole::Manager) => "manager",
-        _ => "worker",
-    }
+    names::role(NodeRole::try_from(role).unwrap_or_default())
 }
 
 pub fn availability_name(a: i32) -> &'static str {
-    match NodeAvailability::try_from(a) {
-        Ok(NodeAvailability::Pause) => "pause",
-        Ok(NodeAvailability::Drain) => "drain",
-        _ => "active",
-    }
+    names::availability(NodeAvailability::try_from(a).unwrap_or_default())
 }
 
 pub fn node_state_name(s: i32) -> &'static str {
-    match NodeState::try_from(s) {
-        Ok(NodeState::Ready) => "ready",
-        Ok(NodeState::Down) => "down",
-        Ok(NodeState::Disconnected) => "disconnected",
-        _ => "unknown",
-    }
+    names::node_state(NodeState::try_from(s).unwrap_or_default())
 }
 
 pub fn reachability_name(r: i32) -> &'static str {
-    match Reachability::try_from(r) {
-        Ok(Reachability::Reachable) => "reachable",
-        Ok(Reachability::Unreachable) => "unreachable",
-        _ => "unknown",
-    }
+    names::reachability(Reachability::try_from(r).unwrap_or_default())
 }
 
 /// "ready" -> "Ready".
@@ -176,20 +161,12 @@ pub fn update_order_name(o: i32) -> &'static str {
 }
 
 pub fn update_state_name(s: i32) -> &'static str {
-    match UpdateState::try_from(s) {
-        Ok(UpdateState::Updating) => "updating",
-        Ok(UpdateState::Paused) => "paused",
-        Ok(UpdateState::Completed) => "completed",
-        Ok(UpdateState::RollbackStarted) => "rollback_started",
-        Ok(UpdateState::RollbackPaused) => "rollback_paused",
-        Ok(UpdateState::RollbackCompleted) => "rollback_completed",
-        _ => "",
-    }
+    names::update_state(UpdateState::try_from(s).unwrap_or_default())
 }
 
 pub fn task_state_name(s: i32) -> String {
     TaskState::try_from(s)
-        .map(|s| s.display().to_lowercase())
+        .map(|s| names::task_state(s).to_string())
         .unwrap_or_else(|_| "unknown".into())
 }
 

@@ -4,14 +4,16 @@
 use std::collections::HashMap;
 
 use base64::Engine as _;
-use orch_api::pb::{
-    Cluster, DataKind, DataObject, Network, Node, NodeAvailability, NodeRole, NodeState,
-    Reachability, Service, Task, TaskState,
-};
+use orch_api::pb::{Cluster, DataKind, DataObject, Network, Node, Service, Task};
 use serde_json::{json, Map, Value};
 
 use super::service::{ports_to_engine, spec_to_engine, task_spec_to_engine};
 use super::time::rfc3339;
+
+pub use orch_api::names::{
+    availability as availability_name, node_state as node_state_name, role as role_name,
+    task_state as task_state_name, update_state as update_state_name,
+};
 
 fn meta(meta: Option<&orch_api::pb::Meta>) -> (Value, String, String) {
     let m = meta.cloned().unwrap_or_default();
@@ -29,30 +31,6 @@ fn labels(labels: &HashMap<String, String>) -> Value {
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
             .collect::<Map<_, _>>(),
     )
-}
-
-pub fn role_name(role: NodeRole) -> &'static str {
-    match role {
-        NodeRole::Manager => "manager",
-        NodeRole::Worker => "worker",
-    }
-}
-
-pub fn availability_name(a: NodeAvailability) -> &'static str {
-    match a {
-        NodeAvailability::Active => "active",
-        NodeAvailability::Pause => "pause",
-        NodeAvailability::Drain => "drain",
-    }
-}
-
-fn node_state_name(s: NodeState) -> &'static str {
-    match s {
-        NodeState::Unknown => "unknown",
-        NodeState::Down => "down",
-        NodeState::Ready => "ready",
-        NodeState::Disconnected => "disconnected",
-    }
 }
 
 pub fn node(n: &Node, trust_root: &str) -> Value {
@@ -96,34 +74,11 @@ pub fn node(n: &Node, trust_root: &str) -> Value {
     if let Some(ms) = &n.manager_status {
         out["ManagerStatus"] = json!({
             "Leader": ms.leader,
-            "Reachability": match ms.reachability() {
-                Reachability::Reachable => "reachable",
-                Reachability::Unreachable => "unreachable",
-                Reachability::Unknown => "unknown",
-            },
+            "Reachability": orch_api::names::reachability(ms.reachability()),
             "Addr": ms.addr,
         });
     }
     out
-}
-
-pub fn task_state_name(s: TaskState) -> &'static str {
-    match s {
-        TaskState::New => "new",
-        TaskState::Pending => "pending",
-        TaskState::Assigned => "assigned",
-        TaskState::Accepted => "accepted",
-        TaskState::Preparing => "preparing",
-        TaskState::Ready => "ready",
-        TaskState::Starting => "starting",
-        TaskState::Running => "running",
-        TaskState::Complete => "complete",
-        TaskState::Shutdown => "shutdown",
-        TaskState::Failed => "failed",
-        TaskState::Rejected => "rejected",
-        TaskState::Remove => "remove",
-        TaskState::Orphaned => "orphaned",
-    }
 }
 
 /// A task; `networks` names the networks of its attachments (by ID).
@@ -182,20 +137,6 @@ pub fn task(t: &Task, networks: &HashMap<String, String>) -> Value {
         out["JobIteration"] = json!({ "Index": t.job_iteration });
     }
     out
-}
-
-/// Docker's names of the update states ("" for none).
-pub fn update_state_name(s: orch_api::pb::UpdateState) -> &'static str {
-    use orch_api::pb::UpdateState;
-    match s {
-        UpdateState::Unknown => "",
-        UpdateState::Updating => "updating",
-        UpdateState::Paused => "paused",
-        UpdateState::Completed => "completed",
-        UpdateState::RollbackStarted => "rollback_started",
-        UpdateState::RollbackPaused => "rollback_paused",
-        UpdateState::RollbackCompleted => "rollback_completed",
-    }
 }
 
 /// `web.2`, or `web.<node ID>` for a global service's task.
@@ -388,6 +329,8 @@ mod tests {
     use orch_api::pb::{
         DataSpec, DataVersion, ManagerStatus, NodeDescription, NodeSpec, NodeStatus,
     };
+
+    use orch_api::pb::{NodeAvailability, NodeRole, NodeState, Reachability};
 
     use super::*;
 

@@ -37,19 +37,24 @@ pub struct Context {
     pub networks: HashMap<String, String>,
 }
 
+/// Network names by ID, for tasks' attachments.
+async fn network_names(control: &mut read::Control) -> ApiResult<HashMap<String, String>> {
+    Ok(read::networks(control)
+        .await?
+        .into_iter()
+        .map(|n| (n.id.clone(), n.spec.map(|s| s.name).unwrap_or_default()))
+        .collect())
+}
+
 impl Context {
     pub async fn load(backend: &Backend) -> ApiResult<Context> {
         let mut control = backend.control();
         let services = read::services(&mut control).await?;
         let nodes = read::nodes(&mut control).await?;
-        let networks = read::networks(&mut control).await?;
         Ok(Context {
             services: services.into_iter().map(|s| (s.id.clone(), s)).collect(),
             nodes: nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
-            networks: networks
-                .into_iter()
-                .map(|n| (n.id.clone(), n.spec.map(|s| s.name).unwrap_or_default()))
-                .collect(),
+            networks: network_names(&mut control).await?,
         })
     }
 
@@ -142,6 +147,6 @@ pub async fn inspect(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let task = find(&backend, &id).await?;
-    let ctx = Context::load(&backend).await?;
-    Ok(ok_json(objects::task(&task, &ctx.networks)))
+    let networks = network_names(&mut backend.control()).await?;
+    Ok(ok_json(objects::task(&task, &networks)))
 }
