@@ -665,13 +665,18 @@ fn the_docker_cli_drives_a_cluster() {
             get(ip, 8080).is_some()
         });
     }
-    // The node's own containers, images and volumes, as its engine has them.
+    // The node's own containers, images and volumes, as its engine has them. The lab's nodes
+    // share this machine's engine with other tests, whose services may also be called `web`:
+    // the service's ID picks out this cluster's containers.
+    let web_id = docker_ok(&sock, &["service", "inspect", "web", "--format", "{{.ID}}"]);
     let ps = docker_ok(
         &sock,
         &[
             "ps",
             "--filter",
             "label=com.docker.swarm.service.name=web",
+            "--filter",
+            &format!("label=com.docker.swarm.service.id={}", web_id.trim()),
             "--format",
             "{{.Names}}",
         ],
