@@ -1,5 +1,7 @@
 //! Whole-cluster reads through the control API, as the routes and the event poller need them.
 
+use std::collections::HashMap;
+
 use orch_api::pb::control_client::ControlClient;
 use orch_api::pb::{
     DataKind, DataObject, Empty, ListDataRequest, ListNodesRequest, ListServicesRequest,
@@ -40,6 +42,27 @@ pub async fn tasks(control: &mut Control) -> Result<Vec<Task>, Status> {
 
 pub async fn networks(control: &mut Control) -> Result<Vec<Network>, Status> {
     Ok(control.list_networks(Empty {}).await?.into_inner().networks)
+}
+
+/// Network names by ID, for tasks' attachments.
+pub async fn network_names(control: &mut Control) -> Result<HashMap<String, String>, Status> {
+    Ok(networks(control)
+        .await?
+        .into_iter()
+        .map(|n| (n.id.clone(), n.spec.map(|s| s.name).unwrap_or_default()))
+        .collect())
+}
+
+/// The cluster's root CA, which every node trusts (a node's `TLSInfo.TrustRoot`); empty when
+/// it cannot be read.
+pub async fn trust_root(control: &mut Control) -> String {
+    control
+        .get_cluster(Empty {})
+        .await
+        .ok()
+        .and_then(|c| c.into_inner().root_ca)
+        .map(|r| r.ca_cert_pem)
+        .unwrap_or_default()
 }
 
 pub async fn data(control: &mut Control, kind: DataKind) -> Result<Vec<DataObject>, Status> {

@@ -11,6 +11,7 @@ use orch_api::pb::{
     CreateDataRequest, DataKind, DataObject, DataSpec, GetDataRequest, ListDataRequest,
     RotateDataRequest,
 };
+use orch_engine_api::convert::objects;
 use serde_json::{json, Value};
 
 use crate::client::{rpc, Target};
@@ -227,22 +228,9 @@ async fn ls(target: &Target, kind: DataKind, args: LsArgs) -> Result<()> {
     }
 }
 
-/// docker's inspect object, plus orch's versions and the services that use each.
+/// docker's inspect object (`orch_engine_api`'s, so `docker secret inspect` shows the same),
+/// plus orch's versions and the services that use each.
 fn inspect_json(d: &DataObject, users: &[String]) -> Value {
-    use base64_like::encode;
-    let spec = d.spec.clone().unwrap_or_default();
-    let (created, updated) = meta_times(d);
-    let latest = d.versions.last();
-    let mut spec_json = json!({
-        "Name": spec.name,
-        "Labels": spec.labels,
-    });
-    if d.kind() == DataKind::Config {
-        spec_json["Data"] = json!(latest.map(|v| encode(&v.data)).unwrap_or_default());
-    }
-    if !spec.template_driver.is_empty() {
-        spec_json["Templating"] = json!({ "Name": spec.template_driver });
-    }
     let versions: Vec<Value> = d
         .versions
         .iter()
@@ -260,14 +248,9 @@ fn inspect_json(d: &DataObject, users: &[String]) -> Value {
             })
         })
         .collect();
-    json!({
-        "ID": d.id,
-        "Version": { "Index": d.meta.as_ref().map_or(0, |m| m.version) },
-        "CreatedAt": rfc3339(created),
-        "UpdatedAt": rfc3339(updated),
-        "Spec": spec_json,
-        "Versions": versions,
-    })
+    let mut out = objects::data(d);
+    out["Versions"] = Value::Array(versions);
+    out
 }
 
 async fn inspect(target: &Target, kind: DataKind, args: InspectArgs) -> Result<()> {
@@ -438,45 +421,4 @@ async fn rotate(
         );
     }
     Ok(())
-}
-
-/// Standard base64 (docker's `Spec.Data` encoding), without a dependency for six lines.
-mod base64_like {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-    pub fn encode(data: &[u8]) -> String {
-        let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-        for chunk in data.chunks(3) {
-            let b = [
-                chunk[0],
-                chunk.get(1).copied().unwrap_or(0),
-                chunk.get(2).copied().unwrap_or(0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn encodes_as_rfc4648() {
-            for (plain, want) in [
-                ("", ""),
-                ("f", "Zg=="),
-                ("fo", "Zm8="),
-                ("foo", "Zm9v"),
-                ("foobar", "Zm9vYmFy"),
-            ] {
-                assert_eq!(super::encode(plain.as_bytes()), want);
-            }
-        }
-    }
 }

@@ -3,11 +3,12 @@
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use orch_api::pb::{CreateNetworkRequest, Empty, GetNetworkRequest, Network, NetworkSpec};
+use orch_engine_api::convert::objects;
 use serde_json::{json, Value};
 
 use crate::client::{rpc, DaemonError, Target};
 use crate::commands::spec_flags::parse_key_values;
-use crate::output::{print_inspect, print_list, rfc3339, Format};
+use crate::output::{print_inspect, print_list, Format};
 
 #[derive(Subcommand, Debug)]
 pub enum NetworkCmd {
@@ -181,41 +182,6 @@ async fn ls(target: &Target, args: LsArgs) -> Result<()> {
     )
 }
 
-/// The Engine API's network object (note `Id`, not `ID`).
-fn inspect_json(n: &Network) -> Value {
-    let s = spec(n);
-    let mut options = serde_json::Map::new();
-    options.insert(
-        "com.docker.network.driver.overlay.vxlanid_list".into(),
-        json!(n.vni.to_string()),
-    );
-    for (k, v) in &s.options {
-        options.insert(k.clone(), json!(v));
-    }
-    json!({
-        "Name": s.name,
-        "Id": n.id,
-        "Created": rfc3339(n.meta.as_ref().map_or(0, |m| m.created_at)),
-        "Scope": "swarm",
-        "Driver": s.driver,
-        "EnableIPv4": true,
-        "EnableIPv6": false,
-        "IPAM": {
-            "Driver": "default",
-            "Options": null,
-            "Config": [{ "Subnet": n.subnet, "Gateway": n.gateway }],
-        },
-        "Internal": s.internal,
-        "Attachable": s.attachable,
-        "Ingress": s.ingress,
-        "ConfigFrom": { "Network": "" },
-        "ConfigOnly": false,
-        "Containers": null,
-        "Options": options,
-        "Labels": s.labels,
-    })
-}
-
 async fn inspect(target: &Target, format: Option<String>, names: &[String]) -> Result<()> {
     let mut control = target.control()?;
     let mut found = Vec::new();
@@ -227,7 +193,7 @@ async fn inspect(target: &Target, format: Option<String>, names: &[String]) -> R
             })
             .await
         {
-            Ok(n) => found.push(inspect_json(&n.into_inner())),
+            Ok(n) => found.push(objects::network(&n.into_inner())),
             Err(status) => errors.push(rpc(status).to_string()),
         }
     }

@@ -5,6 +5,8 @@ use clap::{Args, Subcommand};
 use orch_api::pb::{
     GetNodeRequest, ListNodesRequest, Node, NodeRole, RemoveNodeRequest, UpdateNodeRequest,
 };
+use orch_engine_api::convert::objects;
+use orch_engine_api::read;
 
 use super::cluster::parse_availability;
 use crate::client::{rpc, Target};
@@ -205,8 +207,9 @@ async fn inspect(target: &Target, args: InspectArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let objects: Vec<_> = nodes.iter().map(json::node).collect();
-    output::print_inspect(args.format.as_deref(), &objects)
+    let root = read::trust_root(&mut target.control()?).await;
+    let found: Vec<_> = nodes.iter().map(|n| objects::node(n, &root)).collect();
+    output::print_inspect(args.format.as_deref(), &found)
 }
 
 fn print_pretty(n: &Node) {

@@ -208,10 +208,7 @@ fn trim_float(v: f64) -> String {
 }
 
 /// RFC 3339 with nanoseconds, as the Engine API prints times.
-pub fn rfc3339(nanos: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_nanos(nanos.max(0) as u64);
-    humantime::format_rfc3339_nanos(t).to_string()
-}
+pub use orch_engine_api::convert::time::rfc3339;
 
 /// docker's `units.HumanDuration`: "Less than a second", "5 seconds", "About a minute", ...
 pub fn human_duration(d: Duration) -> String {

@@ -81,7 +81,7 @@ pub fn node(n: &Node, trust_root: &str) -> Value {
     out
 }
 
-/// A task; `networks` names the networks of its attachments (by ID).
+/// A task; `networks` names the networks of its attachments (by ID), where it knows them.
 pub fn task(t: &Task, networks: &HashMap<String, String>) -> Value {
     let (version, created, updated) = meta(t.meta.as_ref());
     let status = t.status.clone().unwrap_or_default();
@@ -108,13 +108,16 @@ pub fn task(t: &Task, networks: &HashMap<String, String>) -> Value {
         .networks
         .iter()
         .map(|a| {
-            json!({
-                "Network": {
-                    "ID": a.network_id,
-                    "Spec": { "Name": networks.get(&a.network_id).cloned().unwrap_or_default() },
-                },
-                "Addresses": [a.addr],
-            })
+            let mut network = json!({ "ID": a.network_id });
+            if let Some(name) = networks.get(&a.network_id) {
+                network["Spec"] = json!({ "Name": name });
+            }
+            // An attachment whose address is not allocated yet has none.
+            let addresses: Vec<&str> = Some(a.addr.as_str())
+                .filter(|addr| !addr.is_empty())
+                .into_iter()
+                .collect();
+            json!({ "Network": network, "Addresses": addresses })
         })
         .collect();
     let mut out = json!({
@@ -327,10 +330,10 @@ pub fn swarm(c: &Cluster, with_tokens: bool) -> Value {
 #[cfg(test)]
 mod tests {
     use orch_api::pb::{
-        DataSpec, DataVersion, ManagerStatus, NodeDescription, NodeSpec, NodeStatus,
+        DataSpec, DataVersion, EndpointSpec, ManagerStatus, NetworkAttachment,
+        NetworkAttachmentConfig, NodeAvailability, NodeDescription, NodeRole, NodeSpec, NodeState,
+        NodeStatus, Reachability, ServiceSpec, TaskSpec, VirtualIp,
     };
-
-    use orch_api::pb::{NodeAvailability, NodeRole, NodeState, Reachability};
 
     use super::*;
 
@@ -401,5 +404,196 @@ mod tests {
         assert!(data(&d)["Spec"].get("Data").is_none());
         d.kind = DataKind::Config as i32;
         assert_eq!(data(&d)["Spec"]["Data"], "bmV3");
+    }
+
+    fn attachment(target: &str, aliases: &[&str]) -> NetworkAttachmentConfig {
+        NetworkAttachmentConfig {
+            target: target.into(),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    fn spec(networks: Vec<NetworkAttachmentConfig>, mode: &str) -> ServiceSpec {
+        ServiceSpec {
+            name: "web".into(),
+            task: Some(TaskSpec {
+                networks,
+                ..Default::default()
+            }),
+            endpoint: (!mode.is_empty()).then(|| EndpointSpec {
+                mode: mode.into(),
+                ports: vec![],
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn service_inspect_shows_networks_and_virtual_ips() {
+        // (case, service, JSON pointer, the value there: None for absent)
+        let on_networks = Service {
+            id: "svc1".into(),
+            spec: Some(spec(
+                vec![attachment("net1", &["web", "www"]), attachment("net2", &[])],
+                "vip",
+            )),
+            previous_spec: Some(spec(vec![attachment("net1", &[])], "")),
+            virtual_ips: vec![
+                VirtualIp {
+                    network_id: "net1".into(),
+                    addr: "10.0.1.2/24".into(),
+                },
+                VirtualIp {
+                    network_id: "net2".into(),
+                    addr: "10.0.2.2".into(),
+                },
+            ],
+            ..Default::default()
+        };
+        let dnsrr = Service {
+            id: "svc2".into(),
+            spec: Some(spec(vec![attachment("net1", &[])], "dnsrr")),
+            ..Default::default()
+        };
+        let plain = Service {
+            id: "svc3".into(),
+            spec: Some(spec(vec![], "")),
+            ..Default::default()
+        };
+        let cases: Vec<(&str, &Service, &str, Option<Value>)> = vec![
+            (
+                "networks with and without aliases",
+                &on_networks,
+                "/Spec/TaskTemplate/Networks",
+                Some(json!([
+                    { "Target": "net1", "Aliases": ["web", "www"] },
+                    { "Target": "net2" },
+                ])),
+            ),
+            (
+                "the previous spec's networks",
+                &on_networks,
+                "/PreviousSpec/TaskTemplate/Networks",
+                Some(json!([{ "Target": "net1" }])),
+            ),
+            (
+                "virtual IPs, addresses as stored",
+                &on_networks,
+                "/Endpoint/VirtualIPs",
+                Some(json!([
+                    { "NetworkID": "net1", "Addr": "10.0.1.2/24" },
+                    { "NetworkID": "net2", "Addr": "10.0.2.2" },
+                ])),
+            ),
+            (
+                "endpoint mode vip",
+                &on_networks,
+                "/Endpoint/Spec/Mode",
+                Some(json!("vip")),
+            ),
+            (
+                "endpoint mode dnsrr",
+                &dnsrr,
+                "/Endpoint/Spec/Mode",
+                Some(json!("dnsrr")),
+            ),
+            (
+                "dnsrr in the spec too",
+                &dnsrr,
+                "/Spec/EndpointSpec/Mode",
+                Some(json!("dnsrr")),
+            ),
+            (
+                "no virtual IPs: none shown",
+                &dnsrr,
+                "/Endpoint/VirtualIPs",
+                None,
+            ),
+            (
+                "no networks: none shown",
+                &plain,
+                "/Spec/TaskTemplate/Networks",
+                None,
+            ),
+            (
+                "no endpoint spec: vip",
+                &plain,
+                "/Endpoint/Spec/Mode",
+                Some(json!("vip")),
+            ),
+            (
+                "the rest of the object is kept",
+                &plain,
+                "/Spec/TaskTemplate/Runtime",
+                Some(json!("container")),
+            ),
+        ];
+        for (case, s, pointer, expected) in cases {
+            let v = service(s, None);
+            assert_eq!(v.pointer(pointer), expected.as_ref(), "{case}: {v:#}");
+        }
+    }
+
+    #[test]
+    fn task_inspect_shows_network_attachments() {
+        let attached = Task {
+            id: "task1".into(),
+            spec: Some(TaskSpec {
+                networks: vec![attachment("net1", &["db"])],
+                ..Default::default()
+            }),
+            networks: vec![
+                NetworkAttachment {
+                    network_id: "net1".into(),
+                    addr: "10.0.1.3/24".into(),
+                    aliases: vec!["db".into()],
+                },
+                NetworkAttachment {
+                    network_id: "net2".into(),
+                    addr: String::new(),
+                    aliases: vec![],
+                },
+            ],
+            ..Default::default()
+        };
+        let plain = Task {
+            id: "task2".into(),
+            ..Default::default()
+        };
+        let cases: Vec<(&str, &Task, &str, Option<Value>)> = vec![
+            (
+                "attachments in docker's shape, named where the name is known",
+                &attached,
+                "/NetworksAttachments",
+                Some(json!([
+                    { "Network": { "ID": "net1", "Spec": { "Name": "front" } }, "Addresses": ["10.0.1.3/24"] },
+                    { "Network": { "ID": "net2" }, "Addresses": [] },
+                ])),
+            ),
+            (
+                "the spec's networks",
+                &attached,
+                "/Spec/Networks",
+                Some(json!([{ "Target": "net1", "Aliases": ["db"] }])),
+            ),
+            (
+                "no attachments: none shown",
+                &plain,
+                "/NetworksAttachments",
+                None,
+            ),
+            (
+                "no spec networks: none shown",
+                &plain,
+                "/Spec/Networks",
+                None,
+            ),
+            ("the rest is kept", &plain, "/ID", Some(json!("task2"))),
+        ];
+        let names = HashMap::from([("net1".to_string(), "front".to_string())]);
+        for (case, t, pointer, expected) in cases {
+            let v = task(t, &names);
+            assert_eq!(v.pointer(pointer), expected.as_ref(), "{case}: {v:#}");
+        }
     }
 }

@@ -4,7 +4,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use orch_api::pb::{
-    Empty, GetNodeRequest, Node, NodeAvailability, NodeRole, RemoveNodeRequest, UpdateNodeRequest,
+    GetNodeRequest, Node, NodeAvailability, NodeRole, RemoveNodeRequest, UpdateNodeRequest,
 };
 use serde_json::Value;
 
@@ -29,17 +29,6 @@ fn matches(f: &Filters, n: &Node) -> bool {
         && f.labels("node.label", &node_labels)
 }
 
-/// The cluster's root CA, which every node trusts (`TLSInfo.TrustRoot`).
-async fn trust_root(control: &mut read::Control) -> String {
-    control
-        .get_cluster(Empty {})
-        .await
-        .ok()
-        .and_then(|c| c.into_inner().root_ca)
-        .map(|r| r.ca_cert_pem)
-        .unwrap_or_default()
-}
-
 pub async fn list(
     State(backend): State<Backend>,
     Query(q): Query<query::Query>,
@@ -47,7 +36,7 @@ pub async fn list(
     let filters = Filters::parse(&q, FILTERS)?;
     let mut control = backend.control();
     let nodes = read::nodes(&mut control).await?;
-    let root = trust_root(&mut control).await;
+    let root = read::trust_root(&mut control).await;
     Ok(ok_json(Value::Array(
         nodes
             .iter()
@@ -66,7 +55,7 @@ pub async fn inspect(
         .get_node(GetNodeRequest { node: id })
         .await?
         .into_inner();
-    let root = trust_root(&mut control).await;
+    let root = read::trust_root(&mut control).await;
     Ok(ok_json(objects::node(&node, &root)))
 }
 

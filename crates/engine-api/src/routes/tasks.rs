@@ -37,15 +37,6 @@ pub struct Context {
     pub networks: HashMap<String, String>,
 }
 
-/// Network names by ID, for tasks' attachments.
-async fn network_names(control: &mut read::Control) -> ApiResult<HashMap<String, String>> {
-    Ok(read::networks(control)
-        .await?
-        .into_iter()
-        .map(|n| (n.id.clone(), n.spec.map(|s| s.name).unwrap_or_default()))
-        .collect())
-}
-
 impl Context {
     pub async fn load(backend: &Backend) -> ApiResult<Context> {
         let mut control = backend.control();
@@ -54,7 +45,7 @@ impl Context {
         Ok(Context {
             services: services.into_iter().map(|s| (s.id.clone(), s)).collect(),
             nodes: nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
-            networks: network_names(&mut control).await?,
+            networks: read::network_names(&mut control).await?,
         })
     }
 
@@ -147,6 +138,6 @@ pub async fn inspect(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let task = find(&backend, &id).await?;
-    let networks = network_names(&mut backend.control()).await?;
+    let networks = read::network_names(&mut backend.control()).await?;
     Ok(ok_json(objects::task(&task, &networks)))
 }

@@ -12,6 +12,8 @@ use orch_api::pb::{
     CreateServiceRequest, Empty, GetServiceRequest, ListNodesRequest, ListServicesRequest,
     ListTasksRequest, Network, Service, Task, TaskState, UpdateServiceRequest,
 };
+use orch_engine_api::convert::objects;
+use orch_engine_api::read;
 use serde_json::Value;
 use tonic::transport::Channel;
 
@@ -22,7 +24,7 @@ use super::networks::update_networks;
 use super::print::{self, mode_name, task_name};
 use crate::client::{rpc, DaemonError, Target};
 use crate::commands::spec_flags::{build_spec, timeout};
-use crate::output::{self, json, progress, Format};
+use crate::output::{self, progress, Format};
 
 pub async fn run(target: &Target, cmd: ServiceCmd) -> Result<()> {
     match cmd {
@@ -224,14 +226,14 @@ pub async fn inspect_any(
     refs: &[String],
 ) -> Result<()> {
     let mut control = target.control()?;
-    let mut objects = Vec::new();
+    let mut found = Vec::new();
     for r in refs {
         if matches!(kind, None | Some("service")) {
             if let Ok(s) = control
                 .get_service(GetServiceRequest { service: r.clone() })
                 .await
             {
-                objects.push(print::service_json(&s.into_inner()));
+                found.push(objects::service(&s.into_inner(), None));
                 continue;
             }
         }
@@ -240,7 +242,8 @@ pub async fn inspect_any(
                 .get_node(orch_api::pb::GetNodeRequest { node: r.clone() })
                 .await
             {
-                objects.push(json::node(&n.into_inner()));
+                let root = read::trust_root(&mut control).await;
+                found.push(objects::node(&n.into_inner(), &root));
                 continue;
             }
         }
@@ -251,18 +254,19 @@ pub async fn inspect_any(
                 .map_err(rpc)?
                 .into_inner()
                 .tasks;
-            let found: Vec<&Task> = tasks
+            let matching: Vec<&Task> = tasks
                 .iter()
                 .filter(|t| t.id.starts_with(r.as_str()))
                 .collect();
-            if let [t] = found.as_slice() {
-                objects.push(print::task_json(t));
+            if let [t] = matching.as_slice() {
+                let networks = read::network_names(&mut control).await.map_err(rpc)?;
+                found.push(objects::task(t, &networks));
                 continue;
             }
         }
         bail!(DaemonError(format!("No such object: {r}")));
     }
-    output::print_inspect(format, &objects)
+    output::print_inspect(format, &found)
 }
 
 pub async fn node_ps(target: &Target, args: PsArgs) -> Result<()> {
@@ -325,8 +329,8 @@ async fn inspect(target: &Target, args: InspectArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let objects: Vec<Value> = services.iter().map(print::service_json).collect();
-    output::print_inspect(args.format.as_deref(), &objects)
+    let found: Vec<Value> = services.iter().map(|s| objects::service(s, None)).collect();
+    output::print_inspect(args.format.as_deref(), &found)
 }
 
 async fn scale(target: &Target, args: ScaleArgs) -> Result<()> {
