@@ -692,6 +692,18 @@ fn the_docker_cli_drives_a_cluster() {
         "{images}"
     );
     docker_ok(&sock, &["volume", "ls"]);
+    // orch's own inspect prints the very objects docker gets (secrets and configs add orch's
+    // versions).
+    for (kind, name) in [("service", "web"), ("network", "appnet"), ("config", "c1")] {
+        let from_docker: Value =
+            serde_json::from_str(&docker_ok(&sock, &[kind, "inspect", name])).expect("docker JSON");
+        let mut from_orch: Value =
+            serde_json::from_str(&l.ok(&[kind, "inspect", name])).expect("orch JSON");
+        if let Some(o) = from_orch[0].as_object_mut() {
+            o.remove("Versions");
+        }
+        assert_eq!(from_orch, from_docker, "{kind} inspect {name}");
+    }
     // Events: a listener sees the next service being created.
     let mut events = docker_spawn(
         &sock,

@@ -874,15 +874,16 @@ fn render_mode(mode: Option<&Mode>) -> Value {
     }
 }
 
+/// moby's `UpdateConfig`: `Delay` and `Monitor` are omitted when zero, as dockerd omits them.
 fn render_update(u: &UpdateConfig) -> Value {
-    json!({
-        "Parallelism": u.parallelism,
-        "Delay": u.delay,
-        "FailureAction": name_of(&FAILURE_ACTIONS, u.failure_action),
-        "Monitor": u.monitor,
-        "MaxFailureRatio": ratio(u.max_failure_ratio),
-        "Order": name_of(&UPDATE_ORDERS, u.order),
-    })
+    Out::default()
+        .put("Parallelism", u.parallelism)
+        .nonzero("Delay", u.delay)
+        .put("FailureAction", name_of(&FAILURE_ACTIONS, u.failure_action))
+        .nonzero("Monitor", u.monitor)
+        .put("MaxFailureRatio", ratio(u.max_failure_ratio))
+        .put("Order", name_of(&UPDATE_ORDERS, u.order))
+        .done()
 }
 
 fn render_port(p: &PortConfig) -> Value {
