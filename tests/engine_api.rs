@@ -393,6 +393,32 @@ fn bad_input_gets_dockers_status_and_message() {
     wait_for(Duration::from_secs(10), "the TCP Engine API", || {
         curl(&c.node("m1").dir, true).as_deref() == Some("OK")
     });
+    // The docker CLI over TCP with a manager's certificate, checking the server's name
+    // (`swarm-manager`, resolved by a hosts file private to its mount namespace).
+    let hosts = c.root.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 swarm-manager\n").expect("hosts file");
+    let certs = c.node("m1").dir.join("certificates");
+    let o = Command::new("unshare")
+        .args(["-m", "sh", "-c"])
+        .arg(format!(
+            "mount --bind {} /etc/hosts && exec docker --tlsverify --tlscacert {} --tlscert {} \
+             --tlskey {} -H tcp://swarm-manager:{port} node ls --format '{{{{.Hostname}}}} \
+             {{{{.ManagerStatus}}}}'",
+            hosts.display(),
+            certs.join("swarm-root-ca.crt").display(),
+            certs.join("swarm-node.crt").display(),
+            certs.join("swarm-node.key").display(),
+        ))
+        .env("DOCKER_CONFIG", c.root.path().join("docker-config"))
+        .env_remove("DOCKER_HOST")
+        .env_remove("DOCKER_CONTEXT")
+        .output()
+        .expect("unshare runs");
+    let listed = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "docker over TCP:\n{}", out(&o));
+    let mut listed: Vec<&str> = listed.lines().collect();
+    listed.sort();
+    assert_eq!(listed, ["m1 Leader", "w1 "], "docker node ls over TCP");
     // A manager's certificate stops working once its node is no longer a manager, even
     // before it expires (a copy taken while it was one).
     c.join("m2", "manager", "m1").expect_ok("manager join");
