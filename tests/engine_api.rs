@@ -712,6 +712,29 @@ fn the_docker_cli_drives_a_cluster() {
         2,
         "{ps}"
     );
+    // One of them, as dashboards look at it: its logs, processes and resource use.
+    let first = ps
+        .lines()
+        .find(|n| n.starts_with("web."))
+        .expect("a web container");
+    let logs = docker_ok(&sock, &["logs", first]);
+    assert!(logs.contains("hello-from-"), "docker logs {first}: {logs}");
+    let top = docker_ok(&sock, &["top", first]);
+    assert!(top.contains("httpd"), "docker top {first}: {top}");
+    let stats = docker_ok(
+        &sock,
+        &[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}} {{.PIDs}}",
+            first,
+        ],
+    );
+    assert!(
+        stats.trim().starts_with(&format!("{first} ")) && !stats.contains("--"),
+        "docker stats {first}: {stats}"
+    );
     let images = docker_ok(&sock, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert!(
         images.lines().any(|i| i == "orch-test/busybox:1"),
