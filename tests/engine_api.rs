@@ -740,6 +740,17 @@ fn the_docker_cli_drives_a_cluster() {
         images.lines().any(|i| i == "orch-test/busybox:1"),
         "{images}"
     );
+    let image = docker_ok(
+        &sock,
+        &[
+            "image",
+            "inspect",
+            "orch-test/busybox:1",
+            "--format",
+            "{{index .RepoTags 0}} {{.Os}}",
+        ],
+    );
+    assert_eq!(image.trim(), "orch-test/busybox:1 linux");
     docker_ok(&sock, &["volume", "ls"]);
     // orch's own inspect prints the very objects docker gets (secrets and configs add orch's
     // versions).

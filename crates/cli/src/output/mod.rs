@@ -207,8 +207,9 @@ fn trim_float(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-/// RFC 3339 with nanoseconds, as the Engine API prints times.
-pub use orch_engine_api::convert::time::rfc3339;
+/// RFC 3339 with nanoseconds as the Engine API prints times: an object's (Go's trimmed
+/// `RFC3339Nano`), and a log line's (always nine digits).
+pub use orch_engine_api::convert::time::{rfc3339, rfc3339_fixed};
 
 /// docker's `units.HumanDuration`: "Less than a second", "5 seconds", "About a minute", ...
 pub fn human_duration(d: Duration) -> String {

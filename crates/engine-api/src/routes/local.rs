@@ -2,7 +2,7 @@
 //! Docker Engine as they came (without the version prefix, which that engine may not serve).
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
@@ -86,4 +86,23 @@ pub async fn proxy(State(backend): State<Backend>, request: Request) -> Response
         Err(e) => ApiError::unavailable(format!("cannot reach this node's Docker Engine: {e}"))
             .into_response(),
     }
+}
+
+/// `GET /images/{name}/json` and `/images/{name}/history`: an image's name may hold slashes
+/// (`orch-test/busybox:1`), so the route takes the rest of the path and only these two parts
+/// go to the engine.
+pub async fn image(
+    State(backend): State<Backend>,
+    Path(name_and_part): Path<String>,
+    request: Request,
+) -> Response {
+    let is_read = ["/json", "/history"].iter().any(|part| {
+        name_and_part
+            .strip_suffix(part)
+            .is_some_and(|n| !n.is_empty())
+    });
+    if !is_read {
+        return ApiError::not_found("page not found").into_response();
+    }
+    proxy(State(backend), request).await
 }

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use orch_api::pb::{GetServiceRequest, LogMessage, ServiceLogsRequest};
 
 use crate::backend::Backend;
-use crate::convert::time::rfc3339;
+use crate::convert::time::rfc3339_fixed;
 use crate::error::{ApiError, ApiResult};
 use crate::query::{self, flag};
 use crate::version::ApiVersion;
@@ -41,7 +41,7 @@ pub fn frames(m: &LogMessage, service_id: &str, f: Format) -> Vec<u8> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let mut payload = Vec::with_capacity(line.len() + 160);
         if f.timestamps {
-            payload.extend_from_slice(log_time(m.timestamp).as_bytes());
+            payload.extend_from_slice(rfc3339_fixed(m.timestamp).as_bytes());
             payload.push(b' ');
         }
         if f.details {
@@ -70,14 +70,6 @@ fn push_header(out: &mut Vec<u8>, stream: u8, len: usize) {
     out.push(stream);
     out.extend_from_slice(&[0, 0, 0]);
     out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
-}
-
-/// A line's time, always with nine fractional digits (docker's fixed format).
-fn log_time(unix_nanos: i64) -> String {
-    if unix_nanos <= 0 {
-        return "0001-01-01T00:00:00.000000000Z".to_string();
-    }
-    rfc3339(unix_nanos)
 }
 
 /// Go's `url.QueryEscape` for the characters IDs and names may hold.
@@ -284,6 +276,6 @@ mod tests {
         let mut binary = message(1, "");
         binary.data = vec![0xff, b'a', b'\n'];
         assert_eq!(frames(&binary, "s1", raw), [0xff, b'a', b'\n']);
-        assert_eq!(log_time(0), "0001-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339_fixed(0), "0001-01-01T00:00:00.000000000Z");
     }
 }

@@ -76,6 +76,7 @@ pub fn router(backend: Backend) -> Router {
         .route("/containers/{id}/stats", get(local::proxy))
         .route("/containers/{id}/top", get(local::proxy))
         .route("/images/json", get(local::proxy))
+        .route("/images/{*name_and_part}", get(local::image))
         .route("/volumes", get(local::proxy))
         .route("/volumes/{name}", get(local::proxy))
         .route("/system/df", get(local::proxy))

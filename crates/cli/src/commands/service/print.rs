@@ -405,7 +405,7 @@ pub(super) async fn log_messages(
             )
         };
         let time = if args.timestamps && m.timestamp > 0 {
-            format!("{} ", output::rfc3339(m.timestamp))
+            format!("{} ", output::rfc3339_fixed(m.timestamp))
         } else {
             String::new()
         };
