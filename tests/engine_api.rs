@@ -751,6 +751,8 @@ fn the_docker_cli_drives_a_cluster() {
         ],
     );
     assert_eq!(image.trim(), "orch-test/busybox:1 linux");
+    let history = docker_ok(&sock, &["image", "history", "-q", "orch-test/busybox:1"]);
+    assert!(history.lines().count() >= 1, "image history: {history}");
     docker_ok(&sock, &["volume", "ls"]);
     // orch's own inspect prints the very objects docker gets (secrets and configs add orch's
     // versions).
