@@ -246,6 +246,21 @@ fn bad_input_gets_dockers_status_and_message() {
         );
         assert_eq!(a.content_type, "application/json");
     }
+    // The node's engine gets reads only, of the paths their routes name.
+    for (method, path) in [
+        ("DELETE", "/v1.44/images/orch-test/busybox:1"),
+        ("POST", "/v1.44/images/create?fromImage=busybox"),
+        ("DELETE", "/v1.44/volumes/data"),
+        ("GET", "/v1.44/containers/%2e%2e/json"),
+        ("GET", "/v1.44/images/..%2Finfo/json"),
+    ] {
+        let a = http(&sock, method, path, None);
+        assert_eq!(a.status, 404, "{method} {path}: {a:?}");
+        assert!(
+            a.message().starts_with("orch passes only reads") || a.message() == "page not found",
+            "{method} {path}: {a:?}"
+        );
+    }
     // An unknown filter.
     let a = http(
         &sock,
@@ -401,14 +416,15 @@ fn bad_input_gets_dockers_status_and_message() {
     let o = Command::new("unshare")
         .args(["-m", "sh", "-c"])
         .arg(format!(
-            "mount --bind {} /etc/hosts && exec docker --tlsverify --tlscacert {} --tlscert {} \
-             --tlskey {} -H tcp://swarm-manager:{port} node ls --format '{{{{.Hostname}}}} \
-             {{{{.ManagerStatus}}}}'",
-            hosts.display(),
-            certs.join("swarm-root-ca.crt").display(),
-            certs.join("swarm-node.crt").display(),
-            certs.join("swarm-node.key").display(),
+            "mount --bind \"$1\" /etc/hosts && exec docker --tlsverify --tlscacert \"$2\" \
+             --tlscert \"$3\" --tlskey \"$4\" -H tcp://swarm-manager:{port} node ls \
+             --format '{{{{.Hostname}}}} {{{{.ManagerStatus}}}}'"
         ))
+        .arg("sh")
+        .arg(&hosts)
+        .arg(certs.join("swarm-root-ca.crt"))
+        .arg(certs.join("swarm-node.crt"))
+        .arg(certs.join("swarm-node.key"))
         .env("DOCKER_CONFIG", c.root.path().join("docker-config"))
         .env_remove("DOCKER_HOST")
         .env_remove("DOCKER_CONTEXT")
@@ -747,16 +763,36 @@ fn the_docker_cli_drives_a_cluster() {
             "inspect",
             "orch-test/busybox:1",
             "--format",
-            "{{index .RepoTags 0}} {{.Os}}",
+            "{{.Os}} {{json .RepoTags}}",
         ],
     );
-    assert_eq!(image.trim(), "orch-test/busybox:1 linux");
+    assert!(
+        image.starts_with("linux ") && image.contains("\"orch-test/busybox:1\""),
+        "image inspect: {image}"
+    );
     let history = docker_ok(&sock, &["image", "history", "-q", "orch-test/busybox:1"]);
     assert!(history.lines().count() >= 1, "image history: {history}");
     docker_ok(&sock, &["volume", "ls"]);
     // orch's own inspect prints the very objects docker gets (secrets and configs add orch's
-    // versions).
-    for (kind, name) in [("service", "web"), ("network", "appnet"), ("config", "c1")] {
+    // versions), for a service orch created as for one docker created.
+    l.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "idle",
+        "--replicas",
+        "0",
+        "orch-test/busybox:1",
+        "sleep",
+        "1d",
+    ]);
+    for (kind, name) in [
+        ("service", "web"),
+        ("service", "idle"),
+        ("network", "appnet"),
+        ("config", "c1"),
+    ] {
         let from_docker: Value =
             serde_json::from_str(&docker_ok(&sock, &[kind, "inspect", name])).expect("docker JSON");
         let mut from_orch: Value =
@@ -766,6 +802,7 @@ fn the_docker_cli_drives_a_cluster() {
         }
         assert_eq!(from_orch, from_docker, "{kind} inspect {name}");
     }
+    l.ok(&["service", "rm", "idle"]);
     // Events: a listener sees the next service being created.
     let mut events = docker_spawn(
         &sock,

@@ -7,7 +7,7 @@ use base64::Engine as _;
 use orch_api::pb::{Cluster, DataKind, DataObject, Network, Node, Service, Task};
 use serde_json::{json, Map, Value};
 
-use super::service::{ports_to_engine, spec_to_engine, task_spec_to_engine};
+use super::service::{insert_defaults, ports_to_engine, spec_to_engine, task_spec_to_engine};
 use super::time::rfc3339;
 
 pub use orch_api::names::{
@@ -216,6 +216,18 @@ pub fn service(s: &Service, counts: Option<Counts>) -> Value {
             "JobIteration": { "Index": j.job_iteration },
             "LastExecution": rfc3339(j.last_execution),
         });
+    }
+    out
+}
+
+/// A service as `docker service inspect` and `docker inspect` ask for it (`insertDefaults`):
+/// docker's defaults filled into its spec and previous spec.
+pub fn service_with_defaults(s: &Service) -> Value {
+    let mut out = service(s, None);
+    for key in ["Spec", "PreviousSpec"] {
+        if let Some(spec) = out.get_mut(key) {
+            insert_defaults(spec);
+        }
     }
     out
 }

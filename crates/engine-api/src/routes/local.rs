@@ -75,7 +75,29 @@ pub async fn engine_json(backend: &Backend, path: &str) -> Option<Value> {
         .flatten()
 }
 
+/// A change to the node's containers, images or volumes: orch passes only reads on.
+pub async fn refused() -> ApiError {
+    ApiError::not_found(
+        "orch passes only reads to this node's Docker Engine: use the engine itself to change \
+         its containers, images or volumes",
+    )
+}
+
+/// Whether `path` names what its route matched: no `.` or `..` segment and no encoded `.` or
+/// `/`, which the engine could resolve to another of its routes.
+fn is_plain(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    !lower.contains("%2e")
+        && !lower.contains("%2f")
+        && !path
+            .split('/')
+            .any(|segment| segment == "." || segment == "..")
+}
+
 pub async fn proxy(State(backend): State<Backend>, request: Request) -> Response {
+    if !is_plain(request.uri().path()) {
+        return ApiError::not_found("page not found").into_response();
+    }
     let target = request
         .uri()
         .path_and_query()
@@ -105,4 +127,32 @@ pub async fn image(
         return ApiError::not_found("page not found").into_response();
     }
     proxy(State(backend), request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_plain;
+
+    #[test]
+    fn only_plain_paths_go_to_the_engine() {
+        for path in [
+            "/containers/abc/logs",
+            "/images/orch-test/busybox:1/json",
+            "/images/registry.example:5000/a/b:1.2/history",
+            "/volumes/data.1",
+        ] {
+            assert!(is_plain(path), "{path}");
+        }
+        for path in [
+            "/containers/../secrets/json",
+            "/containers/x/../../info/logs",
+            "/images/./json",
+            "/containers/%2e%2e/json",
+            "/containers/%2E%2e/json",
+            "/images/a%2fb/json",
+            "/images/a%2Fb/json",
+        ] {
+            assert!(!is_plain(path), "{path}");
+        }
+    }
 }

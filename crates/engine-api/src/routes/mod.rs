@@ -13,9 +13,10 @@ mod system;
 mod tasks;
 
 use axum::body::Bytes;
+use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use serde_json::Value;
 
@@ -70,22 +71,31 @@ pub fn router(backend: Backend) -> Router {
             get(data::inspect_config).delete(data::remove_config),
         )
         .route("/configs/{id}/update", post(data::update_config))
-        .route("/containers/json", get(local::proxy))
-        .route("/containers/{id}/json", get(local::proxy))
-        .route("/containers/{id}/logs", get(local::proxy))
-        .route("/containers/{id}/stats", get(local::proxy))
-        .route("/containers/{id}/top", get(local::proxy))
-        .route("/images/json", get(local::proxy))
-        .route("/images/{*name_and_part}", get(local::image))
-        .route("/volumes", get(local::proxy))
-        .route("/volumes/{name}", get(local::proxy))
-        .route("/system/df", get(local::proxy))
+        .route("/containers/json", engine_read(local::proxy))
+        .route("/containers/{id}/json", engine_read(local::proxy))
+        .route("/containers/{id}/logs", engine_read(local::proxy))
+        .route("/containers/{id}/stats", engine_read(local::proxy))
+        .route("/containers/{id}/top", engine_read(local::proxy))
+        .route("/images/json", engine_read(local::proxy))
+        .route("/images/{*name_and_part}", engine_read(local::image))
+        .route("/volumes", engine_read(local::proxy))
+        .route("/volumes/{name}", engine_read(local::proxy))
+        .route("/system/df", engine_read(local::proxy))
         .fallback(not_found)
         .with_state(backend)
 }
 
 async fn not_found() -> ApiError {
     ApiError::not_found("page not found")
+}
+
+/// A read the node's own engine answers (GET); any other method on its path is refused.
+fn engine_read<H, T>(handler: H) -> MethodRouter<Backend>
+where
+    H: Handler<T, Backend>,
+    T: 'static,
+{
+    get(handler).fallback(local::refused)
 }
 
 /// A request body as JSON; malformed JSON is a 400 as in dockerd.

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::{created, json_body, ok_empty, ok_json};
 use crate::backend::Backend;
 use crate::convert::objects::{self, Counts};
-use crate::convert::service::{insert_defaults, spec_from_engine, unacted};
+use crate::convert::service::{spec_from_engine, unacted};
 use crate::error::{ApiError, ApiResult};
 use crate::query::{self, flag, Filters};
 use crate::read;
@@ -137,15 +137,11 @@ pub async fn inspect(
         .get_service(GetServiceRequest { service: id })
         .await?
         .into_inner();
-    let mut out = objects::service(&service, None);
-    if flag(&q, "insertDefaults") {
-        for key in ["Spec", "PreviousSpec"] {
-            if let Some(spec) = out.get_mut(key) {
-                insert_defaults(spec);
-            }
-        }
-    }
-    Ok(ok_json(out))
+    Ok(ok_json(if flag(&q, "insertDefaults") {
+        objects::service_with_defaults(&service)
+    } else {
+        objects::service(&service, None)
+    }))
 }
 
 pub async fn remove(State(backend): State<Backend>, Path(id): Path<String>) -> ApiResult<Response> {

@@ -227,13 +227,16 @@ pub async fn inspect_any(
 ) -> Result<()> {
     let mut control = target.control()?;
     let mut found = Vec::new();
+    // Read once, when the first node or task needs them.
+    let mut trust_root = None;
+    let mut network_names = None;
     for r in refs {
         if matches!(kind, None | Some("service")) {
             if let Ok(s) = control
                 .get_service(GetServiceRequest { service: r.clone() })
                 .await
             {
-                found.push(objects::service(&s.into_inner(), None));
+                found.push(objects::service_with_defaults(&s.into_inner()));
                 continue;
             }
         }
@@ -242,8 +245,12 @@ pub async fn inspect_any(
                 .get_node(orch_api::pb::GetNodeRequest { node: r.clone() })
                 .await
             {
-                let root = read::trust_root(&mut control).await;
-                found.push(objects::node(&n.into_inner(), &root));
+                if trust_root.is_none() {
+                    trust_root = Some(read::trust_root(&mut control).await);
+                }
+                if let Some(root) = &trust_root {
+                    found.push(objects::node(&n.into_inner(), root));
+                }
                 continue;
             }
         }
@@ -259,8 +266,12 @@ pub async fn inspect_any(
                 .filter(|t| t.id.starts_with(r.as_str()))
                 .collect();
             if let [t] = matching.as_slice() {
-                let networks = read::network_names(&mut control).await.map_err(rpc)?;
-                found.push(objects::task(t, &networks));
+                if network_names.is_none() {
+                    network_names = Some(read::network_names(&mut control).await.map_err(rpc)?);
+                }
+                if let Some(names) = &network_names {
+                    found.push(objects::task(t, names));
+                }
                 continue;
             }
         }
@@ -329,7 +340,10 @@ async fn inspect(target: &Target, args: InspectArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let found: Vec<Value> = services.iter().map(|s| objects::service(s, None)).collect();
+    let found: Vec<Value> = services
+        .iter()
+        .map(objects::service_with_defaults)
+        .collect();
     output::print_inspect(args.format.as_deref(), &found)
 }
 
