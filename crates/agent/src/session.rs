@@ -92,7 +92,14 @@ fn next_manager<'a>(managers: &'a [String], next: &mut usize, failed: Option<&st
 enum Ended {
     Redirect(String),
     Failed(String),
+    /// A session that had run for a while ended (its manager fell silent, closed it or
+    /// failed): that manager failed, not every one, so the next is tried at once.
+    Lost(String),
 }
+
+/// How long a session must have run for its end to count as [`Ended::Lost`]; a manager that
+/// accepts sessions and ends them at once is retried with the usual backoff.
+const LOST_AFTER: Duration = Duration::from_secs(1);
 
 /// The session generation alone, for the worker: it changes only when a new session opens.
 pub fn generations(mut state: watch::Receiver<SessionState>) -> watch::Receiver<u64> {
@@ -161,6 +168,17 @@ pub async fn run(mut p: SessionParams, shutdown: CancellationToken) {
                 debug!(manager = %addr, error = %message, "session ended");
                 p.state.send_modify(|s| s.last_error = message);
                 failed = Some((addr, tokio::time::Instant::now()));
+            }
+            Ended::Lost(message) => {
+                // No wait: the agent has already been without a manager for 1.5 periods,
+                // and it fences at 2.5. (A backoff of up to half a second here, after a long
+                // session, was what made CI's leader-partition test fence a node whose other
+                // managers answered.)
+                debug!(manager = %addr, error = %message, "session lost; trying the next manager");
+                p.state.send_modify(|s| s.last_error = message);
+                failed = Some((addr, tokio::time::Instant::now()));
+                backoff = Duration::from_millis(100);
+                continue;
             }
         }
         let jitter = rand::rng().random_range(0..=backoff.as_millis() as u64 / 2);
@@ -240,22 +258,30 @@ async fn session(p: &mut SessionParams, addr: &str, generation: u64) -> Ended {
     let mut period = DEFAULT_PERIOD;
     let mut heartbeat = tokio::time::interval(period);
     heartbeat.tick().await;
-    // Silence is checked four times a period: a manager that stopped answering is left
-    // within a quarter period of the limit (1.5 periods), still before fencing (2).
-    let mut silence_check = tokio::time::interval(period / 4);
+    // Silence is checked ten times a period: a manager that stopped answering is left within
+    // a tenth of a period of the limit (1.5 periods), a whole period before fencing (2.5).
+    let mut silence_check = tokio::time::interval(period / 10);
     let mut last_heard = tokio::time::Instant::now();
+    let started = tokio::time::Instant::now();
+    let lost = |message: String| {
+        if started.elapsed() >= LOST_AFTER {
+            Ended::Lost(message)
+        } else {
+            Ended::Failed(message)
+        }
+    };
     loop {
         tokio::select! {
             _ = silence_check.tick() => {
                 if last_heard.elapsed() > session_silence_limit(period) {
-                    return Ended::Failed(format!("manager {addr} stopped answering"));
+                    return lost(format!("manager {addr} stopped answering"));
                 }
             }
             message = inbound.message() => {
                 let message = match message {
                     Ok(Some(m)) => m,
-                    Ok(None) => return Ended::Failed(format!("manager {addr} closed the session")),
-                    Err(status) => return Ended::Failed(format!("{addr}: {}", status.message())),
+                    Ok(None) => return lost(format!("manager {addr} closed the session")),
+                    Err(status) => return lost(format!("{addr}: {}", status.message())),
                 };
                 last_heard = tokio::time::Instant::now();
                 p.contact.touch(period);
@@ -266,7 +292,7 @@ async fn session(p: &mut SessionParams, addr: &str, generation: u64) -> Ended {
                             period = new_period;
                             heartbeat = tokio::time::interval(period);
                             heartbeat.tick().await;
-                            silence_check = tokio::time::interval(period / 4);
+                            silence_check = tokio::time::interval(period / 10);
                         }
                         let managers: Vec<String> = info.managers.iter().map(|m| m.addr.clone()).filter(|a| !a.is_empty()).collect();
                         if !managers.is_empty() {
@@ -317,7 +343,7 @@ async fn session(p: &mut SessionParams, addr: &str, generation: u64) -> Ended {
                             period = new_period;
                             heartbeat = tokio::time::interval(period);
                             heartbeat.tick().await;
-                            silence_check = tokio::time::interval(period / 4);
+                            silence_check = tokio::time::interval(period / 10);
                         }
                     }
                     None => {}
