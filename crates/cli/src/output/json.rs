@@ -3,10 +3,7 @@
 //! (`orch_engine_api::convert::objects`), so `orch inspect` and `docker inspect` agree.
 
 use orch_api::names;
-use orch_api::pb::{
-    FailureAction, Node, NodeAvailability, NodeRole, NodeState, Reachability, RestartCondition,
-    UpdateOrder, UpdateState,
-};
+use orch_api::pb::{Node, NodeAvailability, NodeRole, NodeState, Reachability, UpdateState};
 use serde_json::{json, Value};
 
 pub fn role_name(role: i32) -> &'static str {
@@ -54,28 +51,9 @@ pub fn node_row(n: &Node, self_id: &str) -> Value {
     })
 }
 
-pub fn restart_condition_name(c: i32) -> &'static str {
-    match RestartCondition::try_from(c) {
-        Ok(RestartCondition::OnFailure) => "on-failure",
-        Ok(RestartCondition::None) => "none",
-        _ => "any",
-    }
-}
-
-pub fn failure_action_name(a: i32) -> &'static str {
-    match FailureAction::try_from(a) {
-        Ok(FailureAction::Continue) => "continue",
-        Ok(FailureAction::Rollback) => "rollback",
-        _ => "pause",
-    }
-}
-
-pub fn update_order_name(o: i32) -> &'static str {
-    match UpdateOrder::try_from(o) {
-        Ok(UpdateOrder::StartFirst) => "start-first",
-        _ => "stop-first",
-    }
-}
+pub use orch_engine_api::convert::service::{
+    failure_action_name, restart_condition_name, update_order_name,
+};
 
 pub fn update_state_name(s: i32) -> &'static str {
     names::update_state(UpdateState::try_from(s).unwrap_or_default())

@@ -825,7 +825,7 @@ fn render_resources(r: &ResourceRequirements) -> Value {
 
 fn render_restart(r: &RestartPolicy) -> Value {
     Out::default()
-        .put("Condition", name_of(&RESTART_CONDITIONS, r.condition))
+        .put("Condition", restart_condition_name(r.condition))
         .put("Delay", r.delay)
         .put("MaxAttempts", r.max_attempts)
         .nonzero("Window", r.window)
@@ -879,10 +879,10 @@ fn render_update(u: &UpdateConfig) -> Value {
     Out::default()
         .put("Parallelism", u.parallelism)
         .nonzero("Delay", u.delay)
-        .put("FailureAction", name_of(&FAILURE_ACTIONS, u.failure_action))
+        .put("FailureAction", failure_action_name(u.failure_action))
         .nonzero("Monitor", u.monitor)
         .put("MaxFailureRatio", ratio(u.max_failure_ratio))
-        .put("Order", name_of(&UPDATE_ORDERS, u.order))
+        .put("Order", update_order_name(u.order))
         .done()
 }
 
@@ -902,6 +902,20 @@ fn render_port(p: &PortConfig) -> Value {
 }
 
 /// An enum value's name; unknown values show as the default (the first).
+/// The Engine API's names of a restart condition, an update failure action and an update
+/// order (unknown values read as the default), for the CLI's `--pretty` output too.
+pub fn restart_condition_name(c: i32) -> &'static str {
+    name_of(&RESTART_CONDITIONS, c)
+}
+
+pub fn failure_action_name(a: i32) -> &'static str {
+    name_of(&FAILURE_ACTIONS, a)
+}
+
+pub fn update_order_name(o: i32) -> &'static str {
+    name_of(&UPDATE_ORDERS, o)
+}
+
 fn name_of(choices: &[(&'static str, i32)], value: i32) -> &'static str {
     choices
         .iter()
